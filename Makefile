@@ -1,0 +1,26 @@
+# Two commands do all the set-up on a fresh machine (see README):
+#   make smoke   installs into .venv, then runs the whole offline smoke DAG (report at the end)
+#   make test    installs into .venv, then runs the tests
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+
+.PHONY: smoke test install clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+smoke: install
+	$(BIN)/snakemake --cores $(CORES)
+
+test: install
+	HF_HUB_OFFLINE=1 BENCH_OFFLINE=1 $(BIN)/python -m pytest -n 2 -q
+
+clean:
+	rm -rf results/smoke resources .snakemake

@@ -1,0 +1,18 @@
+# lossbench: download data -> train each (track, dataset, method, seed) -> evaluate -> aggregate
+# -> tables and plots -> static report. `snakemake --cores N` runs the offline smoke profile
+# (config/smoke.yaml, workflow profile profiles/default); see README for the full and SLURM runs.
+
+configfile: "config/smoke.yaml"
+
+
+include: "workflows/common.smk"
+include: "workflows/data.smk"
+include: "workflows/train.smk"
+include: "workflows/evaluate.smk"
+include: "workflows/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        f"results/{PROFILE}/report/index.html",

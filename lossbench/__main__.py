@@ -1,0 +1,5 @@
+import sys
+
+from lossbench.cli import main
+
+sys.exit(main())

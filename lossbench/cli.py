@@ -1,0 +1,119 @@
+"""Command line: list what is registered, validate a config, run one training run by hand.
+
+    lossbench list [methods|datasets|tracks] [--config config/smoke.yaml]
+    lossbench validate config/full.yaml
+    lossbench run --dataset mnist1d_lt100 --method focal --seed 0 [--config ...] [--track ...]
+                  [--set gamma=1.0] [--out DIR] [--device cpu]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+import data
+import methods
+from lossbench import config as lbconfig
+
+DEFAULT_CONFIG = lbconfig.ROOT / "config" / "smoke.yaml"
+
+
+def _list(args):
+    if args.what in ("methods", "all"):
+        print("methods:")
+        for name in methods.REGISTRY:
+            spec = methods.get(name)
+            print(f"  {name:18s} {spec.kind:10s} {spec.card:4s} {spec.paper} — {spec.summary}")
+    if args.what in ("datasets", "all"):
+        print("datasets:")
+        for name in data.names():
+            print(f"  {name:16s} {data.describe(name)}")
+    if args.what in ("tracks", "all"):
+        cfg, tracks = lbconfig.load_profile(args.config)
+        print(f"tracks in {args.config} (profile {cfg['profile']}):")
+        for name, t in tracks.items():
+            ds = [d for p in t["protocols"].values() for d in p["datasets"]]
+            print(f"  {name}: {len(ds)} datasets x {len(t['methods'])} methods x {len(t['seeds'])} seeds")
+            print(f"    datasets: {', '.join(ds)}")
+
+
+def _parse_sets(pairs):
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _run(args):
+    import torch
+
+    from lossbench import runner
+
+    cfg, tracks = lbconfig.load_profile(args.config)
+    track_name = args.track or next(iter(tracks))
+    if track_name not in tracks:
+        raise SystemExit(f"unknown track {track_name!r}; tracks in {args.config}: {', '.join(tracks)}")
+    track = dict(tracks[track_name])
+    if args.method not in track["methods"]:
+        track["methods"] = track["methods"] + [args.method]
+        lbconfig.check_track(track, "--method")
+    overrides = _parse_sets(args.set)
+    if overrides:
+        track["method_hparams"] = {**track.get("method_hparams", {}), args.method: overrides}
+        lbconfig.check_track(track, "--set")
+    run = lbconfig.resolve_run(track, args.dataset, args.method, args.seed)
+    source = data.source_of(args.dataset)
+    prepared = lbconfig.ROOT / "resources" / "data" / source / "prepared.npz"
+    if not prepared.exists():
+        entry = data.source_entry(source)
+        raw = None
+        if entry["kind"] == "download":
+            raw = lbconfig.ROOT / "resources" / "downloads" / source
+            data.download_source(source, raw / entry["archive"])
+        runner.prepare_source(source, prepared, raw_dir=raw)
+    out = Path(args.out or lbconfig.ROOT / "results" / "manual" / track_name / args.dataset / args.method / f"seed{args.seed}")
+    torch.set_num_threads(args.threads)
+    info = runner.train_run(run, prepared, out, device=args.device or cfg["device"])
+    metrics = runner.evaluate_run(out)
+    print(json.dumps({"run_dir": str(out), "status": info["status"], "hparams": run["hparams"],
+                      "metrics": dict(zip(metrics.metric, metrics.value))}, indent=2))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="lossbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("list", help="list registered methods, datasets, tracks")
+    p.add_argument("what", nargs="?", default="all", choices=["all", "methods", "datasets", "tracks"])
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.set_defaults(func=_list)
+    p = sub.add_parser("validate", help="validate a profile config and its tracks")
+    p.add_argument("config")
+    p.set_defaults(func=lambda a: (lbconfig.load_profile(a.config), print(f"{a.config}: ok")))
+    p = sub.add_parser("run", help="train and evaluate one run outside Snakemake")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--track")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="HP=VALUE", help="override a hyperparameter")
+    p.add_argument("--device")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out")
+    p.set_defaults(func=_run)
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (lbconfig.ConfigError, KeyError) as e:
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

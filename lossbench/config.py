@@ -1,0 +1,139 @@
+"""Config loading and validation: JSON Schema first, then the name checks a schema can't do.
+
+The Snakefile validates with `snakemake.utils.validate` against the same schema files; the CLI
+uses `jsonschema` directly. Every error names the offending key and lists the valid choices.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+
+import data
+import methods
+from lossbench.models import MODELS
+from lossbench.seeding import derive_seed
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_DIR = ROOT / "config" / "schema"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _load_yaml(path) -> dict:
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def schema(name: str) -> dict:
+    return _load_yaml(SCHEMA_DIR / f"{name}.schema.yaml")
+
+
+def validate_schema(cfg: dict, name: str, where: str) -> None:
+    import jsonschema
+
+    try:
+        jsonschema.validate(cfg, schema(name))
+    except jsonschema.ValidationError as e:
+        path = "/".join(map(str, e.absolute_path)) or "(top level)"
+        raise ConfigError(f"{where}: {path}: {e.message}") from None
+
+
+def _unknown(kind: str, name: str, valid, where: str) -> ConfigError:
+    close = difflib.get_close_matches(name, list(valid), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return ConfigError(f"{where}: unknown {kind} {name!r}.{hint} Valid: {', '.join(sorted(valid))}")
+
+
+def check_track(track: dict, where: str = "track") -> None:
+    """Checks beyond the schema: registered names, baseline in methods, valid hyperparameters."""
+    for m in track["methods"]:
+        if m not in methods.REGISTRY:
+            raise _unknown("method", m, methods.REGISTRY, f"{where}: methods")
+    if track["baseline"] not in track["methods"]:
+        raise ConfigError(f"{where}: baseline {track['baseline']!r} is not in methods {track['methods']}")
+    for m, overrides in track.get("method_hparams", {}).items():
+        if m not in track["methods"]:
+            raise _unknown("method in method_hparams", m, track["methods"], where)
+        try:
+            methods.get(m).hparams(overrides)
+        except ValueError as e:
+            raise ConfigError(f"{where}: method_hparams: {e}") from None
+    seen = {}
+    for pname, proto in track["protocols"].items():
+        for d in proto["datasets"]:
+            if d not in data.names():
+                raise _unknown("dataset", d, data.names(), f"{where}: protocols/{pname}/datasets")
+            if d in seen:
+                raise ConfigError(f"{where}: dataset {d!r} is in protocols {seen[d]!r} and {pname!r}")
+            seen[d] = pname
+        if proto["model"]["name"] not in MODELS:
+            raise _unknown("model", proto["model"]["name"], MODELS, f"{where}: protocols/{pname}/model")
+        sched = proto["schedule"]
+        milestones, factors = sched.get("milestones", []), sched.get("factors", [])
+        if sched["name"] == "step" and (not milestones or len(milestones) != len(factors)):
+            raise ConfigError(f"{where}: protocols/{pname}/schedule: step needs milestones and factors of equal length")
+
+
+def load_track(path) -> dict:
+    track = _load_yaml(path)
+    validate_schema(track, "track", str(path))
+    check_track(track, str(path))
+    return track
+
+
+def load_profile(path) -> tuple[dict, dict]:
+    """(profile config, {track name: track config}) with everything validated."""
+    cfg = _load_yaml(path)
+    validate_schema(cfg, "config", str(path))
+    tracks = {}
+    for name, track_path in cfg["tracks"].items():
+        track = load_track(ROOT / track_path)
+        if track["track"] != name:
+            raise ConfigError(f"{path}: tracks/{name} points at a file for track {track['track']!r}")
+        tracks[name] = track
+    return cfg, tracks
+
+
+def runs(tracks: dict) -> list[tuple[str, str, str, int]]:
+    """Every (track, dataset, method, seed) the profile asks for."""
+    out = []
+    for t, track in tracks.items():
+        for proto in track["protocols"].values():
+            for d in proto["datasets"]:
+                for m in track["methods"]:
+                    for s in track["seeds"]:
+                        out.append((t, d, m, s))
+    return out
+
+
+def protocol_for(track: dict, dataset: str) -> dict:
+    for proto in track["protocols"].values():
+        if dataset in proto["datasets"]:
+            return {k: v for k, v in proto.items() if k != "datasets"}
+    raise _unknown("dataset for this track", dataset, [d for p in track["protocols"].values() for d in p["datasets"]], track["track"])
+
+
+def resolve_run(track: dict, dataset: str, method: str, seed: int) -> dict:
+    """Everything that determines a run's numbers, with its hash as `run_id`."""
+    spec = methods.get(method)
+    name = track["track"]
+    run = {
+        "track": name, "track_version": track["version"], "dataset": dataset,
+        "method": method, "method_version": spec.version, "seed": seed,
+        "hparams": spec.hparams(track.get("method_hparams", {}).get(method)),
+        "protocol": protocol_for(track, dataset),
+        "seeds": {
+            "data": derive_seed(name, dataset, seed, "data"),  # same for every method: paired runs
+            "init": derive_seed(name, dataset, method, seed, "init"),
+            "order": derive_seed(name, dataset, method, seed, "order"),
+        },
+    }
+    blob = json.dumps(run, sort_keys=True, default=str).encode()
+    run["run_id"] = hashlib.sha256(blob).hexdigest()[:12]
+    return run

@@ -1,0 +1,157 @@
+"""What one Snakemake job does, callable by hand too: prepare a source, train one run, evaluate
+one run, aggregate a profile. Every output is written atomically (lossbench.io)."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import data
+import methods
+from lossbench import io
+from lossbench.metrics import classification_metrics
+
+RUN_KEYS = ["track", "dataset", "method", "seed"]
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda requested but torch sees no CUDA device")
+    return device
+
+
+def run_logger(path) -> logging.Logger:
+    """A logger writing to `path` only; one per run, safe when jobs run as threads."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger(f"lossbench.run.{path}")
+    logger.handlers.clear()
+    logger.propagate = False
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+def prepare_source(source: str, out_path, raw_dir=None) -> None:
+    arrays = data.prepare_source(source, raw_dir=raw_dir)
+    io.write_npz(out_path, **arrays)
+
+
+def train_run(run: dict, prepared_path, out_dir, device: str = "cpu", log_path=None) -> dict:
+    """Train `run` (from lossbench.config.resolve_run); writes predictions.npz, curves.csv, train.json."""
+    out_dir = Path(out_dir)
+    log = run_logger(log_path or out_dir / "train.log")
+    device = resolve_device(device)
+    spec = methods.get(run["method"])
+    ds = data.build(run["dataset"], data.load_prepared(prepared_path), run["seeds"]["data"])
+    log.info(f"run {run['run_id']}: {run['track']}/{run['dataset']}/{run['method']}/seed{run['seed']} "
+             f"on {device}; {len(ds.y_train)} train, counts {ds.class_counts.tolist()}")
+    from lossbench.train import train  # imported here so `lossbench list` stays light
+
+    t0 = time.perf_counter()
+    res = train(ds, spec, run["hparams"], run["protocol"], run["seeds"]["init"], run["seeds"]["order"],
+                device=device, log=log.info)
+    wall = time.perf_counter() - t0
+    keys = {k: run[k] for k in RUN_KEYS}
+    curves = pd.DataFrame([{**keys, **row} for row in res.curves], columns=RUN_KEYS + ["step", "epoch", "metric", "value"])
+    io.write_csv(out_dir / "curves.csv", curves)
+    arrays = {"y_val": ds.y_val, "y_test": ds.y_test, "train_counts": ds.class_counts,
+              "noisy_fraction": np.float64(ds.noisy.mean())}
+    if res.status == "ok":
+        arrays.update(val_scores=res.val_scores, test_scores=res.test_scores)
+    io.write_npz(out_dir / "predictions.npz", **arrays)
+    info = {
+        **run, "status": res.status, "diverged_at_step": res.diverged_at_step, "steps": res.steps,
+        "wall_seconds": wall, "train_seconds": res.train_seconds, "samples_per_second": res.samples_per_second,
+        "device": device if device == "cpu" else torch.cuda.get_device_name(0),
+        "torch_threads": torch.get_num_threads(), "data_sha256": io.sha256_file(prepared_path),
+        "versions": io.package_versions(), **io.git_state(Path(__file__).parent),
+    }
+    io.write_json(out_dir / "train.json", info)
+    log.info(f"done: {res.status}, {res.steps} steps, {wall:.2f} s, {res.samples_per_second:.0f} samples/s")
+    return info
+
+
+def evaluate_run(run_dir) -> pd.DataFrame:
+    """Shared metrics of a trained run; writes metrics.csv, per_class.csv and run.json."""
+    run_dir = Path(run_dir)
+    info = io.read_json(run_dir / "train.json")
+    pred = data.load_prepared(run_dir / "predictions.npz")
+    counts = pred["train_counts"]
+    if info["status"] == "ok":
+        values, recall = classification_metrics(pred["test_scores"], pred["y_test"], counts, "test")
+        val_values, _ = classification_metrics(pred["val_scores"], pred["y_val"], counts, "val")
+        values["val/balanced_accuracy"] = val_values["val/balanced_accuracy"]
+    else:  # diverged: every metric is recorded as missing, the run itself is kept
+        values = {m: float("nan") for m in METRICS}
+        recall = np.full(len(counts), np.nan)
+    values["train/wall_seconds"] = info["wall_seconds"]
+    values["train/samples_per_second"] = info["samples_per_second"]
+    keys = {k: info[k] for k in RUN_KEYS}
+    rows = [{"track": info["track"], "track_version": info["track_version"], "dataset": info["dataset"],
+             "method": info["method"], "method_version": info["method_version"], "seed": info["seed"],
+             "metric": m, "value": v, "run_id": info["run_id"], "status": info["status"]} for m, v in values.items()]
+    metrics = pd.DataFrame(rows)
+    per_class = pd.DataFrame({**keys, "class": np.arange(len(counts)), "train_count": counts, "test_recall": recall})
+    io.write_csv(run_dir / "metrics.csv", metrics)
+    io.write_csv(run_dir / "per_class.csv", per_class)
+    io.write_json(run_dir / "run.json", {**info, "metrics": values})
+    return metrics
+
+
+METRICS = [f"test/{m}" for m in ("accuracy", "balanced_accuracy", "worst_class_accuracy", "macro_f1",
+                                 "ece", "nll", "acc_many", "acc_medium", "acc_few")] + ["val/balanced_accuracy"]
+
+
+def aggregate(run_dirs, out_dir, provenance: dict) -> None:
+    """Merge runs into the tidy tables the report reads; checks one row per key."""
+    out_dir = Path(out_dir)
+    run_dirs = [Path(d) for d in run_dirs]
+    summary = pd.concat([pd.read_csv(d / "metrics.csv") for d in run_dirs], ignore_index=True)
+    dup = summary.duplicated(RUN_KEYS + ["metric"])
+    if dup.any():
+        raise RuntimeError(f"duplicate result rows: {summary[dup].head()}")
+    curves = pd.concat([pd.read_csv(d / "curves.csv") for d in run_dirs], ignore_index=True)
+    per_class = pd.concat([pd.read_csv(d / "per_class.csv") for d in run_dirs], ignore_index=True)
+    runs = []
+    for d in run_dirs:
+        r = io.read_json(d / "run.json")
+        runs.append({k: r[k] for k in RUN_KEYS + ["status", "hparams", "method_version", "track_version",
+                                                   "run_id", "wall_seconds", "device"]})
+    registry = {name: methods.get(name) for name in sorted({r["method"] for r in runs})}
+    method_meta = {n: {"kind": s.kind, "paper": s.paper, "url": s.url, "card": s.card, "summary": s.summary,
+                       "version": s.version, "defaults": dict(s.defaults)} for n, s in registry.items()}
+    io.write_csv(out_dir / "summary.csv", summary)
+    io.write_csv(out_dir / "curves.csv", curves)
+    io.write_csv(out_dir / "per_class.csv", per_class)
+    io.write_json(out_dir / "runs.json", runs)
+    io.write_json(out_dir / "methods.json", method_meta)
+    io.write_json(out_dir / "provenance.json", provenance)
+
+
+def provenance(cfg: dict, tracks: dict, command: str) -> dict:
+    """What the report prints at the bottom: command, commit, versions, hardware, and exactly
+    which datasets and budgets each track's numbers come from."""
+    from datetime import datetime, timezone
+
+    described = {}
+    for name, track in tracks.items():
+        described[name] = {
+            "version": track["version"], "baseline": track["baseline"], "seeds": track["seeds"],
+            "datasets": {d: data.describe(d) for p in track["protocols"].values() for d in p["datasets"]},
+            "budget": {pname: {k: p[k] for k in ("model", "optimizer", "schedule", "budget")}
+                       for pname, p in track["protocols"].items()},
+        }
+    return {
+        "profile": cfg["profile"], "command": command, **io.git_state(Path(__file__).parent),
+        "versions": io.package_versions(), "hardware": io.hardware(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "tracks": described,
+    }

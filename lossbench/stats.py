@@ -1,0 +1,160 @@
+"""Confidence intervals and paired comparisons over seeds, for the leaderboard.
+
+Runs with the same seed share the data seed (conventions §4), so two methods are compared on the
+per-seed differences: the seed-to-seed variation of the data split cancels instead of widening the
+interval. Intervals are Student-t over seeds; NaN values (diverged runs, undefined metrics such as
+`acc_few` without few-shot classes) are dropped, so `n` counts finite seeds only.
+
+Tidy input columns: track, dataset, method, seed, metric, value (+ optional status).
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+from scipy import stats as st
+
+GROUP = ["track", "dataset", "metric"]  # a leaderboard compares methods within one of these
+KEYS = ["track", "dataset", "method", "metric"]  # one leaderboard row
+
+
+def half_width(std, n, level: float = 0.95):
+    """Half-width of the two-sided t interval `t_{(1+level)/2, n-1} · std / √n`; NaN where n < 2."""
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hw = st.t.ppf(0.5 + level / 2, n - 1) * np.asarray(std, dtype=float) / np.sqrt(n)
+    return np.where(n >= 2, hw, np.nan)
+
+
+def mean_ci(values, level: float = 0.95) -> tuple[float, float, int]:
+    """(mean, CI half-width, n) over the non-NaN values; half-width is NaN when n < 2."""
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        return float("nan"), float("nan"), 0
+    std = v.std(ddof=1) if v.size > 1 else np.nan
+    return float(v.mean()), float(half_width(std, v.size, level)), int(v.size)
+
+
+def summarize(df: pd.DataFrame, by: list[str], value: str, level: float = 0.95,
+              prefix: str = "") -> pd.DataFrame:
+    """Per group of `by`: n, mean, half_width, ci_low, ci_high of column `value` (names prefixed)."""
+    out = df.groupby(by, sort=False, dropna=False)[value].agg(["mean", "std", "count"])
+    out = out.rename(columns={"count": "n"}).reset_index()
+    out["half_width"] = half_width(out["std"], out["n"], level)
+    out["ci_low"] = out["mean"] - out["half_width"]
+    out["ci_high"] = out["mean"] + out["half_width"]
+    cols = ["n", "mean", "half_width", "ci_low", "ci_high"]
+    return out[by + cols].rename(columns={c: prefix + c for c in cols})
+
+
+def _wide(df: pd.DataFrame) -> pd.DataFrame:
+    """Values with one column per method and one row per (track, dataset, metric, seed).
+
+    Raises on duplicate keys: two values for one run would make the pairing ambiguous.
+    """
+    return df.set_index(GROUP + ["seed", "method"])["value"].unstack("method")
+
+
+def _reference(wide: pd.DataFrame, baseline) -> np.ndarray:
+    """The reference method's value on each row of `wide` (NaN where it has none)."""
+    rows = wide.index.to_frame(index=False)
+    if isinstance(baseline, str):
+        names = [baseline] * len(rows)
+    else:  # keys may be a track or a (track, dataset, metric) tuple
+        names = [baseline.get((t, d, m), baseline.get(t))
+                 for t, d, m in zip(rows["track"], rows["dataset"], rows["metric"])]
+    col = pd.Index(wide.columns).get_indexer(names)
+    if len(col) == 0:
+        return np.empty(0)
+    picked = wide.to_numpy(dtype=float)[np.arange(len(col)), np.maximum(col, 0)]
+    return np.where(col >= 0, picked, np.nan)
+
+
+def paired_diff(df: pd.DataFrame, baseline, level: float = 0.95) -> pd.DataFrame:
+    """Paired difference (method − reference) over the seeds where both have a value.
+
+    `baseline` is a method name, a dict track -> method, or a dict (track, dataset, metric) ->
+    method. Returns one row per (track, dataset, metric, method) with diff_n, diff_mean,
+    diff_half_width, diff_ci_low, diff_ci_high (the reference itself gets 0 ± 0).
+    """
+    wide = _wide(df)
+    diffs = wide.sub(_reference(wide, baseline), axis=0).reset_index()
+    long = diffs.melt(id_vars=GROUP + ["seed"], var_name="method", value_name="diff")
+    return summarize(long, GROUP + ["method"], "diff", level, prefix="diff_")
+
+
+def direction(metrics: Mapping[str, Mapping] | None, metric: str) -> int:
+    """+1 if higher is better, −1 if lower is better, 0 if the metadata does not say."""
+    flag = ((metrics or {}).get(metric) or {}).get("higher_is_better")
+    return 0 if flag is None else (1 if flag else -1)
+
+
+def better_worse(low: pd.Series, high: pd.Series, sign: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Whether a difference CI [low, high] excludes zero on the better / the worse side."""
+    up, down = low > 0, high < 0  # NaN bounds compare False: no interval, no claim
+    better = ((sign > 0) & up) | ((sign < 0) & down)
+    worse = ((sign > 0) & down) | ((sign < 0) & up)
+    return better, worse
+
+
+def _grid(stats: pd.DataFrame, methods: Mapping[str, list] | None) -> pd.DataFrame:
+    """Every (dataset, method, metric) of each track, so a missing run shows as n = 0."""
+    frames = []
+    for track, part in stats.groupby("track", sort=False):
+        names = list(dict.fromkeys([*part["method"], *((methods or {}).get(track) or [])]))
+        frames.append(pd.MultiIndex.from_product(
+            [[track], part["dataset"].unique(), names, part["metric"].unique()], names=KEYS
+        ).to_frame(index=False))
+    full = pd.concat(frames, ignore_index=True) if frames else stats[KEYS].iloc[:0]
+    out = full.merge(stats, on=KEYS, how="left")
+    out["n"] = out["n"].fillna(0).astype(int)
+    return out
+
+
+def _diverged(df: pd.DataFrame) -> pd.DataFrame:
+    """Number of diverged seeds per (track, dataset, method)."""
+    status = df["status"] if "status" in df else pd.Series("ok", index=df.index)
+    bad = df[status == "diverged"]
+    return bad.groupby(["track", "dataset", "method"])["seed"].nunique().rename("n_diverged")
+
+
+def _best_methods(board: pd.DataFrame, sign: pd.Series) -> dict:
+    """(track, dataset, metric) -> method with the best mean, for metrics with a direction."""
+    ok = (board["n"] > 0) & (sign != 0) & board["mean"].notna()
+    scored = board[ok].assign(score=(sign * board["mean"])[ok])
+    idx = scored.groupby(GROUP)["score"].idxmax()
+    return {key: board.at[i, "method"] for key, i in idx.items()}
+
+
+def leaderboard(summary_df: pd.DataFrame, baselines: Mapping[str, str], level: float = 0.95,
+                metrics: Mapping[str, Mapping] | None = None,
+                methods: Mapping[str, list] | None = None) -> pd.DataFrame:
+    """One row per (track, dataset, method, metric) with CIs and comparison flags.
+
+    baselines: track -> baseline method. metrics: metric -> metadata with `higher_is_better`
+    (metrics without it get no flags). methods: optional track -> method names expected even if
+    they have no rows. Columns: n, n_diverged, mean, half_width, ci_low, ci_high, diff_* (paired
+    vs the baseline), beats_baseline / worse_than_baseline (diff CI excludes zero), and `best`:
+    the best mean plus every method whose paired CI vs it includes zero (or cannot be formed).
+    """
+    df = summary_df[summary_df["metric"].notna()]
+    board = _grid(summarize(df, KEYS, "value", level), methods)
+    board = board.merge(_diverged(df), on=["track", "dataset", "method"], how="left")
+    board["n_diverged"] = board["n_diverged"].fillna(0).astype(int)
+    board = board.merge(paired_diff(df, dict(baselines), level), on=KEYS, how="left")
+    sign = board["metric"].map(lambda m: direction(metrics, m))
+    board["beats_baseline"], board["worse_than_baseline"] = better_worse(
+        board["diff_ci_low"], board["diff_ci_high"], sign)
+
+    best = _best_methods(board, sign)
+    vs = board[KEYS].merge(paired_diff(df, best, level), on=KEYS, how="left")
+    better, worse = better_worse(vs["diff_ci_low"], vs["diff_ci_high"], sign)
+    has_best = pd.Series([k in best for k in zip(board["track"], board["dataset"], board["metric"])],
+                         index=board.index)
+    board["best"] = has_best & (board["n"] > 0) & ~(better | worse)
+    cols = KEYS + ["n", "n_diverged", "mean", "half_width", "ci_low", "ci_high", "diff_n",
+                   "diff_mean", "diff_half_width", "diff_ci_low", "diff_ci_high",
+                   "beats_baseline", "worse_than_baseline", "best"]
+    return board[cols].sort_values(KEYS, kind="stable").reset_index(drop=True)

@@ -1,0 +1,65 @@
+"""Method registry: the only list of method names in the repository.
+
+Add a method by writing `methods/<paper>.py` with a `SPEC` (see `methods/base.py`) and one line
+here. Modules are imported lazily, so a broken module only breaks the runs that use it.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+
+from methods.base import MethodSpec
+
+REGISTRY: dict[str, str] = {
+    # C0 baseline
+    "erm": "methods.erm:SPEC",
+    # C1 class-balanced upweighting
+    "cb_inverse": "methods.class_balanced:INVERSE",
+    "cb_effective": "methods.class_balanced:EFFECTIVE",
+    "drw": "methods.class_balanced:DRW",
+    # C2 resampling / temperature sampling and Cooldown ("Upsample or Upweight?")
+    "resample": "methods.temperature_sampling:RESAMPLE",
+    "temp_sample": "methods.temperature_sampling:TEMP_SAMPLE",
+    "temp_upweight": "methods.temperature_sampling:TEMP_UPWEIGHT",
+    "cooldown": "methods.temperature_sampling:COOLDOWN",
+    # C3 focal
+    "focal": "methods.focal:SPEC",
+    # C4 logit adjustment / balanced softmax
+    "logit_adjust": "methods.logit_adjustment:LA_LOSS",
+    "balanced_softmax": "methods.logit_adjustment:BALANCED_SOFTMAX",
+    "posthoc_la": "methods.logit_adjustment:POSTHOC",
+    # C5 label-distributionally robust losses
+    "ldr_kl": "methods.ldr:LDR_KL",
+    "aldr_kl": "methods.ldr:ALDR_KL",
+    # C6 spherical Z-loss
+    "zloss_spherical": "methods.zloss_spherical:SPEC",
+    # C7 AnyLoss
+    "anyloss": "methods.anyloss:SPEC",
+    # C8 self-adjusting Dice
+    "dice": "methods.dice:SPEC",
+    # C9 comp-sum family
+    "gce": "methods.comp_sum:GCE",
+    "mae": "methods.comp_sum:MAE",
+}
+
+_cache: dict[str, MethodSpec] = {}
+
+
+def get(name: str) -> MethodSpec:
+    """The spec registered as `name`; an unknown name raises KeyError listing close matches."""
+    if name not in REGISTRY:
+        close = difflib.get_close_matches(name, REGISTRY, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown method {name!r}.{hint} Registered: {', '.join(sorted(REGISTRY))}")
+    if name not in _cache:
+        module, attr = REGISTRY[name].split(":")
+        spec = getattr(importlib.import_module(module), attr)
+        if spec.name != name:
+            raise RuntimeError(f"registry entry {name!r} points at spec named {spec.name!r}")
+        _cache[name] = spec
+    return _cache[name]
+
+
+def names(kind: str | None = None) -> list[str]:
+    """Registered names, optionally only those of one kind (imports the modules)."""
+    return [n for n in REGISTRY if kind is None or get(n).kind == kind]

@@ -1,0 +1,109 @@
+"""Class-balanced upweighting: inverse frequency, effective number, and deferred re-weighting (DRW).
+
+Effective number: Cui et al. 2019, "Class-Balanced Loss Based on Effective Number of Samples",
+arXiv:1901.05555 (inverse effective number of samples): w_k ∝ (1 - β) / (1 - β^{n_k}). DRW: Cao et al. 2019, "Learning
+Imbalanced Datasets with Label-Distribution-Aware Margin Loss", arXiv:1906.07413, Alg. 1: weights
+are all 1 until a late epoch (160 of 200 in the LDAM-DRW code), then effective-number weights with
+β = 0.9999. Card C1 in shared/methods/classification.md.
+
+Class weights are normalised so that Σ_k w_k = K, as in the LDAM-DRW code. The per-example weight
+is w_{y_i}; the trainer owns the reduction (the LDAM code's weighted mean divides by Σ_i w_{y_i}).
+Classes with zero count get weight 0 and the present classes share the total K (the card does not
+cover empty classes; the formula would divide by zero there).
+"""
+import math
+
+import torch
+
+from methods.base import MethodSpec
+
+
+def class_weights(class_counts, *, beta: float):
+    """Effective-number class weights [K], Σ_k w_k = K; β = 1 is inverse frequency (its limit)."""
+    n = class_counts.double()  # float64: β^n with β = 0.9999 and n ~ 5000 loses digits in float32
+    present = n > 0
+    if beta >= 1.0:
+        raw = 1.0 / n.clamp_min(1.0)
+    else:
+        # The constant (1 - β) cancels in the normalisation; 1 - β^n = -expm1(n log β) keeps its
+        # digits as β -> 1, and β = 0 gives log β = -inf, i.e. 1 - β^n = 1 (uniform) for n >= 1.
+        log_beta = math.log(beta) if beta > 0 else -math.inf
+        raw = 1.0 / (-torch.expm1(n.clamp_min(1.0) * log_beta)).clamp_min(1e-300)
+    raw = torch.where(present, raw, torch.zeros_like(raw))
+    return (raw * (n.numel() / raw.sum().clamp_min(1e-300))).float()
+
+
+def inverse_frequency(targets, *, class_counts):
+    return class_weights(class_counts, beta=1.0).to(targets.device)[targets].detach()
+
+
+def effective_number(targets, *, class_counts, beta: float):
+    return class_weights(class_counts, beta=beta).to(targets.device)[targets].detach()
+
+
+def deferred_reweighting(targets, *, class_counts, progress: float, beta: float, switch: float):
+    if progress < switch:
+        return torch.ones(targets.shape, dtype=torch.float32, device=targets.device)
+    return effective_number(targets, class_counts=class_counts, beta=beta)
+
+
+def _validate_beta(hp):
+    if not 0.0 <= hp["beta"] <= 1.0:
+        raise ValueError(f"class-balanced: beta must be in [0, 1], got {hp['beta']}")
+
+
+def _validate_drw(hp):
+    _validate_beta(hp)
+    if not 0.0 <= hp["switch"] <= 1.0:
+        raise ValueError(f"drw: switch must be a training fraction in [0, 1], got {hp['switch']}")
+
+
+# Worked in float64 for counts [5000, 500, 50] (card C1 unit test).
+_COUNTS = [5000.0, 500.0, 50.0]
+_INVERSE = [0.02702703, 0.27027027, 2.7027027]  # (1/n) * 3 / Σ(1/n) = [1, 10, 100] * 3/111
+_EFFECTIVE = [0.03410736, 0.27516723, 2.69072541]  # 1/(1 - 0.9999^n), scaled to sum 3
+
+
+def _ref_inverse():
+    kw = dict(targets=torch.tensor([0, 1, 2, 2]), class_counts=torch.tensor(_COUNTS))
+    return kw, torch.tensor(_INVERSE + _INVERSE[2:])
+
+
+def _ref_effective():
+    kw = dict(targets=torch.tensor([0, 1, 2, 2]), class_counts=torch.tensor(_COUNTS), beta=0.9999)
+    return kw, torch.tensor(_EFFECTIVE + _EFFECTIVE[2:])
+
+
+def _ref_drw():
+    # progress exactly at the switch: epoch 160 of 200 already uses the effective-number weights.
+    kw = dict(targets=torch.tensor([0, 1, 2]), class_counts=torch.tensor(_COUNTS), progress=0.8,
+              beta=0.9999, switch=0.8)
+    return kw, torch.tensor(_EFFECTIVE)
+
+
+_CUI = "Cui et al. 2019, arXiv:1901.05555"
+_CUI_URL = "https://arxiv.org/abs/1901.05555"
+
+INVERSE = MethodSpec(
+    name="cb_inverse", kind="reweight", fn=inverse_frequency, defaults={},
+    paper=_CUI, url=_CUI_URL, card="C1", version=1,
+    reference=_ref_inverse, needs=("class_counts",),
+    summary="weights each example by 1/n_y, class weights normalised to sum K",
+)
+
+EFFECTIVE = MethodSpec(
+    name="cb_effective", kind="reweight", fn=effective_number, defaults={"beta": 0.9999},
+    search={"beta": ("choice", 0.9, 0.99, 0.999, 0.9999)},
+    paper=_CUI, url=_CUI_URL, card="C1", version=1,
+    reference=_ref_effective, needs=("class_counts",), validate=_validate_beta,
+    summary="weights each example by the inverse effective number (1-β)/(1-β^n_y), sum K",
+)
+
+DRW = MethodSpec(
+    name="drw", kind="reweight", fn=deferred_reweighting, defaults={"beta": 0.9999, "switch": 0.8},
+    search={"beta": ("choice", 0.99, 0.999, 0.9999), "switch": ("choice", 0.6, 0.7, 0.8, 0.9)},
+    paper="Cao et al. 2019 (LDAM-DRW), arXiv:1906.07413", url="https://arxiv.org/abs/1906.07413",
+    card="C1", version=1, reference=_ref_drw, needs=("class_counts", "progress"),
+    validate=_validate_drw,
+    summary="unweighted until progress >= switch (epoch 160/200), then effective-number weights",
+)

@@ -1,0 +1,119 @@
+"""Report figures (matplotlib, Agg): main-metric bars, per-class recall, training curves.
+
+Each function takes tidy frames already filtered to one (track, dataset), writes one PNG and
+returns its path, or None when there is nothing to draw. Colours come from `method_colors`, so a
+method keeps its colour across every figure of a track; the baseline is always black and thick.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: the report is built in CI and by Snakemake jobs
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from lossbench.stats import summarize  # noqa: E402
+
+plt.rcParams.update({"font.size": 8, "axes.titlesize": 9, "legend.fontsize": 7,
+                     "figure.dpi": 110, "savefig.bbox": "tight"})
+BASELINE_COLOR = "black"
+
+
+def method_colors(methods: list[str], baseline: str | None) -> dict[str, tuple]:
+    """tab20 colours in the given order (20 distinct before repeating), baseline black."""
+    cmap = plt.get_cmap("tab20")
+    others = [m for m in methods if m != baseline]
+    colors = {m: cmap(i % cmap.N) for i, m in enumerate(others)}
+    return colors | ({baseline: BASELINE_COLOR} if baseline else {})
+
+
+def _style(method: str, baseline: str | None, colors: Mapping) -> dict:
+    """Line style: the baseline drawn thick on top, the rest thin."""
+    is_base = method == baseline
+    return {"color": colors.get(method, "grey"), "lw": 2.4 if is_base else 1.1,
+            "zorder": 3 if is_base else 2, "label": f"{method} (baseline)" if is_base else method}
+
+
+def _by_method(df: pd.DataFrame, colors: Mapping):
+    """(method, rows) in the colour map's order, so every legend lists methods alike."""
+    order = list(colors) + sorted(set(df["method"]) - set(colors))
+    for method in order:
+        part = df[df["method"] == method]
+        if not part.empty:
+            yield method, part
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _legend_right(fig, ax) -> None:
+    """One legend outside the axes, so ~20 methods never cover the data."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+
+
+def bar_main(rows: pd.DataFrame, meta: Mapping, baseline: str | None, colors: Mapping,
+             path: Path) -> Path | None:
+    """Horizontal bars of the main metric (rows: method, mean, half_width, n; in table order)."""
+    rows = rows[rows["n"] > 0]
+    if rows.empty:
+        return None
+    scale = meta.get("scale", 1)
+    fig, ax = plt.subplots(figsize=(4.6, 0.6 + 0.24 * len(rows)))
+    y = range(len(rows))[::-1]  # table order top to bottom
+    ax.barh(list(y), rows["mean"] * scale, xerr=(rows["half_width"] * scale).fillna(0),
+            color=[colors.get(m, "grey") for m in rows["method"]], capsize=2, height=0.7,
+            error_kw={"lw": 0.8})
+    ax.set_yticks(list(y), [m + (" (baseline)" if m == baseline else "") for m in rows["method"]])
+    lo = (rows["mean"] - rows["half_width"].fillna(0)).min() * scale
+    ax.set_xlim(left=max(0.0, lo - 0.05 * abs(lo)))  # zoom in: differences are a few points
+    ax.set_xlabel(f"{meta.get('display', 'value')} — mean ± CI over seeds")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def per_class(rows: pd.DataFrame, baseline: str | None, colors: Mapping, path: Path) -> Path | None:
+    """Test recall per class against its training count (log x), mean over seeds per method."""
+    if rows.empty:
+        return None
+    mean = rows.groupby(["method", "class"], as_index=False)[["train_count", "test_recall"]].mean()
+    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    for method, part in _by_method(mean, colors):
+        part = part.sort_values(["train_count", "class"])
+        ax.plot(part["train_count"], part["test_recall"] * 100, marker="o", ms=2.5,
+                alpha=1.0 if method == baseline else 0.8, **_style(method, baseline, colors))
+    ax.set_xscale("log")
+    ax.set(xlabel="training examples of the class (log)", ylabel="test recall (%)",
+           title="Per-class recall vs class frequency")
+    ax.grid(alpha=0.3)
+    _legend_right(fig, ax)
+    return _save(fig, path)
+
+
+def curves(rows: pd.DataFrame, panels: list[str], metrics: Mapping, baseline: str | None,
+           colors: Mapping, level: float, path: Path) -> Path | None:
+    """One panel per curve metric: mean over seeds per step with a t-CI band."""
+    panels = [p for p in panels if (rows["metric"] == p).any()]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.0), squeeze=False)
+    for ax, metric in zip(axes[0], panels):
+        meta = metrics.get(metric, {})
+        scale = meta.get("scale", 1)
+        band = summarize(rows[rows["metric"] == metric], ["method", "step"], "value", level)
+        for method, part in _by_method(band, colors):
+            style = _style(method, baseline, colors)
+            ax.plot(part["step"], part["mean"] * scale, **style)
+            ax.fill_between(part["step"], part["ci_low"] * scale, part["ci_high"] * scale,
+                            color=style["color"], alpha=0.12, lw=0)
+        ax.set(xlabel="step", title=meta.get("display", metric))
+        ax.grid(alpha=0.3)
+    _legend_right(fig, axes[0][0])
+    return _save(fig, path)

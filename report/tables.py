@@ -1,0 +1,98 @@
+"""Leaderboard tables: formatting of the tidy leaderboard into rows shared by HTML and Markdown.
+
+Every number comes from `lossbench.stats.leaderboard`; this module only orders and formats it
+using the metric metadata in `report/leaderboard.yaml`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import pandas as pd
+import yaml
+
+from lossbench.stats import direction
+
+LAYOUT_PATH = Path(__file__).with_name("leaderboard.yaml")
+MISSING = "—"
+BEATS, WORSE = "▲", "▼"
+
+
+def load_layout(path: Path | str = LAYOUT_PATH) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def track_layout(layout: Mapping, track: str) -> dict:
+    """The track's layout entry, falling back to `default`."""
+    return layout["tracks"].get(track) or layout["tracks"]["default"]
+
+
+def fmt_number(x: float, meta: Mapping) -> str:
+    """A value in display units: multiplied by `scale`, rounded to `digits`."""
+    return f"{x * meta.get('scale', 1):.{meta.get('digits', 3)}f}"
+
+
+def fmt_mapping(d) -> str:
+    """`a=1, b=2` for hyperparameters and budgets; strings pass through."""
+    if not isinstance(d, Mapping):
+        return "" if d is None else str(d)
+    return ", ".join(f"{k}={v}" for k, v in d.items())
+
+
+def fmt_cell(row: Mapping, meta: Mapping) -> str:
+    """`mean ± half-width (n)`; `—` when no seed has a value; no ± when n < 2."""
+    if not row or row["n"] == 0:
+        return MISSING
+    ci = "" if pd.isna(row["half_width"]) else f" ± {fmt_number(row['half_width'], meta)}"
+    return f"{fmt_number(row['mean'], meta)}{ci} ({row['n']})"
+
+
+def method_order(part: pd.DataFrame, main_metric: str, metrics: Mapping) -> list[str]:
+    """Methods of one (track, dataset), best main-metric mean first; no value last, by name."""
+    main = part[part["metric"] == main_metric].set_index("method")["mean"]
+    score = main * direction(metrics, main_metric) if direction(metrics, main_metric) else main
+    methods = sorted(part["method"].unique())
+    return sorted(methods, key=lambda m: (pd.isna(score.get(m)), -(score.get(m) or 0)))
+
+
+def table_rows(part: pd.DataFrame, columns: list[str], main_metric: str,
+               metrics: Mapping) -> list[dict]:
+    """Rows of one (track, dataset) table: method, n_diverged and one cell per column.
+
+    A cell is {text, marker (▲/▼/''), best (bool)}.
+    """
+    by_key = {(r["method"], r["metric"]): r for r in part.to_dict("records")}
+    diverged = part.groupby("method")["n_diverged"].max()
+    rows = []
+    for method in method_order(part, main_metric, metrics):
+        cells = []
+        for metric in columns:
+            r = by_key.get((method, metric))
+            marker = BEATS if r and r["beats_baseline"] else WORSE if r and r["worse_than_baseline"] else ""
+            cells.append({"text": fmt_cell(r, metrics.get(metric, {})), "marker": marker,
+                          "best": bool(r and r["best"])})
+        rows.append({"method": method, "n_diverged": int(diverged.get(method, 0)), "cells": cells})
+    return rows
+
+
+def markdown_table(rows: list[dict], headers: list[str], baseline: str, diverged: bool) -> str:
+    """A GitHub-flavoured table; best cells bold, the baseline labelled."""
+    head = ["method", *headers] + (["diverged"] if diverged else [])
+    lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
+    for row in rows:
+        name = row["method"] + (" (baseline)" if row["method"] == baseline else "")
+        cells = []
+        for c in row["cells"]:
+            text = f"{c['text']} {c['marker']}".strip()
+            cells.append(f"**{text}**" if c["best"] else text)
+        extra = [str(row["n_diverged"])] if diverged else []
+        lines.append("| " + " | ".join([name, *cells, *extra]) + " |")
+    return "\n".join(lines)
+
+
+def legend(level: float) -> str:
+    pct = f"{level * 100:g}%"
+    return (f"Cells: mean over seeds ± half-width of the {pct} Student-t CI (n = seeds with a "
+            f"value); {MISSING} = no value. {BEATS}/{WORSE}: the paired difference to the baseline "
+            f"(same data seeds) has a {pct} CI that excludes zero on the better/worse side. "
+            f"Bold: best mean and every method whose paired CI against it includes zero.")

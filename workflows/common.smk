@@ -1,0 +1,60 @@
+# Config validation and the helpers every rule uses. Rules only wire things together; the logic
+# lives in lossbench/, methods/ and data/.
+import os
+import sys
+
+import yaml
+from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)
+
+import data as datasets  # noqa: E402  (the repository's dataset recipes)
+from lossbench import config as lbconfig  # noqa: E402
+
+validate(config, os.path.join(workflow.basedir, "config/schema/config.schema.yaml"))
+PROFILE = config["profile"]
+TRACKS = {}
+for _name, _path in config["tracks"].items():
+    with open(os.path.join(workflow.basedir, _path)) as _f:
+        _track = yaml.safe_load(_f)
+    validate(_track, os.path.join(workflow.basedir, "config/schema/track.schema.yaml"))
+    try:
+        lbconfig.check_track(_track, _path)
+    except lbconfig.ConfigError as _e:
+        raise WorkflowError(f"config error: {_e}")
+    TRACKS[_name] = _track
+RUNS = lbconfig.runs(TRACKS)
+
+
+wildcard_constraints:
+    profile="[a-z0-9_]+",
+    track="[a-z0-9_]+",
+    dataset="[a-z0-9_]+",
+    method="[a-z0-9_]+",
+    source="[a-z0-9_]+",
+    seed=r"\d+",
+
+
+def prepared_data(wildcards):
+    return f"resources/data/{datasets.source_of(wildcards.dataset)}/prepared.npz"
+
+
+def source_archive(wildcards):
+    entry = datasets.source_entry(wildcards.source)
+    if entry["kind"] != "download":
+        return []
+    return f"resources/downloads/{wildcards.source}/{entry['archive']}"
+
+
+def resolved_run(wildcards):
+    return lbconfig.resolve_run(TRACKS[wildcards.track], wildcards.dataset, wildcards.method, int(wildcards.seed))
+
+
+def run_dirs(profile):
+    return [f"results/{profile}/runs/{t}/{d}/{m}/seed{s}" for t, d, m, s in RUNS]
+
+
+def set_torch_threads(threads):
+    import torch
+
+    torch.set_num_threads(threads)

@@ -1,0 +1,21 @@
+rule download_source:
+    output:
+        "resources/downloads/{source}/{archive}",
+    log:
+        "results/logs/download_source/{source}/{archive}.log",
+    run:
+        datasets.download_source(wildcards.source, output[0])
+
+
+rule prepare_source:
+    input:
+        source_archive,
+    output:
+        "resources/data/{source}/prepared.npz",
+    log:
+        "results/logs/prepare_source/{source}.log",
+    run:
+        from lossbench import runner
+
+        raw_dir = os.path.dirname(input[0]) if input else None
+        runner.prepare_source(wildcards.source, output[0], raw_dir=raw_dir)

@@ -1,0 +1,14 @@
+rule evaluate_run:
+    input:
+        predictions="results/{profile}/runs/{track}/{dataset}/{method}/seed{seed}/predictions.npz",
+        info="results/{profile}/runs/{track}/{dataset}/{method}/seed{seed}/train.json",
+    output:
+        metrics="results/{profile}/runs/{track}/{dataset}/{method}/seed{seed}/metrics.csv",
+        per_class="results/{profile}/runs/{track}/{dataset}/{method}/seed{seed}/per_class.csv",
+        run="results/{profile}/runs/{track}/{dataset}/{method}/seed{seed}/run.json",
+    log:
+        "results/{profile}/logs/evaluate_run/{track}/{dataset}/{method}/seed{seed}.log",
+    run:
+        from lossbench import runner
+
+        runner.evaluate_run(os.path.dirname(output.metrics))

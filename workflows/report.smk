@@ -1,0 +1,46 @@
+rule aggregate_results:
+    input:
+        metrics=lambda wc: [f"{d}/metrics.csv" for d in run_dirs(wc.profile)],
+        runs=lambda wc: [f"{d}/run.json" for d in run_dirs(wc.profile)],
+    output:
+        summary="results/{profile}/summary.csv",
+        curves="results/{profile}/curves.csv",
+        per_class="results/{profile}/per_class.csv",
+        runs="results/{profile}/runs.json",
+        methods="results/{profile}/methods.json",
+        provenance="results/{profile}/provenance.json",
+    log:
+        "results/{profile}/logs/aggregate_results.log",
+    run:
+        from lossbench import runner
+
+        prov = runner.provenance(config, TRACKS, " ".join(["snakemake"] + sys.argv[1:]))
+        runner.aggregate(run_dirs(wildcards.profile), os.path.dirname(output.summary), prov)
+
+
+rule build_report:
+    input:
+        rules.aggregate_results.output,
+    output:
+        "results/{profile}/report/index.html",
+    log:
+        "results/{profile}/logs/build_report.log",
+    run:
+        from report.build import build_report
+
+        build_report(f"results/{wildcards.profile}", os.path.dirname(output[0]), title=f"lossbench — {wildcards.profile} profile")
+
+
+# The published leaderboard: committed tidy results from full runs, rendered by the same builder.
+# `snakemake results/published/<name>/report/index.html`
+rule build_published_report:
+    input:
+        "results/published/{name}/summary.csv",
+    output:
+        "results/published/{name}/report/index.html",
+    log:
+        "results/logs/build_published_report/{name}.log",
+    run:
+        from report.build import build_report
+
+        build_report(os.path.dirname(input[0]), os.path.dirname(output[0]), title=f"lossbench — published: {wildcards.name}")
