@@ -144,6 +144,7 @@ def leaderboard(summary_df: pd.DataFrame, baselines: Mapping[str, str], level: f
     board = board.merge(_diverged(df), on=["track", "dataset", "method"], how="left")
     board["n_diverged"] = board["n_diverged"].fillna(0).astype(int)
     board = board.merge(paired_diff(df, dict(baselines), level), on=KEYS, how="left")
+    board["diff_n"] = board["diff_n"].fillna(0).astype(int)
     sign = board["metric"].map(lambda m: direction(metrics, m))
     board["beats_baseline"], board["worse_than_baseline"] = better_worse(
         board["diff_ci_low"], board["diff_ci_high"], sign)

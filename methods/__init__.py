@@ -37,6 +37,7 @@ REGISTRY: dict[str, str] = {
     "anyloss": "methods.anyloss:SPEC",
     # C8 self-adjusting Dice
     "dice": "methods.dice:SPEC",
+    "dice_batch": "methods.dice:DICE_BATCH",
     # C9 comp-sum family
     "gce": "methods.comp_sum:GCE",
     "mae": "methods.comp_sum:MAE",

@@ -23,7 +23,7 @@ G-mean, and it has a finite gradient when a class is missed entirely.
 Default L = 73: the value set in the authors' original-paper notebooks ("AnyLoss_org" learning-curve
 and valid-L notebooks in doheonhan/anyloss_extension); their README gives the range [2, 70] and the
 extension's 102-dataset runs use L = 30. Batch size matters (the metric is per batch): use >= 256.
-Default metric f1, the paper's main imbalanced-data target (the README's first example).
+Default metric f1: the first AnyLoss example in the authors' README, and an imbalance-aware target.
 """
 import torch
 import torch.nn.functional as F

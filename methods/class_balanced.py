@@ -1,10 +1,10 @@
 """Class-balanced upweighting: inverse frequency, effective number, and deferred re-weighting (DRW).
 
 Effective number: Cui et al. 2019, "Class-Balanced Loss Based on Effective Number of Samples",
-arXiv:1901.05555 (inverse effective number of samples): w_k ∝ (1 - β) / (1 - β^{n_k}). DRW: Cao et al. 2019, "Learning
-Imbalanced Datasets with Label-Distribution-Aware Margin Loss", arXiv:1906.07413, Alg. 1: weights
-are all 1 until a late epoch (160 of 200 in the LDAM-DRW code), then effective-number weights with
-β = 0.9999. Card C1 in shared/methods/classification.md.
+arXiv:1901.05555, class-balanced weight w_k ∝ (1 - β) / (1 - β^{n_k}) (inverse effective number).
+DRW: Cao et al. 2019, "Learning Imbalanced Datasets with Label-Distribution-Aware Margin Loss",
+arXiv:1906.07413, Alg. 1: weights are all 1 until a late epoch (160 of 200 in the LDAM-DRW code),
+then effective-number weights with β = 0.9999. Card C1 in shared/methods/classification.md.
 
 Class weights are normalised so that Σ_k w_k = K, as in the LDAM-DRW code. The per-example weight
 is w_{y_i}; the trainer owns the reduction (the LDAM code's weighted mean divides by Σ_i w_{y_i}).
@@ -22,13 +22,14 @@ def class_weights(class_counts, *, beta: float):
     """Effective-number class weights [K], Σ_k w_k = K; β = 1 is inverse frequency (its limit)."""
     n = class_counts.double()  # float64: β^n with β = 0.9999 and n ~ 5000 loses digits in float32
     present = n > 0
+    safe_n = torch.where(present, n, torch.ones_like(n))  # empty classes are zeroed below
     if beta >= 1.0:
-        raw = 1.0 / n.clamp_min(1.0)
+        raw = 1.0 / safe_n
     else:
         # The constant (1 - β) cancels in the normalisation; 1 - β^n = -expm1(n log β) keeps its
-        # digits as β -> 1, and β = 0 gives log β = -inf, i.e. 1 - β^n = 1 (uniform) for n >= 1.
+        # digits as β -> 1, and β = 0 gives log β = -inf, i.e. 1 - β^n = 1 (uniform).
         log_beta = math.log(beta) if beta > 0 else -math.inf
-        raw = 1.0 / (-torch.expm1(n.clamp_min(1.0) * log_beta)).clamp_min(1e-300)
+        raw = 1.0 / (-torch.expm1(safe_n * log_beta)).clamp_min(1e-300)
     raw = torch.where(present, raw, torch.zeros_like(raw))
     return (raw * (n.numel() / raw.sum().clamp_min(1e-300))).float()
 

@@ -62,7 +62,8 @@ def _reference_bs():
 
 def _reference_posthoc():
     # Training loss is plain CE: log(1 + e^{−2}) = 0.126928 (card C0).
-    return dict(logits=torch.tensor([[2.0, 0.0]]), targets=torch.tensor([0]), tau=1.0), torch.tensor([0.126928])
+    kw = dict(logits=torch.tensor([[2.0, 0.0]]), targets=torch.tensor([0]), tau=1.0)
+    return kw, torch.tensor([0.126928])
 
 
 _MENON = "Menon et al. ICLR 2021, arXiv:2007.07314"

@@ -101,7 +101,8 @@ def test_binary_case_matches_paper_formulas():
     # f1 is the macro F1 over both classes; the class-1 term is the paper's F1.
     f1_pos = 2 * tp / (n1 + a.sum() + s)
     f1_neg = 2 * tn / (n0 + (1 - a).sum() + s)
-    torch.testing.assert_close(anyloss(logits, y, metric="f1", L=L), 1 - (f1_pos + f1_neg) / 2, atol=1e-5, rtol=0)
+    torch.testing.assert_close(anyloss(logits, y, metric="f1", L=L), 1 - (f1_pos + f1_neg) / 2,
+                               atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("metric", METRICS)

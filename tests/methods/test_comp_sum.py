@@ -46,7 +46,7 @@ def test_card_values():
 
 @pytest.mark.parametrize("tau", [0.0, 0.5, 1.0, 1.3, 1.7, 2.0, 3.0])
 def test_matches_definition_in_u(tau):
-    # Φ^τ(u) = ((1+u)^{1−τ} − 1)/(1−τ), u = Σ_{k≠y} exp(z_k − z_y), evaluated directly in float64.
+    # Φ^τ(u) = ((1+u)^{1−τ} − 1)/(1−τ), u = Σ_{k≠y} exp(z_k − z_y), evaluated directly in float64
     logits, targets = _random(seed=1)
     z = logits.double()
     margins = (z - z.gather(1, targets[:, None])).exp()
@@ -69,7 +69,7 @@ def test_continuous_in_tau_at_one():
     logits, targets = _random(seed=3)
     ce = cross_entropy(logits, targets)
     # |Φ^{1+ε} − CE| ≈ ε·CE²/2: shrinks with ε (CE here reaches ~10, hence the loose bound).
-    gaps = [(comp_sum_loss(logits, targets, tau=1 + eps) - ce).abs().max().item() for eps in (1e-2, 1e-3, 1e-4)]
+    gaps = [(comp_sum_loss(logits, targets, tau=1 + e) - ce).abs().max().item() for e in (1e-2, 1e-3, 1e-4)]
     assert gaps == sorted(gaps, reverse=True) and gaps[-1] < 1e-2
     below = comp_sum_loss(logits, targets, tau=1 - 1e-4)
     above = comp_sum_loss(logits, targets, tau=1 + 1e-4)

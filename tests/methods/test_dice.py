@@ -1,6 +1,4 @@
 """Self-adjusting Dice (card C8): card value, α = 0 smoothed Dice, minimum at p_y = ½, batch-level Dice."""
-import math
-
 import pytest
 import torch
 
@@ -59,10 +57,10 @@ def test_argmax_stays_correct_when_others_share_the_rest():
     g = _gen(0)
     y = torch.randint(0, k, (8,), generator=g)
     z = torch.randn(8, k, generator=g).requires_grad_(True)
-    for _ in range(100):  # plain gradient descent on the logits
+    for _ in range(40):  # plain gradient descent on the logits
         (grad,) = torch.autograd.grad(dice(z, y, alpha=1.0, gamma=1.0).sum(), z)
         with torch.no_grad():
-            z -= 30.0 * grad
+            z -= 3.0 * grad
     p = torch.softmax(z.detach(), -1)
     p_y = p.gather(-1, y[:, None]).squeeze(-1)
     assert torch.all((p_y - 0.5).abs() < 0.02)  # converged to the minimum p_y = 1/2, not 1

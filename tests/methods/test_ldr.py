@@ -87,7 +87,7 @@ def test_normalisations():
     l1 = normalize_logits(z, "l1_mean")
     torch.testing.assert_close(l1.abs().mean(-1), torch.ones(16))
     assert torch.equal(normalize_logits(z, "none"), z)
-    # both are scale invariant for positive scaling (softplus only approximately, so l1 only)
+    # l1_mean is invariant to positive rescaling of the logits (softplus_mean is not)
     torch.testing.assert_close(normalize_logits(5.0 * z, "l1_mean"), l1)
 
 
@@ -144,7 +144,8 @@ def test_aldr_state_is_detached_and_loss_differentiable():
 
 def test_aldr_loss_formula():
     z, y = _batch(seed=8, scale=1.0)
-    loss, lam = aldr_kl(z, y, example_state=torch.full((16,), 2.0), lam0=2.0, alpha=3.0, c=0.2, normalize="none")
+    loss, lam = aldr_kl(z, y, example_state=torch.full((16,), 2.0), lam0=2.0, alpha=3.0, c=0.2,
+                        normalize="none")
     expected = ldr_kl(z, y, lam=lam, c=0.2, normalize="none") - (3.0 * math.log(5) / 4.0) * (lam - 2.0) ** 2
     torch.testing.assert_close(loss, expected)
 

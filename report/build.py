@@ -1,0 +1,220 @@
+"""Build the static report: index.html, tables/<track>.{md,csv} and figures/*.png.
+
+    python -m report.build RESULTS_DIR OUT_DIR [--title T] [--note N] [--level 0.95]
+
+Reads only the tidy files the pipeline writes under results/<profile>/ (summary.csv, curves.csv,
+per_class.csv, runs.json, provenance.json, methods.json) plus report/leaderboard.yaml and
+report/claims.yaml; no number is typed by hand (conventions §7).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import jinja2
+import pandas as pd
+
+from lossbench.stats import leaderboard
+from report import claims as claims_mod
+from report import plots
+from report.tables import (LAYOUT_PATH, fmt_mapping, legend, load_layout, markdown_table,
+                           table_rows, track_layout)
+
+TEMPLATES = Path(__file__).with_name("templates")
+CURVE_COLUMNS = ["track", "dataset", "method", "seed", "step", "epoch", "metric", "value"]
+PER_CLASS_COLUMNS = ["track", "dataset", "method", "seed", "class", "train_count", "test_recall"]
+
+
+def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
+    """An optional table; an absent file reads as empty, so a partial run still renders."""
+    return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=columns)
+
+
+def _read_json(path: Path, default):
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+def load_results(results_dir: Path | str) -> dict:
+    d = Path(results_dir)
+    return {
+        "summary": pd.read_csv(d / "summary.csv"),
+        "curves": _read_csv(d / "curves.csv", CURVE_COLUMNS),
+        "per_class": _read_csv(d / "per_class.csv", PER_CLASS_COLUMNS),
+        "runs": _read_json(d / "runs.json", []),
+        "provenance": _read_json(d / "provenance.json", {}),
+        "methods": _read_json(d / "methods.json", {}),
+    }
+
+
+def _write(path: Path, text: str) -> None:
+    """Write via a temp name, so a killed build never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def hparams_text(runs: list[dict]) -> dict[tuple, str]:
+    """(track, dataset, method) -> its hyperparameters; per seed if tuning picked different ones."""
+    by_key: dict[tuple, dict] = {}
+    for r in runs:
+        key = (r["track"], r["dataset"], r["method"])
+        by_key.setdefault(key, {})[r["seed"]] = fmt_mapping(r.get("hparams") or {})
+    out = {}
+    for key, per_seed in by_key.items():
+        distinct = set(per_seed.values())
+        out[key] = distinct.pop() if len(distinct) == 1 else "; ".join(
+            f"seed {s}: {h}" for s, h in sorted(per_seed.items()))
+    return out
+
+
+def track_info(track: str, data: Mapping) -> dict:
+    """What the track's numbers come from: version, baseline, seeds, datasets, budget."""
+    info = dict((data["provenance"].get("tracks") or {}).get(track) or {})
+    rows = data["summary"][data["summary"]["track"] == track]
+    present = set(rows["dataset"])
+    described = info.get("datasets") or {}
+    if "version" not in info and "track_version" in rows:
+        info["version"] = rows["track_version"].iloc[0]
+    return {
+        "name": track, "version": info.get("version", "?"),
+        "baseline": info.get("baseline", "erm"),
+        "seeds": info.get("seeds") or sorted(rows["seed"].unique().tolist()),
+        "budget": fmt_mapping(info.get("budget")),
+        # provenance order first; datasets without any row have no table
+        "datasets": [(d, described.get(d, "")) for d in dict.fromkeys([*described, *sorted(present)])
+                     if d in present],
+    }
+
+
+def _method_order(track: str, data: Mapping, board: pd.DataFrame) -> list[str]:
+    """Registry order (methods.json), so a method family gets neighbouring tab20 colours."""
+    present = set(board.loc[board["track"] == track, "method"])
+    return [m for m in data["methods"] if m in present] + sorted(present - set(data["methods"]))
+
+
+@dataclass
+class TrackContext:
+    """What every table and figure of one track shares."""
+    info: dict
+    layout: dict  # the track's entry of leaderboard.yaml
+    metrics: dict  # metric metadata
+    colors: dict
+    level: float
+    out_dir: Path
+
+
+def _figures(ctx: TrackContext, dataset: str, order: list[str], rows: pd.DataFrame,
+             data: Mapping) -> list[tuple[str, str]]:
+    """Write the (track, dataset) figures; return [(caption, path relative to out_dir)]."""
+    track, baseline, main = ctx.info["name"], ctx.info["baseline"], ctx.layout["main_metric"]
+
+    def pick(df):
+        return df[(df["track"] == track) & (df["dataset"] == dataset)]
+
+    def path(kind):
+        return ctx.out_dir / "figures" / f"{track}__{dataset}__{kind}.png"
+
+    bars = rows[rows["metric"] == main].set_index("method").loc[order].reset_index()
+    drawn = [
+        ("Main metric, mean ± CI over seeds",
+         plots.bar_main(bars, ctx.metrics.get(main, {}), baseline, ctx.colors, path("bar"))),
+        ("Per-class test recall vs training count, mean over seeds",
+         plots.per_class(pick(data["per_class"]), baseline, ctx.colors, path("per_class"))),
+        ("Training curves, mean and CI band over seeds",
+         plots.curves(pick(data["curves"]), ctx.layout.get("curves", []), ctx.metrics, baseline,
+                      ctx.colors, ctx.level, path("curves"))),
+    ]
+    return [(cap, p.relative_to(ctx.out_dir).as_posix()) for cap, p in drawn if p is not None]
+
+
+def track_section(track: str, board: pd.DataFrame, data: Mapping, layout: Mapping, level: float,
+                  out_dir: Path) -> dict:
+    """Tables (md, csv) and figures for one track, and its context for the HTML template."""
+    info = track_info(track, data)
+    ctx = TrackContext(info, track_layout(layout, track), layout["metrics"],
+                       plots.method_colors(_method_order(track, data, board), info["baseline"]),
+                       level, out_dir)
+    columns = ctx.layout["columns"]
+    headers = [ctx.metrics.get(c, {}).get("display", c) for c in columns]
+    hp = hparams_text(data["runs"])
+    urls = {m: (v or {}).get("url") for m, v in data["methods"].items()}
+    datasets, md = [], [_md_header(info, data["provenance"], level)]
+    for dataset, description in info["datasets"]:
+        rows = board[(board["track"] == track) & (board["dataset"] == dataset)]
+        table = table_rows(rows, columns, ctx.layout["main_metric"], ctx.metrics)
+        for r in table:
+            r["url"], r["hparams"] = urls.get(r["method"]), hp.get((track, dataset, r["method"]), "")
+        diverged = any(r["n_diverged"] for r in table)
+        md += [f"## {dataset}", description,
+               markdown_table(table, headers, info["baseline"], diverged)]
+        datasets.append({"name": dataset, "description": description, "rows": table,
+                         "show_diverged": diverged,
+                         "figures": _figures(ctx, dataset, [r["method"] for r in table], rows, data)})
+    _write(out_dir / "tables" / f"{track}.md", "\n\n".join(s for s in md if s) + "\n")
+    _write(out_dir / "tables" / f"{track}.csv",
+           board[board["track"] == track].to_csv(index=False, float_format="%.6g"))
+    return {**info, "headers": headers, "datasets_ctx": datasets}
+
+
+def _md_header(info: Mapping, provenance: Mapping, level: float) -> str:
+    dirty = " (dirty)" if provenance.get("git_dirty") else ""
+    return "\n".join([
+        f"# Leaderboard: {info['name']} (track version {info['version']})", "",
+        f"- commit: {provenance.get('git_commit', '?')}{dirty}; profile: "
+        f"{provenance.get('profile', '?')}",
+        f"- seeds: {', '.join(map(str, info['seeds']))}; baseline: {info['baseline']}; "
+        f"budget: {info['budget'] or '?'}",
+        f"- {legend(level)}",
+    ])
+
+
+def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "lossbench report",
+                 note: str | None = None, level: float | None = None,
+                 layout_path: Path | str = LAYOUT_PATH,
+                 claims_path: Path | str = claims_mod.CLAIMS_PATH) -> Path:
+    """Build the report from a results folder; returns the path of index.html."""
+    data, layout, out = load_results(results_dir), load_layout(layout_path), Path(out_dir)
+    level = level or layout.get("ci_level", 0.95)
+    summary, prov = data["summary"], data["provenance"]
+    tracks = list(dict.fromkeys([*(prov.get("tracks") or {}), *summary["track"].unique()]))
+    tracks = [t for t in tracks if (summary["track"] == t).any()]
+    baselines = {t: track_info(t, data)["baseline"] for t in tracks}
+    expected = {}
+    for r in data["runs"]:  # methods that ran (or failed) anywhere in the track get a row
+        expected.setdefault(r["track"], []).append(r["method"])
+    board = leaderboard(summary, baselines, level, layout["metrics"], expected)
+
+    claims = claims_mod.evaluate(claims_mod.load_claims(claims_path), summary, level,
+                                 layout["metrics"])
+    for c in claims:  # link a claim to its first method's paper when the entry gives no url
+        c["url"] = c["url"] or next((data["methods"].get(r["method"], {}).get("url")
+                                     for r in c["rows"] if r["method"] in data["methods"]), "")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    html = env.get_template("index.html.j2").render(
+        title=title, note=note, level=level, provenance=prov,
+        tracks=[track_section(t, board, data, layout, level, out) for t in tracks],
+        methods=data["methods"], fmt_mapping=fmt_mapping, legend=legend(level),
+        claims=claims, claims_rule=claims_mod.RULE)
+    _write(out / "index.html", html)
+    return out / "index.html"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m report.build", description=__doc__.split("\n")[0])
+    p.add_argument("results_dir", type=Path)
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--title", default="lossbench report")
+    p.add_argument("--note", default=None, help="a sentence shown under the title")
+    p.add_argument("--level", type=float, default=None, help="CI level (default: leaderboard.yaml)")
+    a = p.parse_args(argv)
+    print(build_report(a.results_dir, a.out_dir, title=a.title, note=a.note, level=a.level))
+
+
+if __name__ == "__main__":
+    main()

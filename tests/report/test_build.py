@@ -1,0 +1,153 @@
+"""Report build on a small synthetic results folder, with a golden leaderboard table.
+
+Fixture: one track, 2 datasets × 3 methods × 3 seeds; gce diverges on digits_lt10 seed 2 and
+logit_adjust has no run on digits_sym40 seed 1. Values are arithmetic (no RNG), so the golden
+table is stable. Regenerate it on purpose with LOSSBENCH_REGEN_GOLDEN=1 and review the diff.
+"""
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from report import screenshot
+from report.build import build_report, main
+
+GOLDEN = Path(__file__).with_name("golden") / "leaderboard_fixture.md"
+TRACK = "clf_fixture"
+DATASETS = {"digits_lt10": "digits, long-tailed ρ=10", "digits_sym40": "digits, 40% symmetric noise"}
+METHODS = {"erm": {}, "logit_adjust": {"tau": 1.0}, "gce": {"q": 0.7}}
+EFFECT = {("digits_lt10", "logit_adjust"): 0.05, ("digits_lt10", "gce"): -0.04,
+          ("digits_sym40", "logit_adjust"): 0.005, ("digits_sym40", "gce"): 0.06}
+SEED_SHIFT = [0.0, 0.03, -0.02]  # shared by all methods of a seed: the paired part
+JITTER = {"erm": [0.0, 0.004, -0.003], "logit_adjust": [0.003, -0.002, 0.001],
+          "gce": [-0.004, 0.009, 0.005]}  # per-run noise: the unpaired part
+DIVERGED = ("digits_lt10", "gce", 2)
+MISSING = ("digits_sym40", "logit_adjust", 1)
+COUNTS = {"digits_lt10": [120, 60, 25, 12], "digits_sym40": [90, 90, 90, 90]}
+
+
+def _score(dataset, method, seed):
+    jitter = JITTER[method][seed if dataset == "digits_lt10" else 2 - seed]
+    return 0.6 + EFFECT.get((dataset, method), 0.0) + SEED_SHIFT[seed] + jitter
+
+
+def _metrics(dataset, method, seed):
+    v = _score(dataset, method, seed)
+    few = v - 0.2 if dataset == "digits_lt10" else math.nan  # no "few" classes without a tail
+    return {"test/accuracy": v + 0.02, "test/balanced_accuracy": v,
+            "test/worst_class_accuracy": v - 0.3, "test/macro_f1": v - 0.01,
+            "test/acc_many": v + 0.1, "test/acc_medium": v, "test/acc_few": few,
+            "test/ece": 0.1 - (v - 0.6) / 2, "test/nll": 1.5 - v, "val/balanced_accuracy": v + 0.01,
+            "train/wall_seconds": 10.0 + seed, "train/samples_per_second": 1000.0 - 10 * seed}
+
+
+def _runs():
+    for dataset in DATASETS:
+        for method in METHODS:
+            for seed in range(3):
+                if (dataset, method, seed) != MISSING:
+                    yield dataset, method, seed, (dataset, method, seed) == DIVERGED
+
+
+def write_fixture(d: Path) -> Path:
+    summary, curves, per_class, runs = [], [], [], []
+    for dataset, method, seed, diverged in _runs():
+        key = {"track": TRACK, "dataset": dataset, "method": method, "seed": seed}
+        for metric, value in _metrics(dataset, method, seed).items():
+            summary.append({**key, "track_version": 1, "method_version": 1, "metric": metric,
+                            "value": math.nan if diverged else value, "run_id": f"r{len(runs)}",
+                            "status": "diverged" if diverged else "ok"})
+        for step in range(0, 60, 10):
+            curves.append({**key, "step": step, "epoch": step // 20, "metric": "train/loss",
+                           "value": 2.0 / (1 + step / 10) + 0.01 * seed})
+            curves.append({**key, "step": step, "epoch": step // 20,
+                           "metric": "val/balanced_accuracy",
+                           "value": _score(dataset, method, seed) * (1 - 0.5 / (1 + step / 10))})
+        for cls, count in enumerate(COUNTS[dataset]):
+            per_class.append({**key, "class": cls, "train_count": count,
+                              "test_recall": min(1.0, _score(dataset, method, seed) + count / 400)})
+        runs.append({**key, "status": "diverged" if diverged else "ok", "hparams": METHODS[method],
+                     "method_version": 1, "track_version": 1, "run_id": f"r{len(runs)}",
+                     "wall_seconds": 10.0 + seed, "device": "cpu"})
+    d.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(summary).to_csv(d / "summary.csv", index=False)
+    pd.DataFrame(curves).to_csv(d / "curves.csv", index=False)
+    pd.DataFrame(per_class).to_csv(d / "per_class.csv", index=False)
+    (d / "runs.json").write_text(json.dumps(runs))
+    (d / "provenance.json").write_text(json.dumps({
+        "profile": "fixture", "command": "snakemake --profile profiles/fixture",
+        "git_commit": "0123456789abcdef0123456789abcdef01234567", "git_dirty": True,
+        "versions": {"python": "3.11", "torch": "2.x"}, "hardware": "test CPU",
+        "created": "2025-01-01T00:00:00",
+        "tracks": {TRACK: {"version": 1, "baseline": "erm", "seeds": [0, 1, 2],
+                           "datasets": DATASETS, "budget": {"steps": 50, "batch_size": 32}}}}))
+    (d / "methods.json").write_text(json.dumps({
+        m: {"kind": "loss", "paper": f"{m} paper", "url": f"https://example.org/{m}",
+            "card": "C0", "summary": f"{m} summary", "version": 1, "defaults": hp}
+        for m, hp in METHODS.items()}))
+    return d
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    out = root / "site"
+    index = build_report(write_fixture(root / "results"), out, title="Fixture report",
+                         note="synthetic numbers")
+    return out, index.read_text()
+
+
+def test_html_has_leaderboard_rows_missing_and_diverged(built):
+    out, html = built
+    for method in METHODS:
+        assert f'href="https://example.org/{method}">{method}</a>' in html
+    assert "q=0.7" in html and "tau=1.0" in html  # hyperparameters from runs.json
+    assert "—" in html  # acc_few is undefined on the noisy dataset
+    assert html.count(">diverged</th>") == 1  # only digits_lt10 has a diverged run
+    assert '<td class="num warn">1</td>' in html
+    assert "▲" in html and "▼" in html
+    assert "digits, long-tailed ρ=10" in html and "steps=50, batch_size=32" in html
+
+
+def test_claims_are_the_last_section(built):
+    _, html = built
+    assert html.rfind("<section") == html.find('<section id="claims">')
+    claims = html[html.find('<section id="claims">'):]
+    assert "Menon et al." in claims and "logit_adjust" in claims
+    assert "reproduced" in claims and "no runs" in claims  # e.g. mnist1d_lt100 is absent
+    assert "git commit" in html[html.find("</main>"):]  # provenance footer after the sections
+
+
+def test_figures_exist_and_are_linked(built):
+    out, html = built
+    for dataset in DATASETS:
+        for kind in ("bar", "per_class", "curves"):
+            rel = f"figures/{TRACK}__{dataset}__{kind}.png"
+            assert (out / rel).stat().st_size > 1000
+            assert f'src="{rel}"' in html
+    assert (out / "tables" / f"{TRACK}.csv").exists()
+
+
+def test_golden_leaderboard_table(built):
+    out, _ = built
+    got = (out / "tables" / f"{TRACK}.md").read_text()
+    if os.environ.get("LOSSBENCH_REGEN_GOLDEN") == "1":
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(got)
+    assert got == GOLDEN.read_text(), "leaderboard changed; rerun with LOSSBENCH_REGEN_GOLDEN=1"
+
+
+def test_cli_builds(tmp_path):
+    results = write_fixture(tmp_path / "results")
+    main([str(results), str(tmp_path / "site"), "--title", "CLI"])
+    assert "<title>CLI</title>" in (tmp_path / "site" / "index.html").read_text()
+
+
+@pytest.mark.skipif(screenshot.find_browser() is None, reason="no Chromium installed")
+def test_screenshot(built, tmp_path):
+    out, _ = built
+    png = screenshot.screenshot(out / "index.html", tmp_path / "shot.png", height=1200)
+    assert png.stat().st_size > 10_000
