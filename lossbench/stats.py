@@ -20,7 +20,7 @@ KEYS = ["track", "dataset", "method", "metric"]  # one leaderboard row
 
 
 def half_width(std, n, level: float = 0.95):
-    """Half-width of the two-sided t interval `t_{(1+level)/2, n-1} · std / √n`; NaN where n < 2."""
+    """Half-width `t_{(1+level)/2, n-1} · std / √n` of the two-sided t interval; NaN if n < 2."""
     n = np.asarray(n, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         hw = st.t.ppf(0.5 + level / 2, n - 1) * np.asarray(std, dtype=float) / np.sqrt(n)
@@ -39,7 +39,7 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, int]:
 
 def summarize(df: pd.DataFrame, by: list[str], value: str, level: float = 0.95,
               prefix: str = "") -> pd.DataFrame:
-    """Per group of `by`: n, mean, half_width, ci_low, ci_high of column `value` (names prefixed)."""
+    """Per group of `by`: n, mean, half_width, ci_low, ci_high of `value` (names prefixed)."""
     out = df.groupby(by, sort=False, dropna=False)[value].agg(["mean", "std", "count"])
     out = out.rename(columns={"count": "n"}).reset_index()
     out["half_width"] = half_width(out["std"], out["n"], level)
@@ -113,7 +113,7 @@ def _grid(stats: pd.DataFrame, methods: Mapping[str, list] | None) -> pd.DataFra
     return out
 
 
-def _diverged(df: pd.DataFrame) -> pd.DataFrame:
+def diverged_counts(df: pd.DataFrame) -> pd.Series:
     """Number of diverged seeds per (track, dataset, method)."""
     status = df["status"] if "status" in df else pd.Series("ok", index=df.index)
     bad = df[status == "diverged"]
@@ -141,7 +141,7 @@ def leaderboard(summary_df: pd.DataFrame, baselines: Mapping[str, str], level: f
     """
     df = summary_df[summary_df["metric"].notna()]
     board = _grid(summarize(df, KEYS, "value", level), methods)
-    board = board.merge(_diverged(df), on=["track", "dataset", "method"], how="left")
+    board = board.merge(diverged_counts(df), on=["track", "dataset", "method"], how="left")
     board["n_diverged"] = board["n_diverged"].fillna(0).astype(int)
     board = board.merge(paired_diff(df, dict(baselines), level), on=KEYS, how="left")
     board["diff_n"] = board["diff_n"].fillna(0).astype(int)
@@ -152,8 +152,8 @@ def leaderboard(summary_df: pd.DataFrame, baselines: Mapping[str, str], level: f
     best = _best_methods(board, sign)
     vs = board[KEYS].merge(paired_diff(df, best, level), on=KEYS, how="left")
     better, worse = better_worse(vs["diff_ci_low"], vs["diff_ci_high"], sign)
-    has_best = pd.Series([k in best for k in zip(board["track"], board["dataset"], board["metric"])],
-                         index=board.index)
+    groups = zip(board["track"], board["dataset"], board["metric"])
+    has_best = pd.Series([g in best for g in groups], index=board.index)
     board["best"] = has_best & (board["n"] > 0) & ~(better | worse)
     cols = KEYS + ["n", "n_diverged", "mean", "half_width", "ci_low", "ci_high", "diff_n",
                    "diff_mean", "diff_half_width", "diff_ci_low", "diff_ci_high",

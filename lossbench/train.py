@@ -84,7 +84,9 @@ def build_optimizer(params, cfg: dict):
                                nesterov=cfg.get("nesterov", False), weight_decay=cfg.get("weight_decay", 0.0))
     if name in ("adam", "adamw"):
         cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-        return cls(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0), betas=tuple(cfg.get("betas", (0.9, 0.999))))
+        # fused kernels: about half the per-step optimiser overhead of the default for tiny models
+        return cls(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0),
+                   betas=tuple(cfg.get("betas", (0.9, 0.999))), fused=True)
     raise KeyError(f"unknown optimizer {name!r}; valid: sgd, adam, adamw")
 
 
@@ -180,7 +182,7 @@ def train(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, order_s
     budget = proto["budget"]
     total = budget["steps"] if "steps" in budget else budget["epochs"] * steps_per_epoch
     total_epochs = total / steps_per_epoch
-    eval_every = max(1, int(proto.get("eval_every_epochs", 1) * steps_per_epoch))
+    eval_every = max(1, total // proto.get("curve_points", 20))
     gen = generator(order_seed)  # data order / sampling, on CPU for portability
     perm_state = {"perm": None, "pos": n}
     state = None

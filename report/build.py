@@ -26,6 +26,7 @@ from report.tables import (LAYOUT_PATH, fmt_mapping, legend, load_layout, markdo
 
 TEMPLATES = Path(__file__).with_name("templates")
 CURVE_COLUMNS = ["track", "dataset", "method", "seed", "step", "epoch", "metric", "value"]
+RUN_KEYS = ["track", "dataset", "method", "seed"]
 PER_CLASS_COLUMNS = ["track", "dataset", "method", "seed", "class", "train_count", "test_recall"]
 
 
@@ -86,13 +87,22 @@ def track_info(track: str, data: Mapping) -> dict:
         "seeds": info.get("seeds") or sorted(rows["seed"].unique().tolist()),
         "budget": fmt_mapping(info.get("budget")),
         # provenance order first; datasets without any row have no table
-        "datasets": [(d, described.get(d, "")) for d in dict.fromkeys([*described, *sorted(present)])
-                     if d in present],
+        "datasets": [(d, described.get(d, ""))
+                     for d in dict.fromkeys([*described, *sorted(present)]) if d in present],
     }
 
 
+def without_diverged(df: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Rows of `df` not from a diverged run: a blown-up loss curve would swamp the axes."""
+    if "status" not in summary or df.empty:
+        return df
+    bad = summary.loc[summary["status"] == "diverged", RUN_KEYS].drop_duplicates()
+    flagged = df[RUN_KEYS].merge(bad.assign(_bad=True), on=RUN_KEYS, how="left")["_bad"]
+    return df[flagged.isna().to_numpy()]
+
+
 def _method_order(track: str, data: Mapping, board: pd.DataFrame) -> list[str]:
-    """Registry order (methods.json), so a method family gets neighbouring tab20 colours."""
+    """Registry order (methods.json), so variants of one family get neighbouring colours."""
     present = set(board.loc[board["track"] == track, "method"])
     return [m for m in data["methods"] if m in present] + sorted(present - set(data["methods"]))
 
@@ -114,18 +124,19 @@ def _figures(ctx: TrackContext, dataset: str, order: list[str], rows: pd.DataFra
     track, baseline, main = ctx.info["name"], ctx.info["baseline"], ctx.layout["main_metric"]
 
     def pick(df):
-        return df[(df["track"] == track) & (df["dataset"] == dataset)]
+        return without_diverged(df[(df["track"] == track) & (df["dataset"] == dataset)],
+                                data["summary"])
 
     def path(kind):
         return ctx.out_dir / "figures" / f"{track}__{dataset}__{kind}.png"
 
-    bars = rows[rows["metric"] == main].set_index("method").loc[order].reset_index()
+    bars = rows[rows["metric"] == main].set_index("method").reindex(order).reset_index()
     drawn = [
         ("Main metric, mean ± CI over seeds",
          plots.bar_main(bars, ctx.metrics.get(main, {}), baseline, ctx.colors, path("bar"))),
-        ("Per-class test recall vs training count, mean over seeds",
+        ("Per-class test recall (against training count if imbalanced), mean over seeds",
          plots.per_class(pick(data["per_class"]), baseline, ctx.colors, path("per_class"))),
-        ("Training curves, mean and CI band over seeds",
+        ("Training curves, mean and CI band over seeds (diverged runs left out)",
          plots.curves(pick(data["curves"]), ctx.layout.get("curves", []), ctx.metrics, baseline,
                       ctx.colors, ctx.level, path("curves"))),
     ]
@@ -148,13 +159,15 @@ def track_section(track: str, board: pd.DataFrame, data: Mapping, layout: Mappin
         rows = board[(board["track"] == track) & (board["dataset"] == dataset)]
         table = table_rows(rows, columns, ctx.layout["main_metric"], ctx.metrics)
         for r in table:
-            r["url"], r["hparams"] = urls.get(r["method"]), hp.get((track, dataset, r["method"]), "")
+            r["url"] = urls.get(r["method"])
+            r["hparams"] = hp.get((track, dataset, r["method"]), "")
         diverged = any(r["n_diverged"] for r in table)
         md += [f"## {dataset}", description,
                markdown_table(table, headers, info["baseline"], diverged)]
         datasets.append({"name": dataset, "description": description, "rows": table,
                          "show_diverged": diverged,
-                         "figures": _figures(ctx, dataset, [r["method"] for r in table], rows, data)})
+                         "figures": _figures(ctx, dataset, [r["method"] for r in table], rows,
+                                             data)})
     _write(out_dir / "tables" / f"{track}.md", "\n\n".join(s for s in md if s) + "\n")
     _write(out_dir / "tables" / f"{track}.csv",
            board[board["track"] == track].to_csv(index=False, float_format="%.6g"))

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lossbench.stats import better_worse, paired_diff
+from lossbench.stats import better_worse, diverged_counts, paired_diff
 from report.tables import fmt_number
 
 CLAIMS_PATH = Path(__file__).with_name("claims.yaml")
@@ -22,16 +22,16 @@ REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_TESTABLE = (
     "reproduced", "partly", "not reproduced", "not testable at this scale")
 
 RULE = (
-    "Verdict rule, per method and test, using the paired difference (method − named baseline over "
-    "shared seeds) and its CI on each listed dataset that has runs: <b>reproduced</b> = every "
+    "Verdict rule, per method and test, using the paired difference (method − named baseline "
+    "over shared seeds) and its CI on each listed dataset that has runs: <b>reproduced</b> = every "
     "dataset shows a difference whose CI excludes zero in the claimed direction; <b>partly</b> = "
     "at least one does, or all point the claimed direction without significance; <b>not "
     "reproduced</b> = none is significant in the claimed direction (the reason says whether any is "
     "significantly opposite); <b>not testable at this scale</b> = the entry gives a reason or "
     "there are no runs. Listed datasets without runs are named in the reason and left out. For "
-    "an “≈ baseline” claim (direction <i>equal</i>, margin m): reproduced = every CI lies within "
-    "±m; partly = no CI excludes zero but some reach beyond ±m (inconclusive); not reproduced = "
-    "some CI excludes zero. In the measured column ✓/✗ mark a CI that excludes zero on the "
+    "an “≈ baseline” claim (direction <i>equal</i>, margin m): reproduced = every CI lies "
+    "within ±m; partly = no CI excludes zero but some reach beyond ±m (inconclusive); not "
+    "reproduced = some CI excludes zero. In the measured column ✓/✗ mark a CI that excludes zero on the "
     "claimed/opposite side, ≠ one that excludes zero for an equality claim.")
 
 
@@ -53,12 +53,14 @@ def _cells(summary: pd.DataFrame, method: str, test: Mapping, level: float) -> l
     sub = summary[summary["metric"].eq(test["metric"]) & summary["track"].isin(tracks)
                   & summary["method"].isin([method, test["baseline"]])]
     names = _datasets(test["datasets"], sorted(summary["dataset"].unique()))
-    diff = paired_diff(sub, test["baseline"], level) if len(sub) else sub
+    diff = paired_diff(sub, test["baseline"], level)
+    diverged = diverged_counts(sub)
     cells = []
     for dataset in names:
-        rows = diff[(diff["dataset"] == dataset) & (diff["method"] == method)] if len(diff) else diff
+        rows = diff[(diff["dataset"] == dataset) & (diff["method"] == method)]
         for r in rows.to_dict("records") or [{"track": None, "diff_n": 0}]:
             cells.append({"dataset": dataset, "track": r["track"], "n": int(r["diff_n"]),
+                          "diverged": int(diverged.get((r["track"], dataset, method), 0)),
                           "mean": r.get("diff_mean", np.nan), "low": r.get("diff_ci_low", np.nan),
                           "high": r.get("diff_ci_high", np.nan)})
     return cells
@@ -89,12 +91,14 @@ def verdict(cells: list[dict], direction: str, margin: float | None = None,
     sig = [c for c, b in zip(cells, better) if b]
     opposite = [c for c, w in zip(cells, worse) if w]
     if len(sig) == len(cells):
-        return REPRODUCED, f"significant in the claimed direction on all {len(cells)} dataset(s)"
+        return REPRODUCED, ("significant in the claimed direction on every dataset run "
+                            f"({_names(cells)})")
     if sig:
-        return PARTLY, f"significant on {_names(sig)} only (of {len(cells)})"
+        return PARTLY, f"significant in the claimed direction on {_names(sig)} only"
     if pointing.all():
-        return PARTLY, f"all {len(cells)} dataset(s) point the claimed way, none significantly"
-    against = f"significantly opposite on {_names(opposite)}" if opposite else "none significantly opposite"
+        return PARTLY, f"the claimed direction on {_names(cells)}, but none significantly"
+    against = (f"significantly opposite on {_names(opposite)}" if opposite
+               else "none significantly opposite")
     return NOT_REPRODUCED, f"no dataset significant in the claimed direction; {against}"
 
 
@@ -128,8 +132,10 @@ def measured_text(cells: list[dict], meta: Mapping, direction: str) -> list[str]
             out.append(f"{label}: {'no finite values' if c['track'] else 'no runs'}")
             continue
         mean = f"{float(c['mean']) * meta.get('scale', 1):+.{meta.get('digits', 3)}f}"
-        ci = " (no CI)" if np.isnan(c["high"]) else f" ± {fmt_number((c['high'] - c['low']) / 2, meta)}"
-        out.append(f"{label}: {mean}{ci}{unit} (n={c['n']}){_mark(c, direction)}")
+        half = (c["high"] - c["low"]) / 2
+        ci = " (no CI)" if np.isnan(half) else f" ± {fmt_number(half, meta)}"
+        n = f"n={c['n']}" + (f", {c['diverged']} diverged" if c.get("diverged") else "")
+        out.append(f"{label}: {mean}{ci}{unit} ({n}){_mark(c, direction)}")
     return out
 
 
@@ -142,11 +148,11 @@ def _row(method: str, test: Mapping, entry: Mapping, summary: pd.DataFrame, leve
     cells = _cells(summary, method, test, level)
     label, reason = verdict(cells, direction, test.get("margin"),
                             fmt=lambda x: fmt_number(x, meta) + unit)
-    missing = [c["dataset"] for c in cells if c["n"] == 0]
     if entry.get("not_testable_reason"):
         label, reason = NOT_TESTABLE, entry["not_testable_reason"]
-    elif missing and label != NOT_TESTABLE:
-        reason += f"; no values for {', '.join(missing)}"
+    elif label != NOT_TESTABLE:
+        reason += "".join(f"; {text}" for text in measured_text(cells, meta, direction)
+                          if text.endswith(("no runs", "no finite values")))
     return {"method": method, "baseline": test["baseline"], "direction": direction,
             "metric": meta.get("display", test["metric"]),
             "measured": measured_text(cells, meta, direction), "verdict": label, "reason": reason}

@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: the report is built in CI and by Snakemake jobs
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from lossbench.stats import summarize  # noqa: E402
 
@@ -23,9 +24,10 @@ BASELINE_COLOR = "black"
 
 
 def method_colors(methods: list[str], baseline: str | None) -> dict[str, tuple]:
-    """tab20 colours in the given order (20 distinct before repeating), baseline black."""
-    cmap = plt.get_cmap("tab20")
+    """Colours in the given order, baseline black: tab10 (more distinct) up to 10 methods,
+    else tab20, whose dark/light pairs suit neighbouring variants of one method family."""
     others = [m for m in methods if m != baseline]
+    cmap = plt.get_cmap("tab10" if len(others) <= 10 else "tab20")
     colors = {m: cmap(i % cmap.N) for i, m in enumerate(others)}
     return colors | ({baseline: BASELINE_COLOR} if baseline else {})
 
@@ -84,14 +86,21 @@ def per_class(rows: pd.DataFrame, baseline: str | None, colors: Mapping, path: P
     if rows.empty:
         return None
     mean = rows.groupby(["method", "class"], as_index=False)[["train_count", "test_recall"]].mean()
+    # balanced data (e.g. label noise only) has no frequency axis: show recall per class instead
+    by_count = mean["train_count"].max() >= 2 * max(mean["train_count"].min(), 1)
+    x = "train_count" if by_count else "class"
     fig, ax = plt.subplots(figsize=(5.2, 3.2))
     for method, part in _by_method(mean, colors):
         part = part.sort_values(["train_count", "class"])
-        ax.plot(part["train_count"], part["test_recall"] * 100, marker="o", ms=2.5,
+        ax.plot(part[x], part["test_recall"] * 100, marker="o", ms=2.5,
                 alpha=1.0 if method == baseline else 0.8, **_style(method, baseline, colors))
-    ax.set_xscale("log")
-    ax.set(xlabel="training examples of the class (log)", ylabel="test recall (%)",
-           title="Per-class recall vs class frequency")
+    if by_count:
+        ax.set_xscale("log")
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="training examples of the class (log)" if by_count else
+           "class (training counts within 2× of each other)", ylabel="test recall (%)",
+           title="Per-class test recall" + (" vs class frequency" if by_count else ""))
     ax.grid(alpha=0.3)
     _legend_right(fig, ax)
     return _save(fig, path)

@@ -42,7 +42,8 @@ def screenshot(html: Path | str, png: Path | str, width: int = 1400, height: int
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m report.screenshot", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m report.screenshot",
+                                description=__doc__.split("\n")[0])
     p.add_argument("html", type=Path)
     p.add_argument("png", type=Path)
     p.add_argument("--width", type=int, default=1400)

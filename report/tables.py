@@ -33,33 +33,45 @@ def fmt_number(x: float, meta: Mapping) -> str:
 
 
 def fmt_mapping(d) -> str:
-    """`a=1, b=2` for hyperparameters and budgets; strings pass through."""
+    """`a=1, b=2` for hyperparameters and budgets, nested as `k (a=1, b=2)`; strings pass."""
     if not isinstance(d, Mapping):
         return "" if d is None else str(d)
-    return ", ".join(f"{k}={v}" for k, v in d.items())
+    return ", ".join(f"{k} ({fmt_mapping(v)})" if isinstance(v, Mapping) else f"{k}={v}"
+                     for k, v in d.items())
 
 
-def fmt_cell(row: Mapping, meta: Mapping) -> str:
-    """`mean ± half-width (n)`; `—` when no seed has a value; no ± when n < 2."""
+def cell_parts(row: Mapping | None, meta: Mapping) -> dict:
+    """{mean, hw, n} as display strings; empty when no seed has a value, no hw when n < 2."""
     if not row or row["n"] == 0:
+        return {}
+    hw = "" if pd.isna(row["half_width"]) else fmt_number(row["half_width"], meta)
+    return {"mean": fmt_number(row["mean"], meta), "hw": hw, "n": str(row["n"])}
+
+
+def fmt_cell(parts: Mapping) -> str:
+    """`mean ± half-width (n)`, or `—`."""
+    if not parts:
         return MISSING
-    ci = "" if pd.isna(row["half_width"]) else f" ± {fmt_number(row['half_width'], meta)}"
-    return f"{fmt_number(row['mean'], meta)}{ci} ({row['n']})"
+    return parts["mean"] + (f" ± {parts['hw']}" if parts["hw"] else "") + f" ({parts['n']})"
 
 
 def method_order(part: pd.DataFrame, main_metric: str, metrics: Mapping) -> list[str]:
     """Methods of one (track, dataset), best main-metric mean first; no value last, by name."""
-    main = part[part["metric"] == main_metric].set_index("method")["mean"]
-    score = main * direction(metrics, main_metric) if direction(metrics, main_metric) else main
-    methods = sorted(part["method"].unique())
-    return sorted(methods, key=lambda m: (pd.isna(score.get(m)), -(score.get(m) or 0)))
+    sign = direction(metrics, main_metric) or 1  # unknown direction: higher first
+    score = part[part["metric"] == main_metric].set_index("method")["mean"] * sign
+
+    def key(method):
+        s = score.get(method, float("nan"))
+        return (pd.isna(s), 0.0 if pd.isna(s) else -s, method)
+
+    return sorted(part["method"].unique(), key=key)
 
 
 def table_rows(part: pd.DataFrame, columns: list[str], main_metric: str,
                metrics: Mapping) -> list[dict]:
     """Rows of one (track, dataset) table: method, n_diverged and one cell per column.
 
-    A cell is {text, marker (▲/▼/''), best (bool)}.
+    A cell is {text, mean, hw, n (display strings; absent when missing), marker (▲/▼/''), best}.
     """
     by_key = {(r["method"], r["metric"]): r for r in part.to_dict("records")}
     diverged = part.groupby("method")["n_diverged"].max()
@@ -68,8 +80,10 @@ def table_rows(part: pd.DataFrame, columns: list[str], main_metric: str,
         cells = []
         for metric in columns:
             r = by_key.get((method, metric))
-            marker = BEATS if r and r["beats_baseline"] else WORSE if r and r["worse_than_baseline"] else ""
-            cells.append({"text": fmt_cell(r, metrics.get(metric, {})), "marker": marker,
+            marker = (BEATS if r and r["beats_baseline"]
+                      else WORSE if r and r["worse_than_baseline"] else "")
+            parts = cell_parts(r, metrics.get(metric, {}))
+            cells.append({"text": fmt_cell(parts), **parts, "marker": marker,
                           "best": bool(r and r["best"])})
         rows.append({"method": method, "n_diverged": int(diverged.get(method, 0)), "cells": cells})
     return rows
@@ -93,6 +107,7 @@ def markdown_table(rows: list[dict], headers: list[str], baseline: str, diverged
 def legend(level: float) -> str:
     pct = f"{level * 100:g}%"
     return (f"Cells: mean over seeds ± half-width of the {pct} Student-t CI (n = seeds with a "
-            f"value); {MISSING} = no value. {BEATS}/{WORSE}: the paired difference to the baseline "
-            f"(same data seeds) has a {pct} CI that excludes zero on the better/worse side. "
-            f"Bold: best mean and every method whose paired CI against it includes zero.")
+            f"value); {MISSING} = no value. {BEATS}/{WORSE}: the difference to the baseline, "
+            f"paired over the seeds both have, has a {pct} CI excluding zero on the better/worse "
+            f"side (with a missing run a marker can disagree with the means). Bold: best mean and "
+            f"every method whose paired CI against it includes zero or cannot be formed (n < 2).")

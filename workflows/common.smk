@@ -54,7 +54,14 @@ def run_dirs(profile):
     return [f"results/{profile}/runs/{t}/{d}/{m}/seed{s}" for t, d, m, s in RUNS]
 
 
-def set_torch_threads(threads):
+def run_job(fn, *args, **kwargs):
+    """Call a lossbench entry point for a job. Jobs running as threads (smoke profile) go to a pool
+    of worker processes (lossbench.workers) to escape the GIL; otherwise the job is its own process."""
+    if workflow.execution_settings.use_threads:
+        from lossbench import workers
+
+        return workers.call(fn, *args, workers=workflow.cores, **kwargs)
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)
+    return fn(*args, **kwargs)

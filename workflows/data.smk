@@ -18,4 +18,4 @@ rule prepare_source:
         from lossbench import runner
 
         raw_dir = os.path.dirname(input[0]) if input else None
-        runner.prepare_source(wildcards.source, output[0], raw_dir=raw_dir)
+        run_job(runner.prepare_source, wildcards.source, output[0], raw_dir=raw_dir)

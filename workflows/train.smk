@@ -15,5 +15,4 @@ rule train_run:
     run:
         from lossbench import runner
 
-        set_torch_threads(threads)
-        runner.train_run(params.run, input.data, os.path.dirname(output.info), device=config["device"], log_path=log[0])
+        run_job(runner.train_run, params.run, input.data, os.path.dirname(output.info), device=config["device"], log_path=log[0])

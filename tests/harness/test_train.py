@@ -10,7 +10,7 @@ from lossbench.train import InputPipeline, lr_factor, train
 from methods.base import MethodSpec
 
 PROTO = {"model": {"name": "mlp", "hidden": [32]}, "optimizer": {"name": "adam", "lr": 0.01},
-         "schedule": {"name": "constant"}, "budget": {"steps": 30, "batch_size": 32}, "eval_every_epochs": 1}
+         "schedule": {"name": "constant"}, "budget": {"steps": 30, "batch_size": 32}, "curve_points": 5}
 
 
 def _toy(n=300, k=4, seed=0, image=False):

@@ -12,12 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from report import screenshot
+from report import claims, screenshot
 from report.build import build_report, main
 
 GOLDEN = Path(__file__).with_name("golden") / "leaderboard_fixture.md"
 TRACK = "clf_fixture"
-DATASETS = {"digits_lt10": "digits, long-tailed ρ=10", "digits_sym40": "digits, 40% symmetric noise"}
+DATASETS = {"digits_lt10": "digits, long-tailed ρ=10",
+            "digits_sym40": "digits, 40% symmetric noise"}
 METHODS = {"erm": {}, "logit_adjust": {"tau": 1.0}, "gce": {"q": 0.7}}
 EFFECT = {("digits_lt10", "logit_adjust"): 0.05, ("digits_lt10", "gce"): -0.04,
           ("digits_sym40", "logit_adjust"): 0.005, ("digits_sym40", "gce"): 0.06}
@@ -61,8 +62,9 @@ def write_fixture(d: Path) -> Path:
                             "value": math.nan if diverged else value, "run_id": f"r{len(runs)}",
                             "status": "diverged" if diverged else "ok"})
         for step in range(0, 60, 10):
+            loss = 1e6 * step if diverged else 2.0 / (1 + step / 10) + 0.01 * seed
             curves.append({**key, "step": step, "epoch": step // 20, "metric": "train/loss",
-                           "value": 2.0 / (1 + step / 10) + 0.01 * seed})
+                           "value": loss})
             curves.append({**key, "step": step, "epoch": step // 20,
                            "metric": "val/balanced_accuracy",
                            "value": _score(dataset, method, seed) * (1 - 0.5 / (1 + step / 10))})
@@ -151,3 +153,26 @@ def test_screenshot(built, tmp_path):
     out, _ = built
     png = screenshot.screenshot(out / "index.html", tmp_path / "shot.png", height=1200)
     assert png.stat().st_size > 10_000
+
+
+def _cell(name, mean, half, n=3):
+    return {"dataset": name, "track": "t", "n": n, "mean": mean, "low": mean - half,
+            "high": mean + half}
+
+
+@pytest.mark.parametrize("cells, direction, expected", [
+    ([_cell("a", 0.05, 0.01), _cell("b", 0.03, 0.02)], "higher", "reproduced"),
+    ([_cell("a", 0.05, 0.01), _cell("b", 0.01, 0.02)], "higher", "partly"),
+    ([_cell("a", 0.01, 0.02), _cell("b", 0.01, 0.03)], "higher", "partly"),
+    ([_cell("a", -0.05, 0.01), _cell("b", 0.01, 0.03)], "higher", "not reproduced"),
+    ([_cell("a", -0.05, 0.01)], "lower", "reproduced"),
+    ([_cell("a", 0.0, 0.0, n=0)], "higher", "not testable at this scale"),
+    ([_cell("a", 0.001, 0.005), _cell("b", -0.002, 0.004)], "equal", "reproduced"),
+    ([_cell("a", 0.001, 0.05)], "equal", "partly"),
+    ([_cell("a", 0.05, 0.01)], "equal", "not reproduced"),
+])
+def test_verdict_rule(cells, direction, expected):
+    label, reason = claims.verdict(cells, direction, margin=0.01)
+    assert label == expected and reason
+    if expected == "not reproduced" and direction == "higher":
+        assert "significantly opposite on a" in reason

@@ -65,8 +65,9 @@ def test_leaderboard_flags_respect_metric_direction():
     values = {"erm": seeds, "hi": [v + 0.1 + 0.01 * i for i, v in enumerate(seeds)]}
     df = pd.concat([tidy(values, "acc"), tidy(values, "ece")])
     board = leaderboard(df, {"t": "erm"}, metrics=META)
-    assert row(board, "hi", "acc").beats_baseline and not row(board, "hi", "acc").worse_than_baseline
-    assert row(board, "hi", "ece").worse_than_baseline and not row(board, "hi", "ece").beats_baseline
+    hi_acc, hi_ece = row(board, "hi", "acc"), row(board, "hi", "ece")
+    assert hi_acc.beats_baseline and not hi_acc.worse_than_baseline
+    assert hi_ece.worse_than_baseline and not hi_ece.beats_baseline
     assert not row(board, "erm").beats_baseline and not row(board, "erm").worse_than_baseline
     assert row(board, "hi", "acc").best and not row(board, "erm", "acc").best
     assert row(board, "erm", "ece").best and not row(board, "hi", "ece").best
