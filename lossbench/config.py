@@ -6,6 +6,7 @@ uses `jsonschema` directly. Every error names the offending key and lists the va
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import hashlib
 import json
 from pathlib import Path
@@ -100,12 +101,15 @@ def load_profile(path) -> tuple[dict, dict]:
     return cfg, tracks
 
 
-def runs(tracks: dict) -> list[tuple[str, str, str, int]]:
-    """Every (track, dataset, method, seed) the profile asks for."""
+def runs(tracks: dict, dataset_filter=None) -> list[tuple[str, str, str, int]]:
+    """Every (track, dataset, method, seed) the profile asks for; `dataset_filter` (glob patterns,
+    the profile's optional `datasets` key) keeps only matching datasets."""
     out = []
     for t, track in tracks.items():
         for proto in track["protocols"].values():
             for d in proto["datasets"]:
+                if dataset_filter and not any(fnmatch.fnmatchcase(d, pat) for pat in dataset_filter):
+                    continue
                 for m in track["methods"]:
                     for s in track["seeds"]:
                         out.append((t, d, m, s))

@@ -137,18 +137,19 @@ def aggregate(run_dirs, out_dir, provenance: dict) -> None:
     io.write_json(out_dir / "provenance.json", provenance)
 
 
-def provenance(cfg: dict, tracks: dict, command: str) -> dict:
+def provenance(cfg: dict, tracks: dict, command: str, runs) -> dict:
     """What the report prints at the bottom: command, commit, versions, hardware, and exactly
-    which datasets and budgets each track's numbers come from."""
+    which datasets and budgets each track's numbers come from (only those in `runs`)."""
     from datetime import datetime, timezone
 
     described = {}
     for name, track in tracks.items():
+        ran = {d for t, d, _, _ in runs if t == name}
+        protocols = {p: proto for p, proto in track["protocols"].items() if ran & set(proto["datasets"])}
         described[name] = {
             "version": track["version"], "baseline": track["baseline"], "seeds": track["seeds"],
-            "datasets": {d: data.describe(d) for p in track["protocols"].values() for d in p["datasets"]},
-            "budget": {pname: {k: p[k] for k in ("model", "optimizer", "schedule", "budget")}
-                       for pname, p in track["protocols"].items()},
+            "datasets": {d: data.describe(d) for p in protocols.values() for d in p["datasets"] if d in ran},
+            "budget": {p: {k: proto[k] for k in ("model", "optimizer", "schedule", "budget")} for p, proto in protocols.items()},
         }
     return {
         "profile": cfg["profile"], "command": command, **io.git_state(Path(__file__).parent),

@@ -20,6 +20,13 @@ equal the paper's binary formulas exactly; f1 becomes the macro F1 of both class
 positive-class F1. gmean is the code's surrogate TPR·TNR (no square root): it is the square of the
 G-mean, and it has a finite gradient when a class is missed entirely.
 
+Link: `link="softmax"` is the form above (and the paper's, for K = 2). The spec's default is
+`link="sigmoid"`, p_ic = sigmoid(z_ic), i.e. K independent one-vs-rest binary scores. Reason
+(measured here): with the softmax link and K = 10, p ≈ 1/K at initialisation, so A(p) =
+sigmoid(73(0.1 - ½)) ≈ 1e-13 and the gradient vanishes; both embedded 10-class datasets then stay
+at chance level. One-vs-rest sigmoids start at p = ½, where the amplifier has its slope, as in the
+binary paper.
+
 Default L = 73: the value set in the authors' original-paper notebooks ("AnyLoss_org" learning-curve
 and valid-L notebooks in doheonhan/anyloss_extension); their README gives the range [2, 70] and the
 extension's 102-dataset runs use L = 30. Batch size matters (the metric is per batch): use >= 256.
@@ -38,8 +45,12 @@ def _masked_mean(values, mask):
     return (values * mask).sum() / mask.sum().clamp_min(1)
 
 
-def anyloss(logits, targets, *, metric: str, L: float):
-    p = torch.softmax(logits.float(), -1)
+LINKS = ("softmax", "sigmoid")
+
+
+def anyloss(logits, targets, *, metric: str, L: float, link: str = "softmax"):
+    z = logits.float()
+    p = torch.sigmoid(z) if link == "sigmoid" else torch.softmax(z, -1)
     amp = torch.sigmoid(L * (p - 0.5))
     y = F.one_hot(targets, p.shape[-1]).float()
     batch = float(p.shape[0])
@@ -62,6 +73,8 @@ def anyloss(logits, targets, *, metric: str, L: float):
 def _validate(hp):
     if hp["metric"] not in METRICS:
         raise ValueError(f"anyloss: unknown metric {hp['metric']!r}; valid: {METRICS}")
+    if hp["link"] not in LINKS:
+        raise ValueError(f"anyloss: unknown link {hp['link']!r}; valid: {LINKS}")
     if hp["L"] <= 0:
         raise ValueError(f"anyloss: amplifying scale L must be > 0, got {hp['L']}")
 
@@ -78,7 +91,8 @@ def _reference():
 
 SPEC = MethodSpec(
     name="anyloss", kind="batch_loss", fn=anyloss,
-    defaults={"metric": "f1", "L": 73.0},  # L from the authors' original-paper notebooks (docstring)
+    # L from the authors' original-paper notebooks; sigmoid link: our multi-class choice (docstring)
+    defaults={"metric": "f1", "L": 73.0, "link": "sigmoid"},
     search={"L": ("choice", 10.0, 30.0, 73.0), "metric": ("choice", "f1", "balanced_accuracy")},
     paper="Han, Moniz, Chawla, KDD 2024, arXiv:2405.14745", url="https://arxiv.org/abs/2405.14745",
     card="C7", version=1, reference=_reference, validate=_validate,

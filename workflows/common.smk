@@ -23,7 +23,7 @@ for _name, _path in config["tracks"].items():
     except lbconfig.ConfigError as _e:
         raise WorkflowError(f"config error: {_e}")
     TRACKS[_name] = _track
-RUNS = lbconfig.runs(TRACKS)
+RUNS = lbconfig.runs(TRACKS, config.get("datasets"))
 
 
 wildcard_constraints:

@@ -14,7 +14,7 @@ rule aggregate_results:
     run:
         from lossbench import runner
 
-        prov = runner.provenance(config, TRACKS, " ".join(["snakemake"] + sys.argv[1:]))
+        prov = runner.provenance(config, TRACKS, " ".join(["snakemake"] + sys.argv[1:]), RUNS)
         runner.aggregate(run_dirs(wildcards.profile), os.path.dirname(output.summary), prov)
 
 

@@ -38,7 +38,7 @@ def test_reference_matches():
 
 def test_registry_and_defaults():
     assert methods.get("anyloss") is SPEC
-    assert SPEC.kind == "batch_loss" and SPEC.defaults == {"metric": "f1", "L": 73.0}
+    assert SPEC.kind == "batch_loss" and SPEC.defaults == {"metric": "f1", "L": 73.0, "link": "sigmoid"}
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -126,3 +126,16 @@ def test_validate():
         SPEC.hparams({"metric": "precision"})
     with pytest.raises(ValueError, match="L must be > 0"):
         SPEC.hparams({"L": 0.0})
+
+
+def test_softmax_link_starves_gradients_with_many_classes():
+    """Why the spec's default link is one-vs-rest sigmoid: with K = 10 softmax probabilities start
+    near 1/K, where the amplifier sigmoid(73(p - 1/2)) is flat; sigmoid scores start at 1/2."""
+    g = torch.Generator().manual_seed(0)
+    targets = torch.randint(0, 10, (256,), generator=g)
+    grads = {}
+    for link in ("softmax", "sigmoid"):
+        logits = (0.01 * torch.randn(256, 10, generator=g)).requires_grad_(True)
+        anyloss(logits, targets, metric="f1", L=73.0, link=link).backward()
+        grads[link] = logits.grad.abs().max().item()
+    assert grads["softmax"] < 1e-8 < 1e-4 < grads["sigmoid"]
