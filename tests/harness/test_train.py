@@ -105,3 +105,14 @@ def test_step_schedule_with_warmup():
     assert lr_factor(sched, 2.5, 200) == pytest.approx(0.5)
     assert lr_factor(sched, 100, 200) == 1.0
     assert lr_factor(sched, 170, 200) == 0.01 and lr_factor(sched, 190, 200) == 0.0001
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_path_with_amp_and_augmentation():
+    proto = {**PROTO, "model": {"name": "resnet32"}, "augment": "crop_flip", "amp": True,
+             "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}, "budget": {"steps": 5, "batch_size": 16}}
+    for name in ("erm", "cooldown", "aldr_kl"):
+        spec = methods.get(name)
+        res = train(_toy(n=64, image=True), spec, spec.hparams(), proto, 1, 2, device="cuda")
+        assert res.status == "ok" and np.isfinite(res.test_scores).all()
