@@ -15,7 +15,7 @@ import yaml
 
 import data
 import methods
-from lossbench.models import MODELS
+from lossbench import tasks
 from lossbench.seeding import derive_seed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def validate_schema(cfg: dict, name: str, where: str) -> None:
         raise ConfigError(f"{where}: {path}: {e.message}") from None
 
 
-def _unknown(kind: str, name: str, valid, where: str) -> ConfigError:
+def unknown_name(kind: str, name: str, valid, where: str) -> ConfigError:
     close = difflib.get_close_matches(name, list(valid), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     return ConfigError(f"{where}: unknown {kind} {name!r}.{hint} Valid: {', '.join(sorted(valid))}")
@@ -55,30 +55,30 @@ def check_track(track: dict, where: str = "track") -> None:
     """Checks beyond the schema: registered names, baseline in methods, valid hyperparameters."""
     for m in track["methods"]:
         if m not in methods.REGISTRY:
-            raise _unknown("method", m, methods.REGISTRY, f"{where}: methods")
+            raise unknown_name("method", m, methods.REGISTRY, f"{where}: methods")
     if track["baseline"] not in track["methods"]:
         raise ConfigError(f"{where}: baseline {track['baseline']!r} is not in methods {track['methods']}")
     for m, overrides in track.get("method_hparams", {}).items():
         if m not in track["methods"]:
-            raise _unknown("method in method_hparams", m, track["methods"], where)
+            raise unknown_name("method in method_hparams", m, track["methods"], where)
         try:
             methods.get(m).hparams(overrides)
         except ValueError as e:
             raise ConfigError(f"{where}: method_hparams: {e}") from None
+    try:
+        task = tasks.get(track["task"])
+    except KeyError as e:
+        raise ConfigError(f"{where}: task: {e.args[0]}") from None
     seen = {}
     for pname, proto in track["protocols"].items():
+        validate_schema(proto, task.PROTOCOL_SCHEMA, f"{where}: protocols/{pname}")
         for d in proto["datasets"]:
             if d not in data.names():
-                raise _unknown("dataset", d, data.names(), f"{where}: protocols/{pname}/datasets")
+                raise unknown_name("dataset", d, data.names(), f"{where}: protocols/{pname}/datasets")
             if d in seen:
                 raise ConfigError(f"{where}: dataset {d!r} is in protocols {seen[d]!r} and {pname!r}")
             seen[d] = pname
-        if proto["model"]["name"] not in MODELS:
-            raise _unknown("model", proto["model"]["name"], MODELS, f"{where}: protocols/{pname}/model")
-        sched = proto["schedule"]
-        milestones, factors = sched.get("milestones", []), sched.get("factors", [])
-        if sched["name"] == "step" and (not milestones or len(milestones) != len(factors)):
-            raise ConfigError(f"{where}: protocols/{pname}/schedule: step needs milestones and factors of equal length")
+        task.check_protocol(proto, f"{where}: protocols/{pname}")
 
 
 def load_track(path) -> dict:
@@ -120,7 +120,7 @@ def protocol_for(track: dict, dataset: str) -> dict:
     for proto in track["protocols"].values():
         if dataset in proto["datasets"]:
             return {k: v for k, v in proto.items() if k != "datasets"}
-    raise _unknown("dataset for this track", dataset, [d for p in track["protocols"].values() for d in p["datasets"]], track["track"])
+    raise unknown_name("dataset for this track", dataset, [d for p in track["protocols"].values() for d in p["datasets"]], track["track"])
 
 
 def resolve_run(track: dict, dataset: str, method: str, seed: int) -> dict:
@@ -128,7 +128,7 @@ def resolve_run(track: dict, dataset: str, method: str, seed: int) -> dict:
     spec = methods.get(method)
     name = track["track"]
     run = {
-        "track": name, "track_version": track["version"], "dataset": dataset,
+        "track": name, "track_version": track["version"], "task": track["task"], "dataset": dataset,
         "method": method, "method_version": spec.version, "seed": seed,
         "hparams": spec.hparams(track.get("method_hparams", {}).get(method)),
         "protocol": protocol_for(track, dataset),

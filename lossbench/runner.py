@@ -6,14 +6,12 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 import data
 import methods
-from lossbench import io
-from lossbench.metrics import classification_metrics
+from lossbench import io, tasks
 
 RUN_KEYS = ["track", "dataset", "method", "seed"]
 
@@ -46,69 +44,48 @@ def prepare_source(source: str, out_path, raw_dir=None) -> None:
 
 
 def train_run(run: dict, prepared_path, out_dir, device: str = "cpu", log_path=None) -> dict:
-    """Train `run` (from lossbench.config.resolve_run); writes predictions.npz, curves.csv, train.json."""
+    """Train `run` (from lossbench.config.resolve_run) with its task's trainer; the task writes its
+    artefacts (e.g. predictions.npz, curves.csv) and this writes train.json with provenance."""
     out_dir = Path(out_dir)
     log = run_logger(log_path or out_dir / "train.log")
     device = resolve_device(device)
-    spec = methods.get(run["method"])
-    ds = data.build(run["dataset"], data.load_prepared(prepared_path), run["seeds"]["data"])
-    log.info(f"run {run['run_id']}: {run['track']}/{run['dataset']}/{run['method']}/seed{run['seed']} "
-             f"on {device}; {len(ds.y_train)} train, counts {ds.class_counts.tolist()}")
-    from lossbench.train import train  # imported here so `lossbench list` stays light
-
+    log.info(f"run {run['run_id']}: {run['track']}/{run['dataset']}/{run['method']}/seed{run['seed']} on {device}")
     t0 = time.perf_counter()
-    res = train(ds, spec, run["hparams"], run["protocol"], run["seeds"]["init"], run["seeds"]["order"],
-                device=device, log=log.info)
+    result = tasks.get(run["task"]).train_run(run, prepared_path, out_dir, device, log)
     wall = time.perf_counter() - t0
-    keys = {k: run[k] for k in RUN_KEYS}
-    curves = pd.DataFrame([{**keys, **row} for row in res.curves], columns=RUN_KEYS + ["step", "epoch", "metric", "value"])
-    io.write_csv(out_dir / "curves.csv", curves)
-    arrays = {"y_val": ds.y_val, "y_test": ds.y_test, "train_counts": ds.class_counts,
-              "noisy_fraction": np.float64(ds.noisy.mean())}
-    if res.status == "ok":
-        arrays.update(val_scores=res.val_scores, test_scores=res.test_scores)
-    io.write_npz(out_dir / "predictions.npz", **arrays)
     info = {
-        **run, "status": res.status, "diverged_at_step": res.diverged_at_step, "steps": res.steps,
-        "wall_seconds": wall, "train_seconds": res.train_seconds, "samples_per_second": res.samples_per_second,
+        **run, **result, "wall_seconds": wall,
         "device": device if device == "cpu" else torch.cuda.get_device_name(0),
         "torch_threads": torch.get_num_threads(), "data_sha256": io.sha256_file(prepared_path),
         "versions": io.package_versions(), **io.git_state(Path(__file__).parent),
     }
     io.write_json(out_dir / "train.json", info)
-    log.info(f"done: {res.status}, {res.steps} steps, {wall:.2f} s, {res.samples_per_second:.0f} samples/s")
+    log.info(f"done: {result['status']}, {wall:.2f} s")
     return info
 
 
 def evaluate_run(run_dir) -> pd.DataFrame:
-    """Shared metrics of a trained run; writes metrics.csv, per_class.csv and run.json."""
+    """Shared metrics of a trained run (its task's); writes metrics.csv, per_class.csv and run.json."""
     run_dir = Path(run_dir)
     info = io.read_json(run_dir / "train.json")
-    pred = data.load_prepared(run_dir / "predictions.npz")
-    counts = pred["train_counts"]
-    if info["status"] == "ok":
-        values, recall = classification_metrics(pred["test_scores"], pred["y_test"], counts, "test")
-        val_values, _ = classification_metrics(pred["val_scores"], pred["y_val"], counts, "val")
-        values["val/balanced_accuracy"] = val_values["val/balanced_accuracy"]
-    else:  # diverged: every metric is recorded as missing, the run itself is kept
-        values = {m: float("nan") for m in METRICS}
-        recall = np.full(len(counts), np.nan)
+    values, per_class = tasks.get(info["task"]).evaluate_run(run_dir, info)
     values["train/wall_seconds"] = info["wall_seconds"]
-    values["train/samples_per_second"] = info["samples_per_second"]
-    keys = {k: info[k] for k in RUN_KEYS}
     rows = [{"track": info["track"], "track_version": info["track_version"], "dataset": info["dataset"],
              "method": info["method"], "method_version": info["method_version"], "seed": info["seed"],
              "metric": m, "value": v, "run_id": info["run_id"], "status": info["status"]} for m, v in values.items()]
     metrics = pd.DataFrame(rows)
-    per_class = pd.DataFrame({**keys, "class": np.arange(len(counts)), "train_count": counts, "test_recall": recall})
     io.write_csv(run_dir / "metrics.csv", metrics)
-    io.write_csv(run_dir / "per_class.csv", per_class)
+    io.write_csv(run_dir / "per_class.csv", per_class if per_class is not None else pd.DataFrame())
     io.write_json(run_dir / "run.json", {**info, "metrics": values})
     return metrics
 
 
-METRICS = [f"test/{m}" for m in ("accuracy", "balanced_accuracy", "worst_class_accuracy", "macro_f1",
-                                 "ece", "nll", "acc_many", "acc_medium", "acc_few")] + ["val/balanced_accuracy"]
+def _read_optional_csv(path) -> pd.DataFrame:
+    """A table a task may leave empty (e.g. per-class results outside classification)."""
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
 
 
 def aggregate(run_dirs, out_dir, provenance: dict) -> None:
@@ -120,7 +97,7 @@ def aggregate(run_dirs, out_dir, provenance: dict) -> None:
     if dup.any():
         raise RuntimeError(f"duplicate result rows: {summary[dup].head()}")
     curves = pd.concat([pd.read_csv(d / "curves.csv") for d in run_dirs], ignore_index=True)
-    per_class = pd.concat([pd.read_csv(d / "per_class.csv") for d in run_dirs], ignore_index=True)
+    per_class = pd.concat([_read_optional_csv(d / "per_class.csv") for d in run_dirs], ignore_index=True)
     runs = []
     for d in run_dirs:
         r = io.read_json(d / "run.json")

@@ -1,6 +1,5 @@
 rule evaluate_run:
     input:
-        predictions="results/{profile}/runs/{track}/{dataset}/{method}/seed{seed}/predictions.npz",
         info="results/{profile}/runs/{track}/{dataset}/{method}/seed{seed}/train.json",
     output:
         metrics="results/{profile}/runs/{track}/{dataset}/{method}/seed{seed}/metrics.csv",

@@ -2,7 +2,7 @@ rule train_run:
     input:
         data=prepared_data,
     output:
-        predictions="results/{profile}/runs/{track}/{dataset}/{method}/seed{seed}/predictions.npz",
+        # the task's own artefacts (predictions.npz for classification) sit beside these
         curves="results/{profile}/runs/{track}/{dataset}/{method}/seed{seed}/curves.csv",
         info="results/{profile}/runs/{track}/{dataset}/{method}/seed{seed}/train.json",
     params:

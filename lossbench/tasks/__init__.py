@@ -1,0 +1,24 @@
+"""Task registry: what a track's `task` means for training, evaluation and config checks.
+
+A task module provides:
+  PROTOCOL_SCHEMA      name of config/schema/<name>.schema.yaml validating one protocol block
+  check_protocol(proto, where)              checks a schema can't do (registered model names...)
+  train_run(run, prepared_path, out_dir, device, log)   -> dict written to train.json
+  evaluate_run(run_dir, info)               -> (dict metric -> value, per-class DataFrame or None)
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+
+TASKS = {
+    "classification": "lossbench.tasks.classification",
+}
+
+
+def get(task: str):
+    if task not in TASKS:
+        close = difflib.get_close_matches(task, TASKS, n=2)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown task {task!r}.{hint} Valid: {', '.join(sorted(TASKS))}")
+    return importlib.import_module(TASKS[task])
