@@ -4,6 +4,7 @@
     lossbench validate config/full.yaml
     lossbench run --dataset mnist1d_lt100 --method focal --seed 0 [--config ...] [--track ...]
                   [--set gamma=1.0] [--out DIR] [--device cpu]
+    lossbench publish results/full full_2026_11 --config config/full.yaml [--note "..."]
 """
 from __future__ import annotations
 
@@ -85,6 +86,32 @@ def _run(args):
                       "metrics": dict(zip(metrics.metric, metrics.value))}, indent=2))
 
 
+TIDY_FILES = ("summary.csv", "curves.csv", "per_class.csv", "runs.json", "methods.json", "provenance.json")
+
+
+def _publish(args):
+    """Freeze a profile's tidy results (plus the configs that made them) into results/published/<name>
+    and render them with the report builder; published numbers are never edited afterwards."""
+    import shutil
+
+    from report.build import build_report
+
+    src, dest = Path(args.results), Path(args.into) / args.name
+    if dest.exists():
+        raise SystemExit(f"{dest} exists: published results are frozen; choose a new name")
+    prov = json.loads((src / "provenance.json").read_text())
+    if prov.get("git_dirty"):
+        raise SystemExit("these results come from a dirty working tree; rerun from a clean commit to publish")
+    (dest / "config").mkdir(parents=True)
+    for name in TIDY_FILES:
+        shutil.copy2(src / name, dest / name)
+    shutil.copy2(args.config, dest / "config" / Path(args.config).name)
+    for track_path in lbconfig.load_profile(args.config)[0]["tracks"].values():
+        shutil.copy2(lbconfig.ROOT / track_path, dest / "config" / Path(track_path).name)
+    build_report(dest, dest / "report", title=f"lossbench — published: {args.name}", note=args.note)
+    print(f"published {src} -> {dest}; report {dest / 'report' / 'index.html'}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="lossbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -106,6 +133,13 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out")
     p.set_defaults(func=_run)
+    p = sub.add_parser("publish", help="freeze a profile's results into results/published/<name>")
+    p.add_argument("results", help="e.g. results/full")
+    p.add_argument("name")
+    p.add_argument("--config", required=True, help="the profile config that produced the results")
+    p.add_argument("--note", help="shown at the top of the published report")
+    p.add_argument("--into", default=lbconfig.ROOT / "results" / "published", help="parent folder")
+    p.set_defaults(func=_publish)
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -38,3 +38,22 @@ def test_run_one_by_hand(tmp_path):
     assert report["status"] == "ok" and report["hparams"] == {"gamma": 1.0}
     assert 0.0 <= report["metrics"]["test/balanced_accuracy"] <= 1.0
     assert (tmp_path / "run" / "run.json").exists() and (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_publish_freezes_results_and_renders_them(tmp_path):
+    import json as _json
+
+    from tests.report.test_build import write_fixture
+
+    results = write_fixture(tmp_path / "results")
+    out = _cli("publish", str(results), "fixture_set", "--config", "config/smoke.yaml", "--into", str(tmp_path / "pub"))
+    assert out.returncode != 0 and "dirty" in out.stderr  # the fixture says git_dirty: true
+    prov = _json.loads((results / "provenance.json").read_text())
+    (results / "provenance.json").write_text(_json.dumps({**prov, "git_dirty": False}))
+    out = _cli("publish", str(results), "fixture_set", "--config", "config/smoke.yaml", "--into", str(tmp_path / "pub"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    dest = tmp_path / "pub" / "fixture_set"
+    assert (dest / "summary.csv").exists() and (dest / "config" / "smoke.yaml").exists()
+    assert (dest / "report" / "index.html").exists()
+    again = _cli("publish", str(results), "fixture_set", "--config", "config/smoke.yaml", "--into", str(tmp_path / "pub"))
+    assert again.returncode != 0 and "frozen" in again.stderr
