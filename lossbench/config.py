@@ -69,6 +69,11 @@ def check_track(track: dict, where: str = "track") -> None:
         task = tasks.get(track["task"])
     except KeyError as e:
         raise ConfigError(f"{where}: task: {e.args[0]}") from None
+    for m in track["methods"]:
+        kind = methods.get(m).kind
+        if kind not in task.METHOD_KINDS:
+            raise ConfigError(f"{where}: method {m!r} is a {kind!r} method; task {track['task']!r} runs "
+                              f"kinds {', '.join(task.METHOD_KINDS)}")
     seen = {}
     for pname, proto in track["protocols"].items():
         validate_schema(proto, task.PROTOCOL_SCHEMA, f"{where}: protocols/{pname}")

@@ -25,6 +25,24 @@ sampler        fn(class_counts [K], progress, **hp)                         clas
                  (e.g. ALDR-KL's per-instance temperature). A `loss` that needs it returns
                  `(loss [B], new_state [B])`; `init_state(hp)` gives the starting value.
 
+Preference kinds (log-probs are over response tokens only; the trainer computes them in one shared
+forward pass per model and fills only what `needs` asks for):
+
+=============  ===========================================================  =====================
+pairwise       fn(batch: PairBatch, **hp)                                   per-pair loss [B]
+listwise       fn(policy [B,K], ref [B,K], scores [B,K], **hp)              per-list loss [B]
+               (summed log-probs of K responses; scores = graded labels)
+unpaired       fn(policy [B], ref [B], desirable [B] bool, kl_ref, **hp)    per-example loss [B]
+               (kl_ref: detached batch estimate of KL(π_θ‖π_ref), KTO's z0)
+unlearning     fn(policy [B], ref [B], **hp)                                per-example loss [B]
+               (summed log-probs of forget-set responses)
+=============  ===========================================================  =====================
+
+`PairBatch` needs: token_logps (per-token policy/ref log-probs and masks), token_kl (per-token
+KL(π_ref‖π_θ)), guide_token_logps (a frozen guidance policy's per-token log-probs, TGDPO),
+rm_margin (reward-model margin r(y_w) − r(y_l), MADPO), token_masks (per-token weights from a
+mask module, SparsePO), degree_logits (a preference-degree head's logits and labels, SPO).
+
 `predict(logits, class_counts, **hp)` (optional) maps raw logits to the scores used at test time
 (post-hoc logit adjustment). `reference()` returns `(kwargs, expected)` with `fn(**kwargs)`
 matching `expected` — a value worked out by hand or in float64, cited in the module.
@@ -34,8 +52,46 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-KINDS = ("loss", "batch_loss", "reweight", "sampler")
-NEEDS = ("class_counts", "progress", "example_state")
+KINDS = ("loss", "batch_loss", "reweight", "sampler",  # classification
+         "pairwise", "listwise", "unpaired", "unlearning")  # preference optimisation
+NEEDS = ("class_counts", "progress", "example_state",
+         "token_logps", "token_kl", "guide_token_logps", "rm_margin", "token_masks", "degree_logits")
+
+
+@dataclass
+class PairBatch:
+    """What a pairwise preference loss may read for B pairs (x, y_w, y_l). Sequence log-probs are
+    summed over response tokens; token tensors are [B, T] with padding where the mask is 0."""
+
+    policy_chosen: Any  # [B] log π_θ(y_w|x)
+    policy_rejected: Any  # [B] log π_θ(y_l|x)
+    ref_chosen: Any  # [B] log π_ref(y_w|x)
+    ref_rejected: Any  # [B] log π_ref(y_l|x)
+    chosen_len: Any  # [B] |y_w| (float)
+    rejected_len: Any  # [B] |y_l|
+    # needs "token_logps"
+    policy_chosen_tok: Any = None
+    policy_rejected_tok: Any = None
+    ref_chosen_tok: Any = None
+    ref_rejected_tok: Any = None
+    chosen_mask: Any = None  # [B, T] 1 on response tokens
+    rejected_mask: Any = None
+    # needs "token_kl": KL(π_ref(·|s_t) ‖ π_θ(·|s_t)) at each response position
+    kl_chosen_tok: Any = None
+    kl_rejected_tok: Any = None
+    # needs "guide_token_logps": log π_g(y_t|s_t) of a frozen guidance policy
+    guide_chosen_tok: Any = None
+    guide_rejected_tok: Any = None
+    # needs "rm_margin": detached reward-model margin r(x, y_w) − r(x, y_l)
+    rm_margin: Any = None
+    # needs "token_masks": non-negative per-token weights from a mask module (reward mask u, KL mask d)
+    mask_u_chosen: Any = None
+    mask_u_rejected: Any = None
+    mask_d_chosen: Any = None
+    mask_d_rejected: Any = None
+    # needs "degree_logits": a preference-degree classifier's logits [B, K] and labels [B]
+    degree_logits: Any = None
+    degree_labels: Any = None
 
 
 @dataclass(frozen=True)

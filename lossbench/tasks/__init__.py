@@ -2,6 +2,7 @@
 
 A task module provides:
   PROTOCOL_SCHEMA      name of config/schema/<name>.schema.yaml validating one protocol block
+  METHOD_KINDS         the method kinds (methods/base.py) the task's trainer can run
   check_protocol(proto, where)              checks a schema can't do (registered model names...)
   train_run(run, prepared_path, out_dir, device, log)   -> dict written to train.json
   evaluate_run(run_dir, info)               -> (dict metric -> value, per-class DataFrame or None)

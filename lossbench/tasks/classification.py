@@ -13,6 +13,7 @@ from lossbench.metrics import classification_metrics
 from lossbench.models import MODELS
 
 PROTOCOL_SCHEMA = "protocol_classification"
+METHOD_KINDS = ("loss", "batch_loss", "reweight", "sampler")
 METRICS = [f"test/{m}" for m in ("accuracy", "balanced_accuracy", "worst_class_accuracy", "macro_f1",
                                  "ece", "nll", "acc_many", "acc_medium", "acc_few")] + ["val/balanced_accuracy"]
 

@@ -95,3 +95,9 @@ def test_resolved_runs_are_paired_by_data_seed(track):
     assert a["seeds"]["data"] == b["seeds"]["data"] != c["seeds"]["data"]
     assert a["seeds"]["init"] != b["seeds"]["init"]
     assert a["run_id"] != b["run_id"] and a == lbconfig.resolve_run(track, "mnist1d_lt100", "erm", 1)
+
+
+def test_method_kind_must_fit_the_task(track):
+    track["methods"].append("dpo")
+    with pytest.raises(lbconfig.ConfigError, match="'dpo' is a 'pairwise' method"):
+        _check(track)
