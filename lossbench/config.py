@@ -42,7 +42,10 @@ def validate_schema(cfg: dict, name: str, where: str) -> None:
         jsonschema.validate(cfg, schema(name))
     except jsonschema.ValidationError as e:
         path = "/".join(map(str, e.absolute_path)) or "(top level)"
-        raise ConfigError(f"{where}: {path}: {e.message}") from None
+        hint = ""
+        if e.validator == "additionalProperties" and "properties" in e.schema:
+            hint = f"; valid keys: {', '.join(e.schema['properties'])}"
+        raise ConfigError(f"{where}: {path}: {e.message}{hint}") from None
 
 
 def unknown_name(kind: str, name: str, valid, where: str) -> ConfigError:
@@ -93,17 +96,22 @@ def load_track(path) -> dict:
     return track
 
 
-def load_profile(path) -> tuple[dict, dict]:
-    """(profile config, {track name: track config}) with everything validated."""
-    cfg = _load_yaml(path)
-    validate_schema(cfg, "config", str(path))
+def load_tracks(cfg: dict, where: str = "config") -> dict:
+    """{track name: validated track config} for a validated profile config."""
     tracks = {}
     for name, track_path in cfg["tracks"].items():
         track = load_track(ROOT / track_path)
         if track["track"] != name:
-            raise ConfigError(f"{path}: tracks/{name} points at a file for track {track['track']!r}")
+            raise ConfigError(f"{where}: tracks/{name} points at a file for track {track['track']!r}")
         tracks[name] = track
-    return cfg, tracks
+    return tracks
+
+
+def load_profile(path) -> tuple[dict, dict]:
+    """(profile config, {track name: track config}) with everything validated."""
+    cfg = _load_yaml(path)
+    validate_schema(cfg, "config", str(path))
+    return cfg, load_tracks(cfg, str(path))
 
 
 def runs(tracks: dict, dataset_filter=None) -> list[tuple[str, str, str, int]]:

@@ -3,7 +3,6 @@
 import os
 import sys
 
-import yaml
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
@@ -11,18 +10,15 @@ sys.path.insert(0, workflow.basedir)
 import data as datasets  # noqa: E402  (the repository's dataset recipes)
 from lossbench import config as lbconfig  # noqa: E402
 
+try:  # lossbench's checks first: same schema, plus valid keys and close names in the message
+    lbconfig.validate_schema(config, "config", "config")
+    TRACKS = lbconfig.load_tracks(config)
+except lbconfig.ConfigError as _e:
+    raise WorkflowError(f"config error: {_e}")
 validate(config, os.path.join(workflow.basedir, "config/schema/config.schema.yaml"))
-PROFILE = config["profile"]
-TRACKS = {}
-for _name, _path in config["tracks"].items():
-    with open(os.path.join(workflow.basedir, _path)) as _f:
-        _track = yaml.safe_load(_f)
+for _track in TRACKS.values():
     validate(_track, os.path.join(workflow.basedir, "config/schema/track.schema.yaml"))
-    try:
-        lbconfig.check_track(_track, _path)
-    except lbconfig.ConfigError as _e:
-        raise WorkflowError(f"config error: {_e}")
-    TRACKS[_name] = _track
+PROFILE = config["profile"]
 RUNS = lbconfig.runs(TRACKS, config.get("datasets"))
 
 

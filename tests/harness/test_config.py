@@ -41,7 +41,7 @@ def test_dataset_typo_lists_valid_names(track):
 
 def test_unknown_key_fails_schema(track):
     track["seedz"] = [0]
-    with pytest.raises(lbconfig.ConfigError, match="seedz"):
+    with pytest.raises(lbconfig.ConfigError, match="seedz.*valid keys: .*seeds"):
         _check(track)
 
 
