@@ -41,6 +41,23 @@ REGISTRY: dict[str, str] = {
     # C9 comp-sum family
     "gce": "methods.comp_sum:GCE",
     "mae": "methods.comp_sum:MAE",
+    # --- preference optimisation (shared/methods/preference.md) ---
+    "dpo": "methods.dpo:DPO",  # M1
+    "ipo": "methods.ipo:SPEC",  # M2
+    "cdpo": "methods.cdpo:SPEC",  # M3
+    "rdpo": "methods.rdpo:SPEC",  # M4
+    "simpo": "methods.simpo:SPEC",  # M5
+    "rpo": "methods.rpo:SPEC",  # M6
+    "madpo": "methods.madpo:SPEC",  # M7
+    "sparsepo": "methods.sparsepo:SPEC",  # M8
+    "tgdpo": "methods.tgdpo:SPEC",  # M9
+    "lipo": "methods.lipo:SPEC",  # M10
+    "flex_dpo": "methods.flex_dpo:SPEC",  # M11
+    "npo": "methods.npo:SPEC",  # M12
+    "spo": "methods.spo:SPEC",  # M13
+    "kto": "methods.kto:SPEC",  # M14
+    "orpo": "methods.orpo:SPEC",  # M15
+    "ln_dpo": "methods.ln_dpo:SPEC",  # Hitchhiker's guide LN-DPO
 }
 
 _cache: dict[str, MethodSpec] = {}

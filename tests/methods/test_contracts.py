@@ -5,10 +5,12 @@ import pytest
 import torch
 
 import methods
-from methods.base import KINDS, MethodSpec
+from methods.base import KINDS, MethodSpec, PairBatch
 
 NAMES = list(methods.REGISTRY)
 K, B = 5, 16
+T = 7  # response tokens per sequence in the random preference batches
+PREFERENCE = ("pairwise", "listwise", "unpaired", "unlearning")
 
 
 def _batch(seed=0, scale=3.0, dtype=torch.float32):
@@ -19,9 +21,71 @@ def _batch(seed=0, scale=3.0, dtype=torch.float32):
     return logits, targets, counts
 
 
-def _call(spec: MethodSpec, logits, targets, counts, progress=0.5):
+def _preference(kind, seed=0, scale=1.0, dtype=torch.float32):
+    """Random inputs of a preference kind: (kwargs for fn, policy-side leaves that require grad).
+
+    Per-token log-probs lie in (−3·scale, 0]. Every PairBatch field is filled; sequence log-probs are the
+    masked sums of the token ones (so gradients reach the token leaves), and row 0's rejected response is
+    empty (an all-zero mask) to exercise the length guards. Reference and guide log-probs and the RM
+    margin are frozen inputs and never require grad.
+    """
+    g = torch.Generator().manual_seed(seed)
+
+    def logps(*shape):
+        return (-torch.rand(*shape, generator=g) * 3 * scale).to(dtype)
+
+    def leaf(x):
+        return x.detach().requires_grad_(True)
+
+    if kind == "listwise":
+        policy = leaf(logps(B, 4) * T)
+        scores = torch.randint(0, 4, (B, 4), generator=g).to(dtype)  # graded labels, ties included
+        return dict(policy=policy, ref=logps(B, 4) * T, scores=scores), [policy]
+    if kind in ("unpaired", "unlearning"):
+        policy = leaf(logps(B) * T)
+        kw = dict(policy=policy, ref=logps(B) * T)
+        if kind == "unpaired":
+            kw.update(desirable=torch.rand(B, generator=g) < 0.5,
+                      kl_ref=(torch.rand((), generator=g) * scale).to(dtype))
+        return kw, [policy]
+    lens = torch.randint(1, T + 1, (2, B), generator=g)
+    lens[1, 0] = 0
+    mask_c, mask_r = (torch.arange(T) < lens[..., None]).to(dtype).unbind(0)
+    pol_c, pol_r = leaf(logps(B, T)), leaf(logps(B, T))
+    ref_c, ref_r = logps(B, T) * mask_c, logps(B, T) * mask_r
+    kl_c, kl_r = (leaf(torch.rand(B, T, generator=g).to(dtype) * scale) for _ in range(2))  # κ_t ≥ 0
+    masks = [leaf(torch.rand(B, T, generator=g).to(dtype)) for _ in range(4)]  # non-negative weights
+    degree_logits = leaf((torch.randn(B, K, generator=g) * scale).to(dtype))
+    batch = PairBatch(
+        policy_chosen=(pol_c * mask_c).sum(-1), policy_rejected=(pol_r * mask_r).sum(-1),
+        ref_chosen=ref_c.sum(-1), ref_rejected=ref_r.sum(-1),
+        chosen_len=lens[0].to(dtype), rejected_len=lens[1].to(dtype),
+        policy_chosen_tok=pol_c * mask_c, policy_rejected_tok=pol_r * mask_r,
+        ref_chosen_tok=ref_c, ref_rejected_tok=ref_r, chosen_mask=mask_c, rejected_mask=mask_r,
+        kl_chosen_tok=kl_c * mask_c, kl_rejected_tok=kl_r * mask_r,
+        guide_chosen_tok=logps(B, T) * mask_c, guide_rejected_tok=logps(B, T) * mask_r,
+        rm_margin=(torch.randn(B, generator=g) * 4 * scale).to(dtype),
+        mask_u_chosen=masks[0] * mask_c, mask_u_rejected=masks[1] * mask_r,
+        mask_d_chosen=masks[2] * mask_c, mask_d_rejected=masks[3] * mask_r,
+        degree_logits=degree_logits, degree_labels=torch.randint(0, K, (B,), generator=g),
+    )
+    return dict(batch=batch), [pol_c, pol_r, kl_c, kl_r, *masks, degree_logits]
+
+
+def _data(spec: MethodSpec, seed=0, scale=None, dtype=torch.float32):
+    """Inputs for the kind of `spec`: classification (logits, targets, counts), or preference kwargs."""
+    if spec.kind in PREFERENCE:
+        return _preference(spec.kind, seed=seed, scale=1.0 if scale is None else scale, dtype=dtype)[0]
+    return _batch(seed=seed, scale=3.0 if scale is None else scale, dtype=dtype)
+
+
+def _call(spec: MethodSpec, *data, progress=0.5):
     """The method's output for a batch, called the way the trainer calls it."""
     hp = spec.hparams()
+    if spec.kind in PREFERENCE:  # data = (kwargs,): PairBatch, or the list / unpaired / forget tensors
+        (kwargs,) = data
+        return spec.fn(**kwargs, **hp)
+    logits, targets, counts = data
     needs = {"class_counts": counts, "progress": progress}
     kw = {k: needs[k] for k in spec.needs if k != "example_state"}
     if spec.kind == "sampler":
@@ -62,6 +126,17 @@ def test_reference_value(name):
 @pytest.mark.parametrize("scale", [1.0, 1e3])
 def test_shapes_finite_and_gradients(name, scale):
     spec = methods.get(name)
+    if spec.kind in PREFERENCE:
+        kwargs, leaves = _preference(spec.kind, scale=scale)
+        out = _call(spec, kwargs)
+        assert out.shape == (B,) and out.dtype == torch.float32
+        assert torch.all(torch.isfinite(out))
+        out.sum().backward()
+        grads = [leaf.grad for leaf in leaves if leaf.grad is not None]
+        assert grads and all(torch.all(torch.isfinite(gr)) for gr in grads)
+        if scale == 1.0:  # at 1e3 saturating losses may legitimately underflow to zero gradient
+            assert any(torch.any(gr != 0) for gr in grads), "no gradient reaches the policy"
+        return
     logits, targets, counts = _batch(scale=scale)
     logits.requires_grad_(True)
     out = _call(spec, logits, targets, counts)
@@ -78,19 +153,22 @@ def test_shapes_finite_and_gradients(name, scale):
     assert torch.all(torch.isfinite(logits.grad))
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if methods.get(n).kind in ("loss", "batch_loss")])
+@pytest.mark.parametrize("name", NAMES)  # kinds are filtered inside, so collection imports no module
 def test_bf16_inputs_compute_in_float32(name):
     spec = methods.get(name)
-    logits, targets, counts = _batch(dtype=torch.bfloat16)
-    out = _call(spec, logits, targets, counts)
+    if spec.kind not in ("loss", "batch_loss", *PREFERENCE):
+        pytest.skip(f"{spec.kind} returns no loss")
+    data = _data(spec, dtype=torch.bfloat16)
+    out = _call(spec, *(data if isinstance(data, tuple) else (data,)))
     assert out.dtype == torch.float32 and torch.all(torch.isfinite(out))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_deterministic(name):
     spec = methods.get(name)
-    a = _call(spec, *_batch(seed=3))
-    b = _call(spec, *_batch(seed=3))
+    a, b = (_data(spec, seed=3) for _ in range(2))
+    a = _call(spec, *(a if isinstance(a, tuple) else (a,)))
+    b = _call(spec, *(b if isinstance(b, tuple) else (b,)))
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -105,6 +183,12 @@ def test_methods_of_one_kind_differ():
     same = {frozenset((a, b)) for a in outs for b in outs if a < b and torch.allclose(outs[a], outs[b])}
     # logit adjustment with tau=1 and balanced softmax are the same loss by construction (card C4)
     assert same <= {frozenset(("logit_adjust", "balanced_softmax"))}, same
+    # Preference kinds: every pair of methods of one kind must differ on a shared batch (no exceptions).
+    for kind in PREFERENCE:
+        kwargs, _ = _preference(kind, seed=7)
+        outs = {n: _call(methods.get(n), kwargs).detach() for n in NAMES if methods.get(n).kind == kind}
+        same = {frozenset((a, b)) for a in outs for b in outs if a < b and torch.allclose(outs[a], outs[b])}
+        assert not same, f"{kind}: {same}"
 
 
 def test_unknown_name_lists_close_matches():

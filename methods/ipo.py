@@ -1,0 +1,42 @@
+"""Identity Preference Optimisation (IPO). Azar et al. 2023, "A General Theoretical Paradigm to Understand
+Learning from Human Preferences", arXiv:2310.12036 (sampled IPO loss).
+
+Card M2 in shared/methods/preference.md: `L = (h̄ − 1/(2τ))²`. As in TRL (whose docs say the IPO authors
+confirmed it), `h̄` is the margin of *length-averaged* log-ratios `Δ(y)/|y|`, not of sums. Regressing
+the margin onto a finite target is what stops IPO from driving `h → ∞` the way DPO can on
+deterministic preferences. τ is TRL's `beta`; here it is called `tau`.
+
+Default τ = 0.1 is the usual TRL `beta` value, and the grid {0.01, 0.1, 0.5, 1.0} is from common
+reproductions (**unverified**): the paper's experiments are illustrative, not LLM runs.
+"""
+import torch
+
+from methods.base import MethodSpec, PairBatch
+from methods.dpo import normalised_margin
+
+
+def ipo_loss(batch: PairBatch, *, tau: float):
+    return (normalised_margin(batch) - 1.0 / (2.0 * tau)) ** 2
+
+
+def _validate(hp):
+    if not hp["tau"] > 0:
+        raise ValueError(f"ipo: tau must be > 0, got {hp['tau']}")
+
+
+def _reference():
+    # Δ(y_w) = -1 - (-2) = 1 over 4 tokens, Δ(y_l) = -3 - (-2.5) = -0.5 over 5 tokens: h̄ = 0.25 + 0.1 = 0.35.
+    # τ = 0.1: target 1/(2τ) = 5, loss (0.35 - 5)² = 4.65² = 21.6225.
+    batch = PairBatch(policy_chosen=torch.tensor([-1.0]), policy_rejected=torch.tensor([-3.0]),
+                      ref_chosen=torch.tensor([-2.0]), ref_rejected=torch.tensor([-2.5]),
+                      chosen_len=torch.tensor([4.0]), rejected_len=torch.tensor([5.0]))
+    return dict(batch=batch, tau=0.1), torch.tensor([21.6225])
+
+
+SPEC = MethodSpec(
+    name="ipo", kind="pairwise", fn=ipo_loss, defaults={"tau": 0.1},
+    search={"tau": ("choice", 0.01, 0.1, 0.5, 1.0)},
+    paper="Azar et al. 2023, arXiv:2310.12036", url="https://arxiv.org/abs/2310.12036", card="M2",
+    reference=_reference, validate=_validate,
+    summary="squared loss pulling the length-averaged log-ratio margin to 1/(2τ), τ = 0.1",
+)

@@ -1,0 +1,56 @@
+"""ORPO: Monolithic Preference Optimization without Reference Model. Hong, Lee & Thorne 2024,
+arXiv:2403.07691.
+
+Card M15 in shared/methods/preference.md: with `p(y) = exp(ℓ̄_θ(y))` (average log-prob) and
+`odds = p/(1 − p)`, `L = NLL_avg(y_w) + λ·ℓ(log odds(y_w) − log odds(y_l))`. No reference model (the
+batch's reference log-probs are ignored); the NLL term makes it SFT and alignment in one stage.
+
+`log odds = ℓ̄ − log(1 − e^ℓ̄)` diverges as ℓ̄ → 0⁻ (p → 1), so ℓ̄ is clamped slightly below 0 in the odds
+term only; the NLL keeps its gradient. Default λ = 0.1 (TRL's `beta`, the paper's value per TRL's index).
+"""
+import math
+
+import torch
+
+from methods.base import MethodSpec, PairBatch
+from methods.dpo import logistic_loss, per_token
+
+MAX_AVG_LOGP = -1e-6  # p ≤ 1 − 1e-6: log odds ≤ ~13.8
+
+
+def log_odds(avg_logp):
+    """log(p/(1 − p)) for p = exp(ℓ̄). log(1 − e^x) uses log(−expm1(x)) near 0 and log1p(−e^x) below
+    −log 2, each where it keeps full precision (Mächler 2012); both are finite after the clamp."""
+    x = avg_logp.float().clamp_max(MAX_AVG_LOGP)
+    log1mexp = torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    return x - log1mexp
+
+
+def orpo_loss(batch: PairBatch, *, lam: float):
+    avg_w = per_token(batch.policy_chosen, batch.chosen_len)
+    avg_l = per_token(batch.policy_rejected, batch.rejected_len)
+    return -avg_w + lam * logistic_loss(log_odds(avg_w) - log_odds(avg_l))
+
+
+def _validate(hp):
+    if hp["lam"] < 0:
+        raise ValueError(f"orpo: lam must be >= 0, got {hp['lam']}")
+
+
+def _reference():
+    # ℓ̄(y_w) = -1/4 = -0.25, ℓ̄(y_l) = -3/5 = -0.6. log odds(-0.25) = -0.25 - log(1 - e^-0.25)
+    # = -0.25 - log(0.221199) = 1.258692; log odds(-0.6) = -0.6 - log(0.451188) = 0.195870.
+    # ℓ(1.062821) = log(1 + e^-1.062821) = 0.296751; 0.25 + 0.1·0.296751 = 0.279675.
+    batch = PairBatch(policy_chosen=torch.tensor([-1.0]), policy_rejected=torch.tensor([-3.0]),
+                      ref_chosen=torch.tensor([-2.0]), ref_rejected=torch.tensor([-2.5]),
+                      chosen_len=torch.tensor([4.0]), rejected_len=torch.tensor([5.0]))
+    return dict(batch=batch, lam=0.1), torch.tensor([0.279675])
+
+
+SPEC = MethodSpec(
+    name="orpo", kind="pairwise", fn=orpo_loss, defaults={"lam": 0.1},
+    search={"lam": ("choice", 0.05, 0.1, 0.25, 0.5)},
+    paper="Hong et al. 2024, arXiv:2403.07691", url="https://arxiv.org/abs/2403.07691", card="M15",
+    reference=_reference, validate=_validate,
+    summary="reference-free: token-average NLL of y_w plus λ·logistic loss on the log odds ratio, λ = 0.1",
+)

@@ -1,0 +1,53 @@
+"""RPO (DPO + SFT regulariser). Liu et al. 2024, "Provably Mitigating Overoptimization in RLHF: Your SFT
+Loss is Implicitly an Adversarial Regularizer", NeurIPS 2024, arXiv:2405.16436.
+
+Card M6 in shared/methods/preference.md: `L = L_DPO(β) + η·L_SFT` with `L_SFT = −log π_θ(y_w|x)` on the
+chosen response (the baseline distribution). The official repo has two variants, selected by `sft`:
+"sum" (cumulative NLL over response tokens, the alignment-handbook code) and "mean" (token-average NLL,
+the OpenRLHF code and TRL's `sft` term). We default to "mean" so η does not grow with response length.
+
+Defaults: η = 0.005 (both official recipes). β = 0.1 is the suite's DPO default; the paper's recipes used
+β = 0.01 ("beta" series) and β = 0.05 ("gemma" series), both in the search grid. Whether the paper's η also
+multiplies β is **unverified**; here η multiplies the NLL alone.
+"""
+import math
+
+import torch
+
+from methods.base import MethodSpec, PairBatch
+from methods.dpo import dpo_loss, per_token
+
+SFT_VARIANTS = ("sum", "mean")
+
+
+def rpo_loss(batch: PairBatch, *, beta: float, eta: float, sft: str):
+    nll = -(batch.policy_chosen.float() if sft == "sum" else per_token(batch.policy_chosen, batch.chosen_len))
+    return dpo_loss(batch, beta=beta) + eta * nll
+
+
+def _validate(hp):
+    if not hp["beta"] > 0:
+        raise ValueError(f"rpo: beta must be > 0, got {hp['beta']}")
+    if hp["eta"] < 0:
+        raise ValueError(f"rpo: eta must be >= 0, got {hp['eta']}")
+    if hp["sft"] not in SFT_VARIANTS:
+        raise ValueError(f"rpo: sft must be one of {SFT_VARIANTS}, got {hp['sft']!r}")
+
+
+def _reference():
+    # DPO part: h = (-1 + 2) - (-3 + 2.5) = 1.5, ℓ(0.15) = log(1 + e^-0.15) = 0.620957;
+    # "mean" SFT: -(-1)/4 = 0.25, times η = 0.005 -> 0.00125; total 0.622207.
+    batch = PairBatch(policy_chosen=torch.tensor([-1.0]), policy_rejected=torch.tensor([-3.0]),
+                      ref_chosen=torch.tensor([-2.0]), ref_rejected=torch.tensor([-2.5]),
+                      chosen_len=torch.tensor([4.0]), rejected_len=torch.tensor([5.0]))
+    return (dict(batch=batch, beta=0.1, eta=0.005, sft="mean"),
+            torch.tensor([math.log1p(math.exp(-0.15)) + 0.00125]))
+
+
+SPEC = MethodSpec(
+    name="rpo", kind="pairwise", fn=rpo_loss, defaults={"beta": 0.1, "eta": 0.005, "sft": "mean"},
+    search={"beta": ("choice", 0.01, 0.05, 0.1), "eta": ("choice", 0.001, 0.005, 0.02, 0.1)},
+    paper="Liu et al. 2024, arXiv:2405.16436", url="https://arxiv.org/abs/2405.16436", card="M6",
+    reference=_reference, validate=_validate,
+    summary="DPO plus η-weighted token-average NLL of the chosen response, β = 0.1, η = 0.005",
+)
