@@ -56,7 +56,7 @@ def run_job(fn, *args, **kwargs):
     if workflow.execution_settings.use_threads:
         from lossbench import workers
 
-        return workers.call(fn, *args, workers=workflow.cores, **kwargs)
+        return workers.call(fn, *args, workers=int(os.environ.get("LOSSBENCH_WORKERS", workflow.cores)), **kwargs)
     import torch
 
     torch.set_num_threads(1)
