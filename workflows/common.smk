@@ -52,7 +52,8 @@ def run_dirs(profile):
 
 def run_job(fn, *args, **kwargs):
     """Call a lossbench entry point for a job. Jobs running as threads (smoke profile) go to a pool
-    of worker processes (lossbench.workers) to escape the GIL; otherwise the job is its own process."""
+    of worker processes (lossbench.workers) to escape the GIL (LOSSBENCH_WORKERS sets their number,
+    default --cores); otherwise the job is its own process."""
     if workflow.execution_settings.use_threads:
         from lossbench import workers
 
