@@ -35,7 +35,7 @@ Default metric f1: the first AnyLoss example in the authors' README, and an imba
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec
+from methods.base import MethodSpec, require_positive
 
 METRICS = ("accuracy", "f1", "balanced_accuracy", "gmean")
 _S = 1e-5  # the authors' denominator guard
@@ -75,8 +75,7 @@ def _validate(hp):
         raise ValueError(f"anyloss: unknown metric {hp['metric']!r}; valid: {METRICS}")
     if hp["link"] not in LINKS:
         raise ValueError(f"anyloss: unknown link {hp['link']!r}; valid: {LINKS}")
-    if hp["L"] <= 0:
-        raise ValueError(f"anyloss: amplifying scale L must be > 0, got {hp['L']}")
+    require_positive("anyloss", hp, "L")
 
 
 def _reference():

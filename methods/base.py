@@ -134,3 +134,23 @@ class MethodSpec:
         if self.validate is not None:
             self.validate(hp)
         return hp
+
+
+# Hyperparameter checks for `validate`, so each method's error reads the same way.
+
+def require_positive(method: str, hp: Mapping[str, Any], *keys: str) -> None:
+    """Raise ValueError("<method>: <key> must be > 0, got <value>") for the first `keys` entry of `hp`
+    that is not > 0; NaN fails too."""
+    for key in keys:
+        if not hp[key] > 0:
+            raise ValueError(f"{method}: {key} must be > 0, got {hp[key]}")
+
+
+def require_in(method: str, hp: Mapping[str, Any], key: str, low: float, high: float, *,
+               closed_high: bool = False) -> None:
+    """Raise ValueError("<method>: <key> must be in [low, high), got <value>") unless low <= hp[key] < high
+    (<= high, and "[low, high]" in the message, when `closed_high`); NaN fails too."""
+    value = hp[key]
+    inside = low <= value <= high if closed_high else low <= value < high
+    if not inside:
+        raise ValueError(f"{method}: {key} must be in [{low}, {high}{']' if closed_high else ')'}, got {value}")

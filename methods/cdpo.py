@@ -13,8 +13,8 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, PairBatch
-from methods.dpo import dpo_margin, logistic_loss
+from methods.base import MethodSpec, PairBatch, require_in, require_positive
+from methods.dpo import dpo_margin, logistic_loss, reference_pair
 
 
 def cdpo_loss(batch: PairBatch, *, beta: float, eps: float):
@@ -23,18 +23,14 @@ def cdpo_loss(batch: PairBatch, *, beta: float, eps: float):
 
 
 def _validate(hp):
-    if not hp["beta"] > 0:
-        raise ValueError(f"cdpo: beta must be > 0, got {hp['beta']}")
-    if not 0.0 <= hp["eps"] < 0.5:
-        raise ValueError(f"cdpo: eps must be in [0, 0.5), got {hp['eps']}")
+    require_positive("cdpo", hp, "beta")
+    require_in("cdpo", hp, "eps", 0, 0.5)
 
 
 def _reference():
     # h = (-1 + 2) - (-3 + 2.5) = 1.5, z = βh = 0.15; ℓ(0.15) = log(1 + e^-0.15) = 0.620957 and
     # ℓ(-0.15) = ℓ(0.15) + 0.15 = 0.770957; 0.9·0.620957 + 0.1·0.770957 = 0.620957 + 0.1·0.15 = 0.635957.
-    batch = PairBatch(policy_chosen=torch.tensor([-1.0]), policy_rejected=torch.tensor([-3.0]),
-                      ref_chosen=torch.tensor([-2.0]), ref_rejected=torch.tensor([-2.5]),
-                      chosen_len=torch.tensor([4.0]), rejected_len=torch.tensor([5.0]))
+    batch = reference_pair()
     return dict(batch=batch, beta=0.1, eps=0.1), torch.tensor([math.log1p(math.exp(-0.15)) + 0.015])
 
 

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from methods.base import MethodSpec
+from methods.base import MethodSpec, require_in
 
 
 def class_weights(class_counts, *, beta: float):
@@ -49,14 +49,12 @@ def deferred_reweighting(targets, *, class_counts, progress: float, beta: float,
 
 
 def _validate_beta(hp):
-    if not 0.0 <= hp["beta"] <= 1.0:
-        raise ValueError(f"class-balanced: beta must be in [0, 1], got {hp['beta']}")
+    require_in("class-balanced", hp, "beta", 0, 1, closed_high=True)
 
 
 def _validate_drw(hp):
     _validate_beta(hp)
-    if not 0.0 <= hp["switch"] <= 1.0:
-        raise ValueError(f"drw: switch must be a training fraction in [0, 1], got {hp['switch']}")
+    require_in("drw", hp, "switch", 0, 1, closed_high=True)  # a fraction of the training budget
 
 
 # Worked in float64 for counts [5000, 500, 50] (card C1 unit test).

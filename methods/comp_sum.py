@@ -11,7 +11,7 @@ epoch-wise pruning are not part of this loss).
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec
+from methods.base import MethodSpec, require_in
 
 
 def comp_sum_loss(logits, targets, *, tau: float):
@@ -33,8 +33,7 @@ def mean_absolute_error(logits, targets):
 
 
 def _validate_gce(hp):
-    if not 0.0 <= hp["q"] <= 1.0:  # q = 0 is the CE limit, q = 1 is MAE
-        raise ValueError(f"gce: q must be in [0, 1], got {hp['q']}")
+    require_in("gce", hp, "q", 0, 1, closed_high=True)  # q = 0 is the CE limit, q = 1 is MAE
 
 
 def _ref_gce():

@@ -18,7 +18,7 @@ Card C8 in shared/methods/classification.md. Two variants:
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec
+from methods.base import MethodSpec, require_positive
 
 
 def dice(logits, targets, *, alpha: float, gamma: float):
@@ -49,8 +49,7 @@ def _validate(hp):
 def _validate_batch(hp):
     if hp["alpha"] < 0:
         raise ValueError(f"dice_batch: alpha must be >= 0, got {hp['alpha']}")
-    if hp["smooth"] <= 0:  # the only guard against 0/0 for a class absent from the batch
-        raise ValueError(f"dice_batch: smooth must be > 0, got {hp['smooth']}")
+    require_positive("dice_batch", hp, "smooth")  # the only guard against 0/0 for a class absent from the batch
 
 
 def _reference():

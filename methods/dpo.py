@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, PairBatch
+from methods.base import MethodSpec, PairBatch, require_positive
 
 
 def log_ratios(batch: PairBatch):
@@ -54,21 +54,27 @@ def logistic_loss(z):
     return F.softplus(-z)
 
 
+def reference_pair() -> PairBatch:
+    """The family's hand-worked pair, shared by the `_reference()` checks: log π_θ = (−1, −3),
+    log π_ref = (−2, −2.5), so Δ(y_w) = 1, Δ(y_l) = −0.5, h = 1.5; lengths 4 and 5. Add fields a method
+    needs with `dataclasses.replace(reference_pair(), rm_margin=...)`."""
+    return PairBatch(policy_chosen=torch.tensor([-1.0]), policy_rejected=torch.tensor([-3.0]),
+                     ref_chosen=torch.tensor([-2.0]), ref_rejected=torch.tensor([-2.5]),
+                     chosen_len=torch.tensor([4.0]), rejected_len=torch.tensor([5.0]))
+
+
 def dpo_loss(batch: PairBatch, *, beta: float):
     return logistic_loss(beta * dpo_margin(batch))
 
 
 def _validate(hp):
-    if not hp["beta"] > 0:
-        raise ValueError(f"dpo: beta must be > 0, got {hp['beta']}")
+    require_positive("dpo", hp, "beta")
 
 
 def _reference():
     # Δ(y_w) = -1 - (-2) = 1, Δ(y_l) = -3 - (-2.5) = -0.5, h = 1.5; β = 0.1:
     # softplus(-0.15) = log(1 + e^-0.15) = 0.620957.
-    batch = PairBatch(policy_chosen=torch.tensor([-1.0]), policy_rejected=torch.tensor([-3.0]),
-                      ref_chosen=torch.tensor([-2.0]), ref_rejected=torch.tensor([-2.5]),
-                      chosen_len=torch.tensor([4.0]), rejected_len=torch.tensor([5.0]))
+    batch = reference_pair()
     return dict(batch=batch, beta=0.1), torch.tensor([math.log1p(math.exp(-0.15))])
 
 

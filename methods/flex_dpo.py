@@ -13,8 +13,8 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, PairBatch
-from methods.dpo import log_ratios, logistic_loss
+from methods.base import MethodSpec, PairBatch, require_positive
+from methods.dpo import log_ratios, logistic_loss, reference_pair
 
 
 def flex_dpo_loss(batch: PairBatch, *, beta_chosen: float, beta_rejected: float):
@@ -23,17 +23,13 @@ def flex_dpo_loss(batch: PairBatch, *, beta_chosen: float, beta_rejected: float)
 
 
 def _validate(hp):
-    for key in ("beta_chosen", "beta_rejected"):
-        if not hp[key] > 0:
-            raise ValueError(f"flex_dpo: {key} must be > 0, got {hp[key]}")
+    require_positive("flex_dpo", hp, "beta_chosen", "beta_rejected")
 
 
 def _reference():
     # Δ(y_w) = -1 - (-2) = 1, Δ(y_l) = -3 - (-2.5) = -0.5; z = 0.1·1 - 0.08·(-0.5) = 0.14;
     # ℓ(0.14) = log(1 + e^-0.14) = log(1.869358) = 0.625595.
-    batch = PairBatch(policy_chosen=torch.tensor([-1.0]), policy_rejected=torch.tensor([-3.0]),
-                      ref_chosen=torch.tensor([-2.0]), ref_rejected=torch.tensor([-2.5]),
-                      chosen_len=torch.tensor([4.0]), rejected_len=torch.tensor([5.0]))
+    batch = reference_pair()
     return dict(batch=batch, beta_chosen=0.1, beta_rejected=0.08), torch.tensor([math.log1p(math.exp(-0.14))])
 
 

@@ -11,8 +11,8 @@ reproductions (**unverified**): the paper's experiments are illustrative, not LL
 """
 import torch
 
-from methods.base import MethodSpec, PairBatch
-from methods.dpo import normalised_margin
+from methods.base import MethodSpec, PairBatch, require_positive
+from methods.dpo import normalised_margin, reference_pair
 
 
 def ipo_loss(batch: PairBatch, *, tau: float):
@@ -20,16 +20,13 @@ def ipo_loss(batch: PairBatch, *, tau: float):
 
 
 def _validate(hp):
-    if not hp["tau"] > 0:
-        raise ValueError(f"ipo: tau must be > 0, got {hp['tau']}")
+    require_positive("ipo", hp, "tau")
 
 
 def _reference():
     # Δ(y_w) = -1 - (-2) = 1 over 4 tokens, Δ(y_l) = -3 - (-2.5) = -0.5 over 5 tokens: h̄ = 0.25 + 0.1 = 0.35.
     # τ = 0.1: target 1/(2τ) = 5, loss (0.35 - 5)² = 4.65² = 21.6225.
-    batch = PairBatch(policy_chosen=torch.tensor([-1.0]), policy_rejected=torch.tensor([-3.0]),
-                      ref_chosen=torch.tensor([-2.0]), ref_rejected=torch.tensor([-2.5]),
-                      chosen_len=torch.tensor([4.0]), rejected_len=torch.tensor([5.0]))
+    batch = reference_pair()
     return dict(batch=batch, tau=0.1), torch.tensor([21.6225])
 
 

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from methods.base import MethodSpec
+from methods.base import MethodSpec, require_positive
 
 
 def kto_loss(policy, ref, desirable, kl_ref, *, beta: float, lambda_d: float, lambda_u: float):
@@ -25,11 +25,7 @@ def kto_loss(policy, ref, desirable, kl_ref, *, beta: float, lambda_d: float, la
 
 
 def _validate(hp):
-    if not hp["beta"] > 0:
-        raise ValueError(f"kto: beta must be > 0, got {hp['beta']}")
-    for key in ("lambda_d", "lambda_u"):
-        if not hp[key] > 0:
-            raise ValueError(f"kto: {key} must be > 0, got {hp[key]}")
+    require_positive("kto", hp, "beta", "lambda_d", "lambda_u")
 
 
 def _reference():

@@ -28,7 +28,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec
+from methods.base import MethodSpec, require_positive
 
 NORMALIZE = ("softplus_mean", "l1_mean", "none")
 _EPS = 1e-12  # guards the normalising divisions (softplus can underflow to 0 for logits near -1e4)
@@ -83,14 +83,12 @@ def _check_common(name, hp):
 
 def _validate_ldr(hp):
     _check_common("ldr_kl", hp)
-    if hp["lam"] <= 0:
-        raise ValueError(f"ldr_kl: lam must be > 0, got {hp['lam']}")
+    require_positive("ldr_kl", hp, "lam")
 
 
 def _validate_aldr(hp):
     _check_common("aldr_kl", hp)
-    if hp["lam0"] <= 0:
-        raise ValueError(f"aldr_kl: lam0 must be > 0, got {hp['lam0']}")
+    require_positive("aldr_kl", hp, "lam0")
     if hp["alpha"] <= 1:  # λ_i >= λ₀(1 - 1/α) must stay positive
         raise ValueError(f"aldr_kl: alpha must be > 1, got {hp['alpha']}")
 

@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from methods.base import MethodSpec
+from methods.base import MethodSpec, require_positive
 from methods.dpo import logistic_loss
 
 
@@ -58,8 +58,7 @@ def lipo_lambda_loss(policy, ref, scores, *, beta: float):
 
 
 def _validate(hp):
-    if not hp["beta"] > 0:
-        raise ValueError(f"lipo: beta must be > 0, got {hp['beta']}")
+    require_positive("lipo", hp, "beta")
 
 
 def _reference():

@@ -15,8 +15,8 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, PairBatch
-from methods.dpo import logistic_loss, normalised_margin
+from methods.base import MethodSpec, PairBatch, require_positive
+from methods.dpo import logistic_loss, normalised_margin, reference_pair
 
 
 def ln_dpo_loss(batch: PairBatch, *, beta: float):
@@ -24,16 +24,13 @@ def ln_dpo_loss(batch: PairBatch, *, beta: float):
 
 
 def _validate(hp):
-    if not hp["beta"] > 0:
-        raise ValueError(f"ln_dpo: beta must be > 0, got {hp['beta']}")
+    require_positive("ln_dpo", hp, "beta")
 
 
 def _reference():
     # Δ(y_w) = -1 - (-2) = 1 over 4 tokens = 0.25; Δ(y_l) = -3 - (-2.5) = -0.5 over 5 tokens = -0.1;
     # h̄ = 0.35, β = 1: log(1 + e^-0.35) = log(1.704688) = 0.533382.
-    batch = PairBatch(policy_chosen=torch.tensor([-1.0]), policy_rejected=torch.tensor([-3.0]),
-                      ref_chosen=torch.tensor([-2.0]), ref_rejected=torch.tensor([-2.5]),
-                      chosen_len=torch.tensor([4.0]), rejected_len=torch.tensor([5.0]))
+    batch = reference_pair()
     return dict(batch=batch, beta=1.0), torch.tensor([math.log1p(math.exp(-0.35))])
 
 

@@ -11,13 +11,14 @@ redirects, DPO's gradient.
 
 Defaults (author's notebook): β = 0.1, c_max = 2, c_min = 1/c_max = 0.5, λ = 1, τ = log(0.999/0.001) ≈ 6.9.
 """
+import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, PairBatch
-from methods.dpo import dpo_loss
+from methods.base import MethodSpec, PairBatch, require_positive
+from methods.dpo import dpo_loss, reference_pair
 
 TAU = math.log(0.999 / 0.001)
 
@@ -46,13 +47,10 @@ def madpo_loss(batch: PairBatch, *, beta: float, c_max: float, c_min: float, lam
 
 
 def _validate(hp):
-    if not hp["beta"] > 0:
-        raise ValueError(f"madpo: beta must be > 0, got {hp['beta']}")
+    require_positive("madpo", hp, "beta", "lam", "tau")
     if not 0 < hp["c_min"] <= 1 <= hp["c_max"]:
         raise ValueError(f"madpo: need 0 < c_min <= 1 <= c_max (c(τ) = 1), got c_min={hp['c_min']}, "
                          f"c_max={hp['c_max']}")
-    if not hp["lam"] > 0 or not hp["tau"] > 0:
-        raise ValueError(f"madpo: lam and tau must be > 0, got lam={hp['lam']}, tau={hp['tau']}")
 
 
 def _reference():
@@ -60,10 +58,7 @@ def _reference():
     # c = 0.5 + 1.5/2 = 1.25. w = σ(1.25·log 2)/σ(log 2) = (2^1.25/(1 + 2^1.25))/(2/3)
     #   = (2.378414/3.378414)·1.5 = 1.056005. DPO part (h = 1.5, β = 0.1): ℓ(0.15) = 0.620957.
     # Loss 1.056005 · 0.620957 = 0.655734.
-    batch = PairBatch(policy_chosen=torch.tensor([-1.0]), policy_rejected=torch.tensor([-3.0]),
-                      ref_chosen=torch.tensor([-2.0]), ref_rejected=torch.tensor([-2.5]),
-                      chosen_len=torch.tensor([4.0]), rejected_len=torch.tensor([5.0]),
-                      rm_margin=torch.tensor([math.log(2.0)]))
+    batch = dataclasses.replace(reference_pair(), rm_margin=torch.tensor([math.log(2.0)]))
     a = 2.0 ** 1.25
     w = a / (1.0 + a) * 1.5
     return (dict(batch=batch, beta=0.1, c_max=2.0, c_min=0.5, lam=1.0, tau=math.log(4.0)),

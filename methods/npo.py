@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec
+from methods.base import MethodSpec, require_positive
 
 
 def npo_loss(policy, ref, *, beta: float):
@@ -26,8 +26,7 @@ def npo_loss(policy, ref, *, beta: float):
 
 
 def _validate(hp):
-    if not hp["beta"] > 0:
-        raise ValueError(f"npo: beta must be > 0, got {hp['beta']}")
+    require_positive("npo", hp, "beta")
 
 
 def _reference():

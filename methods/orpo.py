@@ -13,7 +13,7 @@ import math
 import torch
 
 from methods.base import MethodSpec, PairBatch
-from methods.dpo import logistic_loss, per_token
+from methods.dpo import logistic_loss, per_token, reference_pair
 
 MAX_AVG_LOGP = -1e-6  # p ≤ 1 − 1e-6: log odds ≤ ~13.8
 
@@ -41,9 +41,7 @@ def _reference():
     # ℓ̄(y_w) = -1/4 = -0.25, ℓ̄(y_l) = -3/5 = -0.6. log odds(-0.25) = -0.25 - log(1 - e^-0.25)
     # = -0.25 - log(0.221199) = 1.258692; log odds(-0.6) = -0.6 - log(0.451188) = 0.195870.
     # ℓ(1.062821) = log(1 + e^-1.062821) = 0.296751; 0.25 + 0.1·0.296751 = 0.279675.
-    batch = PairBatch(policy_chosen=torch.tensor([-1.0]), policy_rejected=torch.tensor([-3.0]),
-                      ref_chosen=torch.tensor([-2.0]), ref_rejected=torch.tensor([-2.5]),
-                      chosen_len=torch.tensor([4.0]), rejected_len=torch.tensor([5.0]))
+    batch = reference_pair()
     return dict(batch=batch, lam=0.1), torch.tensor([0.279675])
 
 

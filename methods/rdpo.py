@@ -13,8 +13,8 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, PairBatch
-from methods.dpo import dpo_margin, logistic_loss
+from methods.base import MethodSpec, PairBatch, require_in, require_positive
+from methods.dpo import dpo_margin, logistic_loss, reference_pair
 
 
 def rdpo_loss(batch: PairBatch, *, beta: float, eps: float):
@@ -23,18 +23,14 @@ def rdpo_loss(batch: PairBatch, *, beta: float, eps: float):
 
 
 def _validate(hp):
-    if not hp["beta"] > 0:
-        raise ValueError(f"rdpo: beta must be > 0, got {hp['beta']}")
-    if not 0.0 <= hp["eps"] < 0.5:
-        raise ValueError(f"rdpo: eps must be in [0, 0.5), got {hp['eps']}")
+    require_positive("rdpo", hp, "beta")
+    require_in("rdpo", hp, "eps", 0, 0.5)
 
 
 def _reference():
     # h = (-1 + 2) - (-3 + 2.5) = 1.5, z = βh = 0.15, ℓ(0.15) = 0.620957, ℓ(-0.15) = ℓ(0.15) + 0.15.
     # [0.9·ℓ(z) − 0.1·(ℓ(z) + 0.15)] / 0.8 = [0.8·ℓ(z) − 0.015] / 0.8 = 0.620957 − 0.01875 = 0.602207.
-    batch = PairBatch(policy_chosen=torch.tensor([-1.0]), policy_rejected=torch.tensor([-3.0]),
-                      ref_chosen=torch.tensor([-2.0]), ref_rejected=torch.tensor([-2.5]),
-                      chosen_len=torch.tensor([4.0]), rejected_len=torch.tensor([5.0]))
+    batch = reference_pair()
     return dict(batch=batch, beta=0.1, eps=0.1), torch.tensor([math.log1p(math.exp(-0.15)) - 0.01875])
 
 

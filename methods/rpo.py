@@ -14,8 +14,8 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, PairBatch
-from methods.dpo import dpo_loss, per_token
+from methods.base import MethodSpec, PairBatch, require_positive
+from methods.dpo import dpo_loss, per_token, reference_pair
 
 SFT_VARIANTS = ("sum", "mean")
 
@@ -26,8 +26,7 @@ def rpo_loss(batch: PairBatch, *, beta: float, eta: float, sft: str):
 
 
 def _validate(hp):
-    if not hp["beta"] > 0:
-        raise ValueError(f"rpo: beta must be > 0, got {hp['beta']}")
+    require_positive("rpo", hp, "beta")
     if hp["eta"] < 0:
         raise ValueError(f"rpo: eta must be >= 0, got {hp['eta']}")
     if hp["sft"] not in SFT_VARIANTS:
@@ -37,9 +36,7 @@ def _validate(hp):
 def _reference():
     # DPO part: h = (-1 + 2) - (-3 + 2.5) = 1.5, ℓ(0.15) = log(1 + e^-0.15) = 0.620957;
     # "mean" SFT: -(-1)/4 = 0.25, times η = 0.005 -> 0.00125; total 0.622207.
-    batch = PairBatch(policy_chosen=torch.tensor([-1.0]), policy_rejected=torch.tensor([-3.0]),
-                      ref_chosen=torch.tensor([-2.0]), ref_rejected=torch.tensor([-2.5]),
-                      chosen_len=torch.tensor([4.0]), rejected_len=torch.tensor([5.0]))
+    batch = reference_pair()
     return (dict(batch=batch, beta=0.1, eta=0.005, sft="mean"),
             torch.tensor([math.log1p(math.exp(-0.15)) + 0.00125]))
 

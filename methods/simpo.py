@@ -13,8 +13,8 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, PairBatch
-from methods.dpo import logistic_loss, per_token
+from methods.base import MethodSpec, PairBatch, require_positive
+from methods.dpo import logistic_loss, per_token, reference_pair
 
 
 def simpo_loss(batch: PairBatch, *, beta: float, gamma_beta_ratio: float):
@@ -23,8 +23,7 @@ def simpo_loss(batch: PairBatch, *, beta: float, gamma_beta_ratio: float):
 
 
 def _validate(hp):
-    if not hp["beta"] > 0:
-        raise ValueError(f"simpo: beta must be > 0, got {hp['beta']}")
+    require_positive("simpo", hp, "beta")
     if hp["gamma_beta_ratio"] < 0:
         raise ValueError(f"simpo: gamma_beta_ratio must be >= 0, got {hp['gamma_beta_ratio']}")
 
@@ -32,9 +31,7 @@ def _validate(hp):
 def _reference():
     # ℓ̄(y_w) = -1/4 = -0.25, ℓ̄(y_l) = -3/5 = -0.6 (reference log-probs unused); β = 2, r = 0.5 (γ = 1):
     # z = 2·0.35 - 1 = -0.3, ℓ(-0.3) = log(1 + e^0.3) = log(2.349859) = 0.854355.
-    batch = PairBatch(policy_chosen=torch.tensor([-1.0]), policy_rejected=torch.tensor([-3.0]),
-                      ref_chosen=torch.tensor([-2.0]), ref_rejected=torch.tensor([-2.5]),
-                      chosen_len=torch.tensor([4.0]), rejected_len=torch.tensor([5.0]))
+    batch = reference_pair()
     return dict(batch=batch, beta=2.0, gamma_beta_ratio=0.5), torch.tensor([math.log1p(math.exp(0.3))])
 
 

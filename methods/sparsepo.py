@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, PairBatch
+from methods.base import MethodSpec, PairBatch, require_positive
 from methods.dpo import logistic_loss, masked_token_sum, token_log_ratios
 
 MODES = ("common", "indp")
@@ -112,8 +112,7 @@ class SparseTokenMask(nn.Module):
 
 
 def _validate(hp):
-    if not hp["beta"] > 0:
-        raise ValueError(f"sparsepo: beta must be > 0, got {hp['beta']}")
+    require_positive("sparsepo", hp, "beta")
     if hp["lambda_u"] < 0 or hp["lambda_d"] < 0:
         raise ValueError(f"sparsepo: lambda_u, lambda_d must be >= 0, got {hp['lambda_u']}, {hp['lambda_d']}")
     if hp["mode"] not in MODES:

@@ -19,13 +19,14 @@ averaged over V). Report results as "SPO-style".
 `degrade` is here because the corruption defines the self-supervised labels, so it is part of the
 method; choosing the key tokens (keywords in SynthPref, a tagger on real data) is the data's job.
 """
+import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, PairBatch
-from methods.dpo import dpo_loss
+from methods.base import MethodSpec, PairBatch, require_positive
+from methods.dpo import dpo_loss, reference_pair
 
 
 def spo_loss(batch: PairBatch, *, beta: float, lam: float):
@@ -69,8 +70,7 @@ def degrade(tokens, mask, keyword_mask, degree, *, num_degrees: int, generator: 
 
 
 def _validate(hp):
-    if not hp["beta"] > 0:
-        raise ValueError(f"spo: beta must be > 0, got {hp['beta']}")
+    require_positive("spo", hp, "beta")
     if hp["lam"] < 0:
         raise ValueError(f"spo: lam must be >= 0, got {hp['lam']}")
 
@@ -81,9 +81,7 @@ def _reference():
     # Degree head: logits [2, 0, -1], label 0: CE = log(e^2 + 1 + e^-1) - 2 = log(8.7569355) - 2 = 0.1698460.
     # λ = 0.5: 0.6209570 + 0.0849230 = 0.7058801.
     t = torch.tensor
-    batch = PairBatch(policy_chosen=t([-1.0]), policy_rejected=t([-3.0]), ref_chosen=t([-2.0]),
-                      ref_rejected=t([-2.5]), chosen_len=t([4.0]), rejected_len=t([5.0]),
-                      degree_logits=t([[2.0, 0.0, -1.0]]), degree_labels=t([0]))
+    batch = dataclasses.replace(reference_pair(), degree_logits=t([[2.0, 0.0, -1.0]]), degree_labels=t([0]))
     ce = math.log(math.exp(2.0) + 1.0 + math.exp(-1.0)) - 2.0
     return dict(batch=batch, beta=0.1, lam=0.5), t([math.log1p(math.exp(-0.15)) + 0.5 * ce])
 

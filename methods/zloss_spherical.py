@@ -16,7 +16,7 @@ i.e. a = 1, b = 0. Tune a ∈ {0.1, 1, 10}, b ∈ {0, 1, 5, 10} (the card's grid
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec
+from methods.base import MethodSpec, require_positive
 
 _EPS = 1e-6
 
@@ -30,8 +30,7 @@ def zloss_spherical(logits, targets, *, a: float, b: float):
 
 
 def _validate(hp):
-    if hp["a"] <= 0:
-        raise ValueError(f"zloss_spherical: slope a must be > 0, got {hp['a']}")
+    require_positive("zloss_spherical", hp, "a")
 
 
 def _reference():
