@@ -149,7 +149,7 @@ def lm_loss(model, input_ids, attention_mask, loss_mask):
 
 
 @contextlib.contextmanager
-def _eval_mode(model):
+def eval_mode(model):
     """Eval mode for the block (no dropout, hence no global-RNG draws), then the caller's mode."""
     was_training = model.training
     model.eval()
@@ -201,7 +201,7 @@ def sample(model, prompts, *, max_new_tokens, eos_id, pad_id, temperature=1.0, g
     _check_prompts(model, prompts, max_new_tokens, eos_id, pad_id)
     done = torch.zeros(prompts.shape[0], dtype=torch.bool, device=prompts.device)
     tokens, logps = [], []
-    with _eval_mode(model):
+    with eval_mode(model):
         cache = DynamicCache(config=model.config)
         logits = _next_logits(model, prompts, cache)
         for step in range(max_new_tokens):

@@ -90,6 +90,17 @@ def build_optimizer(params, cfg: dict):
     raise KeyError(f"unknown optimizer {name!r}; valid: sgd, adam, adamw")
 
 
+def optimizer_step(opt, loss) -> bool:
+    """One optimiser step on `loss`; False, with no step taken, when the loss is NaN or infinite
+    (the caller records the run as diverged instead of crashing the DAG)."""
+    if not torch.isfinite(loss):
+        return False
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return True
+
+
 def lr_factor(schedule: dict, epoch: float, total_epochs: float) -> float:
     """Multiplier of the base lr at (fractional) `epoch`: linear warm-up, then the schedule."""
     warm = schedule.get("warmup_epochs", 0)
@@ -203,14 +214,11 @@ def train(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, order_s
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
             logits = model(xb)
         loss = _loss(spec, hp, logits.float(), yb, {"class_counts": counts, "progress": progress}, state, idx)
-        if not torch.isfinite(loss):
+        if not optimizer_step(opt, loss):
             train_time += time.perf_counter() - t0
             result.status, result.diverged_at_step = "diverged", step
             log(f"loss became {loss.item()} at step {step}: recorded as diverged")
             break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
         running += float(loss.detach())
         running_n += 1
         if (step + 1) % eval_every == 0 or step + 1 == total:

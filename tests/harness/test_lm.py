@@ -15,13 +15,7 @@ V, PAD, EOS, P = 12, 0, 1, 4  # vocab, special ids, prompt length
 ARCHS = sorted(lm.ARCHS)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; more only contend with whatever else runs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def chi2_sf(stat, df):

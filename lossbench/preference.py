@@ -1,0 +1,604 @@
+"""The preference-optimisation engine and its shared metrics (shared/methods/preference.md).
+
+Methods stay pure (methods/base.py): they receive log-probs and return per-example losses. This module
+owns everything with a model in it: packing, the one policy forward per step, the reference cache,
+frozen and auxiliary modules ("hooks"), reduction, the training loop, sampling and the metrics.
+
+Data (`PrefData`): unpadded equal-length prompts [N, P] and K responses per prompt [N, K, T] in
+`lm.sample` layout (tokens, EOS, then padding). The columns mean, by kind:
+  pairwise    (y_w, y_l)                   + p (clean P(y_w ≻ y_l), E1), keys (key tokens of y_w, SPO)
+  listwise    K list items                 + scores ψ [N, K] (NaN = absent slot)
+  unpaired    (y, y' of another prompt)    + desirable [N]; column 1 feeds KTO's mismatched KL estimate
+  unlearning  (forget-set answer,)
+Rows are packed with the shared `lm.join_prompt_response` (identical to `synthpref.pack`) and scored
+with the shared `lm.token_logps`, so every method sees the same float32 numbers.
+
+Reference log-probs: `reference_cache` stores, once per dataset, the summed and per-token reference
+log-probs of every response ([N, K] and [N, K, L] floats: 1.5 MB for 8k SynthPref pairs). That removes
+the reference forward from every step for all methods except the two that need more than log-probs
+of the observed tokens. Those (token_kl: full next-token distribution; token_masks: hidden states)
+recompute the reference under no_grad in the step, in ONE forward that yields both: caching them would
+cost O(N·L·V) floats for κ (113 MB for SynthPref, impossible for a 150k vocabulary) and O(N·L·layers·d)
+for hidden states (~380 MB at the card's size), against one no-grad forward (~1/3 of a training step).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from scipy.special import expit
+from scipy.stats import ks_2samp
+
+from lossbench.lm import eval_mode, join_prompt_response, response_mask_of, sample, token_kl, token_logps
+from lossbench.seeding import seeded_build
+from lossbench.train import optimizer_step
+from methods.base import MethodSpec, PairBatch
+from methods.spo import degrade
+
+PREFERENCE_KINDS = ("pairwise", "listwise", "unpaired", "unlearning")
+KIND_ARGS = {  # what each kind's fn receives besides hyperparameters (methods/base.py)
+    "pairwise": {"batch"},
+    "listwise": {"policy", "ref", "scores"},
+    "unpaired": {"policy", "ref", "desirable", "kl_ref"},
+    "unlearning": {"policy", "ref"},
+}
+# PairBatch fields each `needs` entry fills; the response masks come with any token-level need
+NEED_FIELDS = {
+    "token_logps": ("policy_chosen_tok", "policy_rejected_tok", "ref_chosen_tok", "ref_rejected_tok"),
+    "token_kl": ("kl_chosen_tok", "kl_rejected_tok"),
+    "guide_token_logps": ("guide_chosen_tok", "guide_rejected_tok"),
+    "rm_margin": ("rm_margin",),
+    "token_masks": ("mask_u_chosen", "mask_u_rejected", "mask_d_chosen", "mask_d_rejected"),
+    "degree_logits": ("degree_logits", "degree_labels"),
+}
+TOKEN_LEVEL = {"token_logps", "token_kl", "guide_token_logps", "token_masks"}
+MASK_FIELDS = ("chosen_mask", "rejected_mask")
+
+
+# ============================================================================================ data
+@dataclass
+class PrefData:
+    """Prompts [N, P] and K responses each [N, K, T] plus the kind's extras (see the module docstring).
+
+    `index` is None for a dataset as built; `take` records the rows it selected, so a batch finds its
+    reference log-probs in the cache built from the full dataset."""
+
+    prompts: torch.Tensor
+    responses: torch.Tensor
+    eos_id: int
+    pad_id: int
+    scores: torch.Tensor | None = None
+    desirable: torch.Tensor | None = None
+    p: torch.Tensor | None = None
+    keys: torch.Tensor | None = None
+    index: torch.Tensor | None = None
+
+    def __len__(self):
+        return self.prompts.shape[0]
+
+    def take(self, idx) -> "PrefData":
+        idx = torch.as_tensor(idx, dtype=torch.long, device=self.prompts.device)
+        rows = {f.name: getattr(self, f.name)[idx] for f in fields(self)
+                if f.name not in ("eos_id", "pad_id", "index") and getattr(self, f.name) is not None}
+        return replace(self, **rows, index=idx if self.index is None else self.index[idx])
+
+    def to(self, device) -> "PrefData":
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
+                                if isinstance(getattr(self, f.name), torch.Tensor)})
+
+
+def _long(x):
+    return torch.as_tensor(np.asarray(x), dtype=torch.long)
+
+
+def pref_data(prompts, responses, *, eos_id: int, pad_id: int, **extras) -> PrefData:
+    """PrefData from array-likes: prompts [N, P], responses [N, K, T]; extras as named in PrefData."""
+    conv = {"scores": torch.float32, "p": torch.float64, "desirable": torch.bool, "keys": torch.bool}
+    extras = {k: torch.as_tensor(np.asarray(v), dtype=conv[k]) for k, v in extras.items() if v is not None}
+    return PrefData(_long(prompts), _long(responses), eos_id, pad_id, **extras)
+
+
+def synthpref_pairs(prompts, chosen, rejected, vocab, *, p=None) -> PrefData:
+    """Pairs from SynthPref arrays (`orient` output). `keys` marks prompt keywords inside y_w: the tokens
+    the SPO-style degradation deletes (card M13; positions 2..4 of a SynthPref prompt are keywords)."""
+    chosen, prompts = _long(chosen), _long(prompts)
+    inside = response_mask_of(chosen, vocab.EOS).bool() & (chosen != vocab.EOS)
+    keys = (chosen[:, :, None] == prompts[:, None, 2:5]).any(-1) & inside
+    return pref_data(prompts, torch.stack([chosen, _long(rejected)], 1), eos_id=vocab.EOS,
+                     pad_id=vocab.PAD, p=p, keys=keys)
+
+
+def unpaired_from_pairs(pairs: PrefData) -> PrefData:
+    """KTO data (card M14): every y_w desirable, every y_l undesirable. Column 1 holds another prompt's
+    response (rows rolled by one, fixed at build time as in TRL's KL dataset) for the mismatched
+    (x, y') pairs of the KL reference point; fixing it lets the reference cache cover it."""
+    n = len(pairs)
+    responses = torch.cat([pairs.responses[:, 0], pairs.responses[:, 1]])
+    return PrefData(torch.cat([pairs.prompts, pairs.prompts]),
+                    torch.stack([responses, responses.roll(1, 0)], 1), pairs.eos_id, pairs.pad_id,
+                    desirable=torch.arange(2 * n) < n)
+
+
+# ============================================================================================ hooks
+@dataclass
+class Hooks:
+    """The frozen or auxiliary modules a method needs, passed explicitly.
+
+    reference    frozen π_ref; recomputed under no_grad only for token_kl and token_masks
+    guide        frozen guidance LM π_g (TGDPO, M9)
+    reward       frozen reward model: (input_ids, attention_mask, response_mask) -> scores [B] (MADPO, M7)
+    mask         trainable SparseTokenMask on π_ref's hidden states (SparsePO M8; reward mask, and the KL
+                 mask in "common" mode); mask_d: the second, KL mask of "indp" mode
+    degree_head  trainable head: policy's final hidden state [.., d] -> num_degrees logits (SPO-style, M13)
+    """
+
+    reference: Any = None
+    guide: Any = None
+    reward: Callable | None = None
+    mask: nn.Module | None = None
+    mask_d: nn.Module | None = None
+    degree_head: nn.Module | None = None
+
+    def trainable(self) -> list:
+        mods = (self.mask, self.mask_d, self.degree_head)
+        return [p for m in mods if m is not None for p in m.parameters() if p.requires_grad]
+
+
+def build_degree_head(d_model: int, num_degrees: int, seed: int) -> nn.Linear:
+    """SPO-style degree classifier, a linear head (our construction, card M13), seeded like every model."""
+    return seeded_build(lambda: nn.Linear(d_model, num_degrees), seed)
+
+
+def check_setup(spec: MethodSpec, hooks: Hooks, data: PrefData):
+    """Raise before training if the method's kind or needs lack a hook or a data field."""
+    if spec.kind not in PREFERENCE_KINDS:
+        raise ValueError(f"{spec.name}: kind {spec.kind!r} is not a preference kind {PREFERENCE_KINDS}")
+    want = {"token_kl": ("reference",), "token_masks": ("reference", "mask"), "guide_token_logps": ("guide",),
+            "rm_margin": ("reward",), "degree_logits": ("degree_head",)}
+    missing = [h for n in spec.needs for h in want.get(n, ()) if getattr(hooks, h) is None]
+    fields_needed = {"listwise": ["scores"], "unpaired": ["desirable"]}.get(spec.kind, [])
+    fields_needed += ["keys"] if "degree_logits" in spec.needs else []
+    missing += [f"data.{f}" for f in fields_needed if getattr(data, f) is None]
+    if spec.kind in ("pairwise", "unpaired") and data.responses.shape[1] != 2:
+        raise ValueError(f"{spec.name}: {spec.kind} data needs 2 responses per prompt")
+    if missing:
+        raise ValueError(f"{spec.name} (needs {spec.needs}) is missing {sorted(set(missing))}")
+
+
+# ============================================================================================ forwards
+def _join(prompts, responses, eos_id):
+    """[B, K, T] responses as B·K packed rows (row b·K + k = response k of prompt b)."""
+    B, K, T = responses.shape
+    return join_prompt_response(prompts.repeat_interleave(K, 0), responses.reshape(B * K, T), eos_id)
+
+
+class _KeepHidden:
+    """Stands in for a causal LM inside `token_logps` and keeps the hidden states of that same call,
+    so log-probs and hidden states come from one forward."""
+
+    def __init__(self, model):
+        self.model, self.hidden = model, None
+
+    def __call__(self, **kw):
+        out = self.model(**kw, output_hidden_states=True)
+        self.hidden = out.hidden_states
+        return out
+
+
+@contextlib.contextmanager
+def _frozen(module):
+    """no_grad, and eval mode for nn.Modules (no dropout) restored afterwards."""
+    mode = eval_mode(module) if isinstance(module, nn.Module) else contextlib.nullcontext()
+    with torch.no_grad(), mode:
+        yield
+
+
+def _sequence_logps(model, prompts, responses, eos_id):
+    """(Σ_t log π(y_t|s_t) [B, K], lengths |y| incl. EOS [B, K]) for K responses per prompt, one forward."""
+    ids, attn, resp = _join(prompts, responses, eos_id)
+    shape = responses.shape[:2]
+    return token_logps(model, ids, attn, resp).sum(-1).view(shape), resp.sum(-1).float().view(shape)
+
+
+def _split(x, B):
+    """Pair-major rows [2B, ...] -> (chosen [B, ...], rejected [B, ...])."""
+    x = x.reshape(B, 2, *x.shape[1:])
+    return x[:, 0], x[:, 1]
+
+
+# ============================================================================================ reference cache
+@dataclass
+class RefCache:
+    """Reference log-probs of every response of a dataset: summed [N, K] and per token [N, K, L]."""
+
+    seq: torch.Tensor
+    tok: torch.Tensor
+
+    def rows(self, batch: PrefData):
+        if self.tok.shape[1:] != (batch.responses.shape[1], batch.prompts.shape[1] + batch.responses.shape[2]):
+            raise ValueError(f"reference cache {tuple(self.tok.shape)} does not fit the data layout")
+        if batch.index is None:
+            return self.seq, self.tok
+        return self.seq[batch.index], self.tok[batch.index]
+
+    def to(self, device) -> "RefCache":
+        return RefCache(self.seq.to(device), self.tok.to(device))
+
+
+def reference_cache(ref_model, data: PrefData, *, batch_size: int = 256) -> RefCache:
+    """π_ref's log-probs of every response in `data`, once per dataset (no_grad, eval mode)."""
+    if data.index is not None:
+        raise ValueError("build the cache on the full dataset (a `take` slice would misalign rows)")
+    toks, data = [], data.to(next(ref_model.parameters()).device)
+    with _frozen(ref_model):
+        for i in range(0, len(data), batch_size):
+            p, r = data.prompts[i:i + batch_size], data.responses[i:i + batch_size]
+            toks.append(token_logps(ref_model, *_join(p, r, data.eos_id)).view(*r.shape[:2], -1))
+    tok = torch.cat(toks)
+    return RefCache(seq=tok.sum(-1), tok=tok)
+
+
+# ============================================================================================ pair batch
+def _degree_rows(batch: PrefData, num_degrees: int, generator):
+    """SPO-style copies of y_w (card M13, our construction): pair b gets a degree d_b ~ U{0..K−1} from
+    `generator` and loses round(n_key·d_b/(K−1)) key tokens. Returns packed rows whose response mask is
+    empty (they are not scored), the labels d and each row's last real position."""
+    if generator is None:
+        raise ValueError("SPO-style degradation draws degrees: pass a generator")
+    y_w = batch.responses[:, 0]
+    degree = torch.randint(0, num_degrees, (len(y_w),), generator=generator).to(y_w.device)
+    tokens, kept = degrade(y_w, response_mask_of(y_w, batch.eos_id).bool(), batch.keys, degree,
+                           num_degrees=num_degrees, generator=generator, pad_id=batch.pad_id)
+    ids = torch.cat([batch.prompts, tokens], 1)
+    attn = torch.cat([torch.ones_like(batch.prompts), kept.long()], 1)
+    return (ids, attn, torch.zeros_like(attn)), degree, attn.sum(1) - 1
+
+
+def _token_mask(module, layers, resp, generator):
+    """Mask weight of token t from the hidden states at t−1, the position that predicts it (as the
+    official hook feeds them); zero outside the response."""
+    m = module(layers, generator=generator)
+    return torch.where(resp.bool(), F.pad(m[:, :-1], (1, 0)), 0.0)
+
+
+def _reference_terms(pb: PairBatch, needs, hooks: Hooks, rows, pol_logp, B, generator):
+    """token_kl and token_masks from one no-grad reference forward (full log-softmax + hidden states)."""
+    ref = _KeepHidden(hooks.reference)
+    with _frozen(hooks.reference):
+        _, ref_logp = token_logps(ref, *rows, return_logits=True)
+    if "token_kl" in needs:  # κ_t = KL(π_ref ‖ π_θ), gradient into the policy side only
+        pb.kl_chosen_tok, pb.kl_rejected_tok = _split(token_kl(ref_logp, pol_logp, rows[2]), B)
+    if "token_masks" in needs:
+        layers = ref.hidden[1:]  # block outputs, not the embeddings (official "simple_all" hook)
+        pb.mask_u_chosen, pb.mask_u_rejected = _split(_token_mask(hooks.mask, layers, rows[2], generator), B)
+        if hooks.mask_d is not None:
+            pb.mask_d_chosen, pb.mask_d_rejected = _split(_token_mask(hooks.mask_d, layers, rows[2], generator), B)
+
+
+def pair_batch(spec: MethodSpec, policy, ref_cache: RefCache, batch: PrefData, *, hooks: Hooks | None = None,
+               generator: torch.Generator | None = None) -> PairBatch:
+    """The PairBatch a pairwise method reads, filling only what `spec.needs` asks for.
+
+    ONE policy forward over chosen and rejected (pair-major rows; with degree_logits the degraded copies
+    of y_w ride in the same forward). Reference log-probs come from the cache; frozen hooks run under
+    no_grad; trainable hooks (masks, degree head) keep their graph."""
+    hooks = hooks or Hooks()
+    check_setup(spec, hooks, batch)
+    needs, B = set(spec.needs), len(batch)
+    rows = _join(batch.prompts, batch.responses, batch.eos_id)
+    ids, attn, resp = rows
+    model = policy
+    if "degree_logits" in needs:
+        extra, labels, last = _degree_rows(batch, hooks.degree_head.out_features, generator)
+        ids, attn, resp = (torch.cat([a, b]) for a, b in zip(rows, extra))
+        model = _KeepHidden(policy)
+    out = token_logps(model, ids, attn, resp, return_logits="token_kl" in needs)
+    tok, logp = out if isinstance(out, tuple) else (out, None)
+    tok_w, tok_l = _split(tok[:2 * B], B)
+    resp_w, resp_l = _split(rows[2], B)
+    ref_seq, ref_tok = ref_cache.rows(batch)
+    pb = PairBatch(policy_chosen=tok_w.sum(-1), policy_rejected=tok_l.sum(-1),
+                   ref_chosen=ref_seq[:, 0], ref_rejected=ref_seq[:, 1],
+                   chosen_len=resp_w.sum(-1).float(), rejected_len=resp_l.sum(-1).float())
+    if needs & TOKEN_LEVEL:
+        pb.chosen_mask, pb.rejected_mask = resp_w.float(), resp_l.float()
+    if "token_logps" in needs:
+        pb.policy_chosen_tok, pb.policy_rejected_tok = tok_w, tok_l
+        pb.ref_chosen_tok, pb.ref_rejected_tok = ref_tok[:, 0], ref_tok[:, 1]
+    if needs & {"token_kl", "token_masks"}:
+        _reference_terms(pb, needs, hooks, rows, None if logp is None else logp[:2 * B], B, generator)
+    if "guide_token_logps" in needs:
+        with _frozen(hooks.guide):
+            pb.guide_chosen_tok, pb.guide_rejected_tok = _split(token_logps(hooks.guide, *rows), B)
+    if "rm_margin" in needs:
+        with _frozen(hooks.reward):
+            s_w, s_l = _split(hooks.reward(*rows).float(), B)
+        pb.rm_margin = s_w - s_l
+    if "degree_logits" in needs:
+        final = model.hidden[-1][2 * B:]
+        pb.degree_logits = hooks.degree_head(final[torch.arange(B, device=final.device), last])
+        pb.degree_labels = labels
+    return pb
+
+
+# ============================================================================================ loss
+def method_inputs(spec: MethodSpec, policy, ref_cache: RefCache, batch: PrefData, *, hooks: Hooks | None = None,
+                  generator: torch.Generator | None = None) -> dict:
+    """Keyword arguments of `spec.fn` for one batch, by kind (methods/base.py)."""
+    if spec.kind == "pairwise":
+        return {"batch": pair_batch(spec, policy, ref_cache, batch, hooks=hooks, generator=generator)}
+    check_setup(spec, hooks or Hooks(), batch)
+    ref = ref_cache.rows(batch)[0]
+    if spec.kind == "unpaired":
+        pol = _sequence_logps(policy, batch.prompts, batch.responses[:, :1], batch.eos_id)[0][:, 0]
+        with torch.no_grad():  # KTO's z0 is detached: no graph for the mismatched pairs
+            mism = _sequence_logps(policy, batch.prompts, batch.responses[:, 1:], batch.eos_id)[0][:, 0]
+        return {"policy": pol, "ref": ref[:, 0], "desirable": batch.desirable,
+                "kl_ref": (mism - ref[:, 1]).mean()}
+    pol = _sequence_logps(policy, batch.prompts, batch.responses, batch.eos_id)[0]
+    if spec.kind == "listwise":
+        return {"policy": pol, "ref": ref, "scores": batch.scores}
+    return {"policy": pol[:, 0], "ref": ref[:, 0]}  # unlearning
+
+
+def reduce_loss(spec: MethodSpec, hp: dict, inputs: dict) -> torch.Tensor:
+    """Batch mean of the method's per-example loss, in float32 (the trainer owns reduction)."""
+    if set(inputs) != KIND_ARGS[spec.kind]:
+        raise ValueError(f"{spec.name} ({spec.kind}) takes {sorted(KIND_ARGS[spec.kind])}, got {sorted(inputs)}")
+    per = spec.fn(**inputs, **hp)
+    if per.ndim != 1:
+        raise ValueError(f"{spec.name} returned shape {tuple(per.shape)}, expected a per-example [B] loss")
+    return per.float().mean()
+
+
+def preference_loss(spec: MethodSpec, hp: dict, policy, ref_cache: RefCache, batch: PrefData, *,
+                    hooks: Hooks | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Scalar float32 training loss of one batch, dispatching on the method's kind."""
+    return reduce_loss(spec, hp, method_inputs(spec, policy, ref_cache, batch, hooks=hooks, generator=generator))
+
+
+# ============================================================================================ training
+@dataclass
+class PolicyRun:
+    status: str = "ok"  # or "diverged"
+    steps: int = 0
+    diverged_at_step: int | None = None
+    curves: list = field(default_factory=list)  # dicts: step, metric, value
+    train_seconds: float = 0.0  # optimisation steps only (probes excluded)
+
+
+def _epoch_batches(n: int, batch_size: int, generator):
+    """Consecutive slices of a fresh permutation per epoch (last partial batch dropped), forever."""
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        yield from perm[:n - n % batch_size].split(batch_size)
+
+
+def gradient_entanglement(policy, pairs: PrefData) -> dict:
+    """Card E2 on a probe batch: cosine and norms of g_w = ∇ mean ℓ_θ(y_w) and g_l = ∇ mean ℓ_θ(y_l) over
+    all trainable policy parameters (batch-mean gradients, not per pair). Leaves `.grad` untouched."""
+    params = [p for p in policy.parameters() if p.requires_grad]
+    seq, _ = _sequence_logps(policy, pairs.prompts, pairs.responses, pairs.eos_id)
+    flat = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(seq[:, k].mean(), params, retain_graph=k == 0)])
+            for k in (0, 1)]
+    return {"grad_cosine": float(F.cosine_similarity(flat[0], flat[1], dim=0)),
+            "grad_norm_chosen": float(flat[0].norm()), "grad_norm_rejected": float(flat[1].norm())}
+
+
+def probe_metrics(spec: MethodSpec, policy, ref_cache: RefCache, probe: PrefData) -> dict:
+    """Metric 4 (+E2 for pairs) on a fixed probe set: log-likelihood change vs the SFT model (= π_ref)."""
+    with _frozen(policy):
+        pol, lens = _sequence_logps(policy, probe.prompts, probe.responses, probe.eos_id)
+    ref = ref_cache.rows(probe)[0]
+    if spec.kind != "pairwise":
+        change = (pol[:, 0] - ref[:, 0]).numpy(force=True)
+        return {"response_change_sum": float(change.mean()),
+                "response_change_per_token": float((change / lens[:, 0].clamp_min(1).numpy(force=True)).mean())}
+    out = loglik_change(pol[:, 0], pol[:, 1], ref[:, 0], ref[:, 1], lens[:, 0], lens[:, 1])
+    return {**out, **gradient_entanglement(policy, probe)}
+
+
+def train_policy(spec: MethodSpec, hp: dict, policy, ref_cache: RefCache, data: PrefData, *, steps: int,
+                 batch_size: int, lr: float, generator: torch.Generator, hooks: Hooks | None = None,
+                 log=lambda msg: None, eval_every: int | None = None, probes: dict | None = None) -> PolicyRun:
+    """Adam on the policy (and trainable hooks) for a fixed number of steps; batches from `generator`.
+
+    A non-finite loss stops the run with status "diverged" (nothing is raised). Curves: the mean training
+    loss and `probe_metrics` every `eval_every` steps (and at step 0) on each probe `{split: (data,
+    cache)}`; by default the first 64 training rows as "train"."""
+    hooks = hooks or Hooks()
+    check_setup(spec, hooks, data)
+    device = next(policy.parameters()).device
+    data, ref_cache = data.to(device), ref_cache.to(device)
+    probes = {k: (d.to(device), c.to(device)) for k, (d, c) in
+              (probes or {"train": (data.take(torch.arange(min(64, len(data)))), ref_cache)}).items()}
+    params = [p for p in policy.parameters() if p.requires_grad] + hooks.trainable()
+    opt = torch.optim.Adam(params, lr=lr)
+    every = eval_every or max(1, steps // 20)
+    batches = _epoch_batches(len(data), min(batch_size, len(data)), generator)
+    run, running = PolicyRun(), []
+
+    def record(step):
+        run.curves.extend({"step": step, "metric": f"{split}/{k}", "value": v}
+                          for split, (d, c) in probes.items() for k, v in probe_metrics(spec, policy, c, d).items())
+
+    record(0)
+    for step in range(steps):
+        t0 = time.perf_counter()
+        loss = preference_loss(spec, hp, policy, ref_cache, data.take(next(batches)), hooks=hooks,
+                               generator=generator)
+        if not optimizer_step(opt, loss):
+            run.status, run.diverged_at_step = "diverged", step
+            log(f"{spec.name}: loss {loss.item()} at step {step}: recorded as diverged")
+            break
+        run.train_seconds += time.perf_counter() - t0
+        run.steps = step + 1
+        running.append(float(loss.detach()))
+        if run.steps % every == 0 or run.steps == steps:
+            run.curves.append({"step": run.steps, "metric": "train/loss", "value": float(np.mean(running))})
+            record(run.steps)
+            log(f"{spec.name}: step {run.steps}/{steps} train/loss {np.mean(running):.4f}")
+            running = []
+    return run
+
+
+# ============================================================================================ evaluation helpers
+@torch.no_grad()
+def sample_responses(model, prompts, *, n_samples: int, max_new_tokens: int, eos_id: int, pad_id: int,
+                     generator: torch.Generator, temperature: float = 1.0, batch_size: int = 1024):
+    """n_samples responses per prompt, prompt-major (rows i·n … i·n+n−1 answer prompt i), padded to
+    [N·n, max_new_tokens]. Deterministic given (model, prompts, generator state, batch_size)."""
+    out = [sample(model, chunk, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id,
+                  temperature=temperature, generator=generator)
+           for chunk in prompts.repeat_interleave(n_samples, 0).split(batch_size)]
+    return torch.cat([F.pad(r, (0, max_new_tokens - r.shape[1]), value=pad_id) for r in out])
+
+
+def sequence_logps_of(model, data: PrefData, *, batch_size: int = 512):
+    """(summed log-probs [N, K], lengths incl. EOS [N, K]) of every response in `data`, no_grad."""
+    parts = []
+    with _frozen(model):
+        for i in range(0, len(data), batch_size):
+            parts.append(_sequence_logps(model, data.prompts[i:i + batch_size],
+                                         data.responses[i:i + batch_size], data.eos_id))
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def kl_terms(policy, ref, prompts, responses, eos_id: int, *, batch_size: int = 512):
+    """Per-sample inputs of metric 2 for policy samples `responses` [N, T] of `prompts` [N, P]:
+    Δ(y) = log π_θ(y) − log π_ref(y) and Σ_t KL(π_θ(·|s_t) ‖ π_ref(·|s_t)) along the sampled prefixes."""
+    delta, exact = [], []
+    with _frozen(policy), _frozen(ref):
+        for p, r in zip(prompts.split(batch_size), responses.split(batch_size)):
+            rows = join_prompt_response(p, r, eos_id)
+            pol_tok, pol_full = token_logps(policy, *rows, return_logits=True)
+            ref_tok, ref_full = token_logps(ref, *rows, return_logits=True)
+            delta.append((pol_tok - ref_tok).sum(-1))
+            exact.append(token_kl(pol_full, ref_full, rows[2]).sum(-1))  # token_kl(a, b) = KL(a ‖ b)
+    return torch.cat(delta), torch.cat(exact)
+
+
+# ============================================================================================ metrics (pure)
+def _np(x) -> np.ndarray:
+    return x.numpy(force=True).astype(np.float64) if isinstance(x, torch.Tensor) else np.asarray(x, np.float64)
+
+
+def win_rate(r_policy, r_sft, *, atol: float = 1e-9) -> float:
+    """Metric 1: mean 1[r*(y_π) > r*(y_0)] + ½·1[tie] over paired samples. |difference| ≤ atol is a
+    tie, so equal rewards summed in a different order (float round-off) never count as a win."""
+    d = _np(r_policy) - _np(r_sft)
+    return float(np.mean(np.where(np.abs(d) <= atol, 0.5, (d > 0).astype(float))))
+
+
+def soft_win_rate(r_policy, r_sft, *, tau_bt: float = 0.25) -> float:
+    """Metric 1, soft version: mean σ((r*(y_π) − r*(y_0))/τ_BT)."""
+    return float(np.mean(expit((_np(r_policy) - _np(r_sft)) / tau_bt)))
+
+
+def reward_metrics(r_policy, r_sft, *, tau_bt: float = 0.25) -> dict:
+    """Metric 1 in full: mean gold rewards of policy and SFT samples, win rate, soft win rate."""
+    return {"gold_reward": float(_np(r_policy).mean()), "sft_gold_reward": float(_np(r_sft).mean()),
+            "win_rate": win_rate(r_policy, r_sft), "soft_win_rate": soft_win_rate(r_policy, r_sft, tau_bt=tau_bt)}
+
+
+def kl_sample_mean(policy_logps, ref_logps) -> float:
+    """Metric 2, unbiased (noisy) estimator: mean over policy samples of Δ(y) = log π_θ(y) − log π_ref(y)."""
+    return float((_np(policy_logps) - _np(ref_logps)).mean())
+
+
+def kl_exact_tokens(policy_logsoftmax, ref_logsoftmax, mask) -> float:
+    """Metric 2, low-variance form: mean over samples of Σ_t KL(π_θ(·|s_t) ‖ π_ref(·|s_t)) along the sampled
+    prefixes (inputs: per-position log-softmax [N, T, V] and response mask [N, T]). Same expectation as
+    Δ(y) (chain rule of KL), no sampling noise at the last token."""
+    return float(token_kl(policy_logsoftmax, ref_logsoftmax, mask).sum(-1).double().mean())
+
+
+def ranking_accuracy(logp_w, logp_l) -> float:
+    """Metric 3 / E1: RA = mean 1[ℓ_θ(y_w) > ℓ_θ(y_l)] (a tie is not a correct ranking)."""
+    return float(np.mean(_np(logp_w) > _np(logp_l)))
+
+
+def length_normalised_ranking_accuracy(logp_w, logp_l, len_w, len_l) -> float:
+    """Metric 3: RA on average log-probs ℓ̄ = ℓ/|y|."""
+    return ranking_accuracy(_np(logp_w) / np.maximum(_np(len_w), 1), _np(logp_l) / np.maximum(_np(len_l), 1))
+
+
+def implicit_reward_accuracy(pol_w, pol_l, ref_w, ref_l) -> float:
+    """Metric 3, TRL's rewards/accuracies, kept separate from RA: mean 1[h > 0], h = Δ(y_w) − Δ(y_l)."""
+    return float(np.mean((_np(pol_w) - _np(ref_w)) - (_np(pol_l) - _np(ref_l)) > 0))
+
+
+def idealized_ranking_accuracy(ref_w, ref_l, p, beta: float) -> float:
+    """E1: RA* = mean 1[log π_ref(y_w) − log π_ref(y_l) + (1/β) log(p/(1−p)) > 0], the ranking accuracy of
+    the exact RLHF/DPO optimum π* ∝ π_ref·exp(r*/β) when r*(y_w) − r*(y_l) = log(p/(1−p)) (BT, aggregated
+    preference p = P(y_w ≻ y_l)). p ∈ {0, 1} gives an infinite logit: the preference decides."""
+    p = _np(p)
+    with np.errstate(divide="ignore"):
+        logit = np.log(p) - np.log1p(-p)
+    return float(np.mean(_np(ref_w) - _np(ref_l) + logit / beta > 0))
+
+
+def ranking_metrics(pol_w, pol_l, ref_w, ref_l, len_w, len_l, p, beta: float) -> dict:
+    """Metric 3 and E1 together; alignment gap = RA* − RA."""
+    ra = ranking_accuracy(pol_w, pol_l)
+    ideal = idealized_ranking_accuracy(ref_w, ref_l, p, beta)
+    return {"ranking_accuracy": ra,
+            "ranking_accuracy_normalised": length_normalised_ranking_accuracy(pol_w, pol_l, len_w, len_l),
+            "implicit_reward_accuracy": implicit_reward_accuracy(pol_w, pol_l, ref_w, ref_l),
+            "reference_ranking_accuracy": ranking_accuracy(ref_w, ref_l),
+            "idealized_ranking_accuracy": ideal, "alignment_gap": ideal - ra}
+
+
+def loglik_change(pol_w, pol_l, sft_w, sft_l, len_w, len_l) -> dict:
+    """Metric 4: E[ℓ_θ(y) − ℓ_SFT(y)] for chosen and rejected, summed and per token, and the fractions of
+    pairs where both strictly go down / both strictly go up."""
+    dw, dl = _np(pol_w) - _np(sft_w), _np(pol_l) - _np(sft_l)
+    return {"chosen_change_sum": float(dw.mean()), "rejected_change_sum": float(dl.mean()),
+            "chosen_change_per_token": float((dw / np.maximum(_np(len_w), 1)).mean()),
+            "rejected_change_per_token": float((dl / np.maximum(_np(len_l), 1)).mean()),
+            "frac_both_down": float(np.mean((dw < 0) & (dl < 0))), "frac_both_up": float(np.mean((dw > 0) & (dl > 0)))}
+
+
+def response_lengths(responses, eos_id: int):
+    """(|y| = tokens before the first EOS [N], truncated = no EOS, i.e. it ran to max length [N])."""
+    r = torch.as_tensor(responses)
+    valid = response_mask_of(r, eos_id).bool()
+    has_eos = (r == eos_id).any(1)
+    return (valid.sum(1) - has_eos.long()).numpy(force=True), (~has_eos).numpy(force=True)
+
+
+def length_stats(lengths, truncated) -> dict:
+    """Metric 5: mean response length and the fraction of samples that hit the max length."""
+    return {"mean_length": float(_np(lengths).mean()), "frac_max_length": float(_np(truncated).mean())}
+
+
+def win_rate_by_length(r_policy, r_sft, lengths, edges) -> dict:
+    """Metric 5: win rate split by policy-sample length bucket [edges[i], edges[i+1]); NaN if empty."""
+    lengths, out = _np(lengths), {}
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (lengths >= lo) & (lengths < hi)
+        out[f"win_rate_len_{lo}_{hi}"] = win_rate(_np(r_policy)[sel], _np(r_sft)[sel]) if sel.any() else math.nan
+    return out
+
+
+def extraction_rate(greedy_responses, answers) -> float:
+    """M12: fraction of forget items whose greedy continuation starts with the exact secret answer."""
+    g, a = torch.as_tensor(greedy_responses), torch.as_tensor(answers)
+    if g.shape[1] < a.shape[1]:
+        return 0.0
+    return float((g[:, :a.shape[1]] == a).all(1).double().mean())
+
+
+def forget_metrics(unlearned_logps, retain_only_logps) -> dict:
+    """M12 forget quality: mean forget log-likelihood and the two-sample KS statistic (and p-value,
+    TOFU's "forget quality") between per-item forget likelihoods of the unlearned and retain-only models."""
+    ks = ks_2samp(_np(unlearned_logps), _np(retain_only_logps))
+    return {"forget_loglik": float(_np(unlearned_logps).mean()), "ks_statistic": float(ks.statistic),
+            "ks_pvalue": float(ks.pvalue)}
