@@ -146,6 +146,14 @@ def require_positive(method: str, hp: Mapping[str, Any], *keys: str) -> None:
             raise ValueError(f"{method}: {key} must be > 0, got {hp[key]}")
 
 
+def require_nonnegative(method: str, hp: Mapping[str, Any], *keys: str) -> None:
+    """Raise ValueError("<method>: <key> must be >= 0, got <value>") for the first `keys` entry of
+    `hp` that is not >= 0; NaN fails too."""
+    for key in keys:
+        if not hp[key] >= 0:
+            raise ValueError(f"{method}: {key} must be >= 0, got {hp[key]}")
+
+
 def require_in(method: str, hp: Mapping[str, Any], key: str, low: float, high: float, *,
                closed_high: bool = False) -> None:
     """Raise ValueError("<method>: <key> must be in [low, high), got <value>") unless low <= hp[key] < high

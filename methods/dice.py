@@ -18,7 +18,7 @@ Card C8 in shared/methods/classification.md. Two variants:
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, require_positive
+from methods.base import MethodSpec, require_nonnegative, require_positive
 
 
 def dice(logits, targets, *, alpha: float, gamma: float):
@@ -40,15 +40,11 @@ def dice_batch(logits, targets, *, alpha: float, smooth: float, square_denominat
 
 
 def _validate(hp):
-    if hp["alpha"] < 0:
-        raise ValueError(f"dice: alpha must be >= 0, got {hp['alpha']}")
-    if hp["gamma"] < 0:
-        raise ValueError(f"dice: gamma must be >= 0, got {hp['gamma']}")
+    require_nonnegative("dice", hp, "alpha", "gamma")
 
 
 def _validate_batch(hp):
-    if hp["alpha"] < 0:
-        raise ValueError(f"dice_batch: alpha must be >= 0, got {hp['alpha']}")
+    require_nonnegative("dice_batch", hp, "alpha")
     require_positive("dice_batch", hp, "smooth")  # the only guard against 0/0 for a class absent from the batch
 
 

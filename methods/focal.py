@@ -6,7 +6,7 @@ long-tail baseline uses gamma = 1; set it per track if comparing against that ta
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec
+from methods.base import MethodSpec, require_nonnegative
 
 
 def focal_loss(logits, targets, *, gamma: float):
@@ -15,8 +15,7 @@ def focal_loss(logits, targets, *, gamma: float):
 
 
 def _validate(hp):
-    if hp["gamma"] < 0:
-        raise ValueError(f"focal: gamma must be >= 0, got {hp['gamma']}")
+    require_nonnegative("focal", hp, "gamma")
 
 
 def _reference():

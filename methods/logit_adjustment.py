@@ -15,7 +15,7 @@ value below is exact.
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec
+from methods.base import MethodSpec, require_nonnegative
 from methods.erm import cross_entropy
 
 
@@ -42,8 +42,7 @@ def posthoc_predict(logits, class_counts, *, tau: float):
 
 
 def _validate(hp):
-    if hp["tau"] < 0:
-        raise ValueError(f"logit adjustment: tau must be >= 0, got {hp['tau']}")
+    require_nonnegative("logit adjustment", hp, "tau")
 
 
 def _reference():

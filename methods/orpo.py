@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, PairBatch
+from methods.base import MethodSpec, PairBatch, require_nonnegative
 from methods.dpo import logistic_loss, per_token, reference_pair
 
 MAX_AVG_LOGP = -1e-6  # p ≤ 1 − 1e-6: log odds ≤ ~13.8
@@ -33,8 +33,7 @@ def orpo_loss(batch: PairBatch, *, lam: float):
 
 
 def _validate(hp):
-    if hp["lam"] < 0:
-        raise ValueError(f"orpo: lam must be >= 0, got {hp['lam']}")
+    require_nonnegative("orpo", hp, "lam")
 
 
 def _reference():

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, PairBatch, require_positive
+from methods.base import MethodSpec, PairBatch, require_nonnegative, require_positive
 from methods.dpo import dpo_loss, per_token, reference_pair
 
 SFT_VARIANTS = ("sum", "mean")
@@ -27,8 +27,7 @@ def rpo_loss(batch: PairBatch, *, beta: float, eta: float, sft: str):
 
 def _validate(hp):
     require_positive("rpo", hp, "beta")
-    if hp["eta"] < 0:
-        raise ValueError(f"rpo: eta must be >= 0, got {hp['eta']}")
+    require_nonnegative("rpo", hp, "eta")
     if hp["sft"] not in SFT_VARIANTS:
         raise ValueError(f"rpo: sft must be one of {SFT_VARIANTS}, got {hp['sft']!r}")
 

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, PairBatch, require_positive
+from methods.base import MethodSpec, PairBatch, require_nonnegative, require_positive
 from methods.dpo import logistic_loss, per_token, reference_pair
 
 
@@ -24,8 +24,7 @@ def simpo_loss(batch: PairBatch, *, beta: float, gamma_beta_ratio: float):
 
 def _validate(hp):
     require_positive("simpo", hp, "beta")
-    if hp["gamma_beta_ratio"] < 0:
-        raise ValueError(f"simpo: gamma_beta_ratio must be >= 0, got {hp['gamma_beta_ratio']}")
+    require_nonnegative("simpo", hp, "gamma_beta_ratio")
 
 
 def _reference():

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, PairBatch, require_positive
+from methods.base import MethodSpec, PairBatch, require_nonnegative, require_positive
 from methods.dpo import logistic_loss, masked_token_sum, token_log_ratios
 
 MODES = ("common", "indp")
@@ -113,8 +113,7 @@ class SparseTokenMask(nn.Module):
 
 def _validate(hp):
     require_positive("sparsepo", hp, "beta")
-    if hp["lambda_u"] < 0 or hp["lambda_d"] < 0:
-        raise ValueError(f"sparsepo: lambda_u, lambda_d must be >= 0, got {hp['lambda_u']}, {hp['lambda_d']}")
+    require_nonnegative("sparsepo", hp, "lambda_u", "lambda_d")
     if hp["mode"] not in MODES:
         raise ValueError(f"sparsepo: mode must be one of {MODES}, got {hp['mode']!r}")
 

@@ -25,7 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, PairBatch, require_positive
+from methods.base import MethodSpec, PairBatch, require_nonnegative, require_positive
 from methods.dpo import dpo_loss, reference_pair
 
 
@@ -71,8 +71,7 @@ def degrade(tokens, mask, keyword_mask, degree, *, num_degrees: int, generator: 
 
 def _validate(hp):
     require_positive("spo", hp, "beta")
-    if hp["lam"] < 0:
-        raise ValueError(f"spo: lam must be >= 0, got {hp['lam']}")
+    require_nonnegative("spo", hp, "lam")
 
 
 def _reference():

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, PairBatch, require_positive
+from methods.base import MethodSpec, PairBatch, require_nonnegative, require_positive
 from methods.dpo import logistic_loss, masked_token_sum, token_log_ratios
 
 
@@ -39,8 +39,7 @@ def tgdpo_loss(batch: PairBatch, *, beta: float, alpha: float):
 
 def _validate(hp):
     require_positive("tgdpo", hp, "beta")
-    if hp["alpha"] < 0:
-        raise ValueError(f"tgdpo: alpha must be >= 0, got {hp['alpha']}")
+    require_nonnegative("tgdpo", hp, "alpha")
 
 
 def _reference():
