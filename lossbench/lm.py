@@ -8,7 +8,8 @@ trainer's.
 Conventions:
 - Sequences are `prompt + response`, right-padded. Positions are `0..L-1` (transformers v5 does not
   derive position ids from `attention_mask`), so left padding would silently shift them; the masks
-  are checked.
+  are checked. Variable-length prompts come right-padded with a `prompt_mask` (1 = real token);
+  packing moves their padding behind the response, and `sample` passes explicit position ids.
 - Per-token tensors are [B, L] aligned with `input_ids`: entry t scores token t given tokens < t.
   Nothing predicts token 0, so masks must be 0 there.
 - No global RNG: models are built under `seeded_build`, sampling takes an explicit generator, and
@@ -159,24 +160,47 @@ def eval_mode(model):
         model.train(was_training)
 
 
-def _check_prompts(model, prompts, max_new_tokens, eos_id, pad_id):
+def _check_prompt_mask(prompts, prompt_mask):
+    if prompt_mask.shape != prompts.shape:
+        raise ValueError(f"prompt_mask {tuple(prompt_mask.shape)} does not match prompts "
+                         f"{tuple(prompts.shape)}")
+    m = prompt_mask.bool()
+    if (m[:, 1:] & ~m[:, :-1]).any():
+        raise ValueError("prompt_mask must be right-padded (real tokens first, then padding)")
+    if not m[:, 0].all():
+        raise ValueError("prompt_mask has an empty prompt: every row needs at least one token")
+
+
+def _check_prompts(model, prompts, max_new_tokens, eos_id, pad_id, prompt_mask=None):
     if prompts.ndim != 2 or prompts.dtype != torch.long:
         raise ValueError(f"prompts must be a [B, P] long tensor, got {prompts.dtype} "
                          f"{tuple(prompts.shape)}")
     if eos_id == pad_id:
         raise ValueError("eos_id == pad_id: responses could not be told apart from padding")
-    if (prompts == pad_id).any():
-        raise ValueError("prompts contain pad_id: sample() takes equal-length, unpadded prompts")
+    if prompt_mask is not None:
+        _check_prompt_mask(prompts, prompt_mask)  # padding is what the mask says, whatever its id
+    elif (prompts == pad_id).any():
+        raise ValueError("prompts contain pad_id: pass prompt_mask for padded prompts")
     context = model.config.max_position_embeddings
     if prompts.shape[1] + max_new_tokens > context:
         raise ValueError(f"prompt length {prompts.shape[1]} + max_new_tokens {max_new_tokens} "
                          f"exceeds the model's context {context}")
 
 
-def _next_logits(model, ids, cache):
-    """Last-position logits for `ids` appended to the KV cache (which the call extends)."""
-    out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+def _next_logits(model, ids, cache, **padding):
+    """Last-position logits for `ids` appended to the KV cache (which the call extends). `padding`:
+    the attention_mask and position_ids of left-padded rows, or nothing for unpadded ones."""
+    out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1, **padding)
     return out.logits[:, -1].float()
+
+
+def _left_padded(prompts, prompt_mask):
+    """Right-padded prompts rotated to left padding, so every row's last real token is at column
+    P−1 and the next token of all rows comes from one position; returns (ids, mask, lengths)."""
+    P = prompts.shape[1]
+    lengths = prompt_mask.sum(1)
+    idx = (torch.arange(P, device=prompts.device) + lengths[:, None]) % P
+    return prompts.gather(1, idx), prompt_mask.gather(1, idx), lengths
 
 
 def _draw(logits, temperature, generator):
@@ -188,22 +212,33 @@ def _draw(logits, temperature, generator):
 
 @torch.no_grad()
 def sample(model, prompts, *, max_new_tokens, eos_id, pad_id, temperature=1.0, generator,
-           return_logps=False):
+           return_logps=False, prompt_mask=None):
     """Ancestral sampling with a KV cache: responses [B, n ≤ max_new_tokens], `pad_id` after EOS.
 
     Randomness comes only from `generator` (not `model.generate`, which uses the global RNG), so
     the output is a function of (model, prompts, generator state). `temperature=0` is greedy.
     Stops early once every row has emitted EOS. With `return_logps=True` also returns the model's
     (temperature-1) next-token log-softmax at each step [B, n, V]; rows past EOS are meaningless.
+
+    Variable-length prompts: right-padded `prompts` with `prompt_mask` [B, P] (1 = real token).
+    They run left-padded with explicit attention mask and position ids (cumsum(mask) − 1:
+    transformers does not derive positions from the mask), so each row sees exactly what it would
+    see alone. An all-ones mask takes the unpadded path.
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    _check_prompts(model, prompts, max_new_tokens, eos_id, pad_id)
+    _check_prompts(model, prompts, max_new_tokens, eos_id, pad_id, prompt_mask)
+    padded = prompt_mask is not None and not prompt_mask.bool().all()
     done = torch.zeros(prompts.shape[0], dtype=torch.bool, device=prompts.device)
     tokens, logps = [], []
     with eval_mode(model):
         cache = DynamicCache(config=model.config)
-        logits = _next_logits(model, prompts, cache)
+        if padded:
+            ids, attn, position = _left_padded(prompts, prompt_mask.long())
+            logits = _next_logits(model, ids, cache, attention_mask=attn,
+                                  position_ids=(attn.cumsum(1) - 1).clamp_min(0))
+        else:
+            logits = _next_logits(model, prompts, cache)
         for step in range(max_new_tokens):
             if return_logps:
                 logps.append(logits.log_softmax(-1))
@@ -212,7 +247,12 @@ def sample(model, prompts, *, max_new_tokens, eos_id, pad_id, temperature=1.0, g
             done |= nxt == eos_id
             if done.all() or step == max_new_tokens - 1:
                 break
-            logits = _next_logits(model, nxt[:, None], cache)
+            if padded:  # the cached left padding stays masked; each row's position advances by 1
+                attn = F.pad(attn, (0, 1), value=1)
+                logits = _next_logits(model, nxt[:, None], cache, attention_mask=attn,
+                                      position_ids=(position + step)[:, None])
+            else:
+                logits = _next_logits(model, nxt[:, None], cache)
     responses = torch.stack(tokens, 1)
     return (responses, torch.stack(logps, 1)) if return_logps else responses
 
@@ -225,11 +265,33 @@ def response_mask_of(responses, eos_id):
     return ((is_eos.cumsum(1) - is_eos) == 0).long()
 
 
-def join_prompt_response(prompts, responses, eos_id):
-    """(input_ids, attention_mask, response_mask) for `token_logps` from unpadded prompts and
-    `sample`-style responses (padding only after EOS)."""
-    valid = response_mask_of(responses, eos_id)
-    input_ids = torch.cat([prompts, responses], 1)
-    attention_mask = torch.cat([torch.ones_like(prompts), valid], 1)
-    response_mask = torch.cat([torch.zeros_like(prompts), valid], 1)
-    return input_ids, attention_mask, response_mask
+def pack_rows(prompts, responses, valid, prompt_mask=None):
+    """(input_ids, attention_mask, response_mask) [B, P + T] for `token_logps`: each row is the
+    prompt's real tokens, then the response tokens marked in `valid` [B, T] (a right-padded mask),
+    then padding; positions 0..L−1 as `token_logps` requires.
+
+    Without `prompt_mask` prompts are unpadded and rows are plain concatenations. With it (right-
+    padded prompts, 1 = real token) each row is a gather-permutation of [prompt, response]: the
+    prompt's padding moves to the end, so no token is invented and the width stays P + T.
+    """
+    valid = valid.long()
+    if prompt_mask is None:
+        prompt_mask = torch.ones_like(prompts)
+    else:
+        _check_prompt_mask(prompts, prompt_mask)
+        prompt_mask = prompt_mask.long()
+    P, T = prompts.shape[1], responses.shape[1]
+    n = prompt_mask.sum(1, keepdim=True)
+    j = torch.arange(P + T, device=prompts.device).expand(len(prompts), -1)
+    # column j of a row reads: prompt j (j < n), response j − n (n ≤ j < n + T), prompt padding after
+    idx = torch.where(j < n, j, torch.where(j < n + T, P + j - n, j - T))
+    packed = [torch.cat(pair, 1).gather(1, idx) for pair in
+              ((prompts, responses), (prompt_mask, valid), (torch.zeros_like(prompt_mask), valid))]
+    return tuple(packed)
+
+
+def join_prompt_response(prompts, responses, eos_id, prompt_mask=None):
+    """(input_ids, attention_mask, response_mask) for `token_logps` from prompts and `sample`-style
+    responses (padding only after EOS). Prompts are unpadded, or right-padded with `prompt_mask`
+    [B, P] (1 = real token); see `pack_rows`."""
+    return pack_rows(prompts, responses, response_mask_of(responses, eos_id), prompt_mask)

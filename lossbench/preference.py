@@ -4,8 +4,8 @@ Methods stay pure (methods/base.py): they receive log-probs and return per-examp
 owns everything with a model in it: packing, the one policy forward per step, the reference cache,
 frozen and auxiliary modules ("hooks"), reduction, the training loop, sampling and the metrics.
 
-Data (`PrefData`): unpadded equal-length prompts [N, P] and K responses per prompt [N, K, T] in
-`lm.sample` layout (tokens, EOS, then padding). The columns mean, by kind:
+Data (`PrefData`): unpadded equal-length prompts [N, P] (real data: right-padded, with `prompt_mask`) and K
+responses per prompt [N, K, T] in `lm.sample` layout (tokens, EOS, then padding). The columns mean, by kind:
   pairwise    (y_w, y_l)                   + p (clean P(y_w ≻ y_l), E1), keys (key tokens of y_w, SPO)
   listwise    K list items                 + scores ψ [N, K] (NaN = absent slot)
   unpaired    (y, y' of another prompt)    + desirable [N]; column 1 feeds KTO's mismatched KL estimate
@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from scipy.special import expit
 from scipy.stats import ks_2samp
 
-from lossbench.lm import eval_mode, join_prompt_response, response_mask_of, sample, token_kl, token_logps
+from lossbench.lm import (eval_mode, join_prompt_response, pack_rows, response_mask_of, sample, token_kl,
+                          token_logps)
 from lossbench.seeding import seeded_build
 from lossbench.train import optimizer_step
 from methods.base import MethodSpec, PairBatch
@@ -78,6 +79,7 @@ class PrefData:
     desirable: torch.Tensor | None = None
     p: torch.Tensor | None = None
     keys: torch.Tensor | None = None
+    prompt_mask: torch.Tensor | None = None  # [N, P], 1 = real token: right-padded variable-length prompts
     index: torch.Tensor | None = None
 
     def __len__(self):
@@ -100,7 +102,8 @@ def _long(x):
 
 def pref_data(prompts, responses, *, eos_id: int, pad_id: int, **extras) -> PrefData:
     """PrefData from array-likes: prompts [N, P], responses [N, K, T]; extras as named in PrefData."""
-    conv = {"scores": torch.float32, "p": torch.float64, "desirable": torch.bool, "keys": torch.bool}
+    conv = {"scores": torch.float32, "p": torch.float64, "desirable": torch.bool, "keys": torch.bool,
+            "prompt_mask": torch.long}
     extras = {k: torch.as_tensor(np.asarray(v), dtype=conv[k]) for k, v in extras.items() if v is not None}
     return PrefData(_long(prompts), _long(responses), eos_id, pad_id, **extras)
 
@@ -173,10 +176,11 @@ def check_setup(spec: MethodSpec, hooks: Hooks, data: PrefData):
 
 
 # ============================================================================================ forwards
-def _join(prompts, responses, eos_id):
+def _join(prompts, responses, eos_id, prompt_mask=None):
     """[B, K, T] responses as B·K packed rows (row b·K + k = response k of prompt b)."""
     B, K, T = responses.shape
-    return join_prompt_response(prompts.repeat_interleave(K, 0), responses.reshape(B * K, T), eos_id)
+    mask = None if prompt_mask is None else prompt_mask.repeat_interleave(K, 0)
+    return join_prompt_response(prompts.repeat_interleave(K, 0), responses.reshape(B * K, T), eos_id, mask)
 
 
 class _KeepHidden:
@@ -200,9 +204,9 @@ def _frozen(module):
         yield
 
 
-def _sequence_logps(model, prompts, responses, eos_id):
+def _sequence_logps(model, prompts, responses, eos_id, prompt_mask=None):
     """(Σ_t log π(y_t|s_t) [B, K], lengths |y| incl. EOS [B, K]) for K responses per prompt, one forward."""
-    ids, attn, resp = _join(prompts, responses, eos_id)
+    ids, attn, resp = _join(prompts, responses, eos_id, prompt_mask)
     shape = responses.shape[:2]
     return token_logps(model, ids, attn, resp).sum(-1).view(shape), resp.sum(-1).float().view(shape)
 
@@ -240,7 +244,8 @@ def reference_cache(ref_model, data: PrefData, *, batch_size: int = 256) -> RefC
     with _frozen(ref_model):
         for i in range(0, len(data), batch_size):
             p, r = data.prompts[i:i + batch_size], data.responses[i:i + batch_size]
-            toks.append(token_logps(ref_model, *_join(p, r, data.eos_id)).view(*r.shape[:2], -1))
+            m = None if data.prompt_mask is None else data.prompt_mask[i:i + batch_size]
+            toks.append(token_logps(ref_model, *_join(p, r, data.eos_id, m)).view(*r.shape[:2], -1))
     tok = torch.cat(toks)
     return RefCache(seq=tok.sum(-1), tok=tok)
 
@@ -256,8 +261,7 @@ def _degree_rows(batch: PrefData, num_degrees: int, generator):
     degree = torch.randint(0, num_degrees, (len(y_w),), generator=generator).to(y_w.device)
     tokens, kept = degrade(y_w, response_mask_of(y_w, batch.eos_id).bool(), batch.keys, degree,
                            num_degrees=num_degrees, generator=generator, pad_id=batch.pad_id)
-    ids = torch.cat([batch.prompts, tokens], 1)
-    attn = torch.cat([torch.ones_like(batch.prompts), kept.long()], 1)
+    ids, attn, _ = pack_rows(batch.prompts, tokens, kept, batch.prompt_mask)
     return (ids, attn, torch.zeros_like(attn)), degree, attn.sum(1) - 1
 
 
@@ -292,7 +296,7 @@ def pair_batch(spec: MethodSpec, policy, ref_cache: RefCache, batch: PrefData, *
     hooks = hooks or Hooks()
     check_setup(spec, hooks, batch)
     needs, B = set(spec.needs), len(batch)
-    rows = _join(batch.prompts, batch.responses, batch.eos_id)
+    rows = _join(batch.prompts, batch.responses, batch.eos_id, batch.prompt_mask)
     ids, attn, resp = rows
     model = policy
     if "degree_logits" in needs:
@@ -337,12 +341,14 @@ def method_inputs(spec: MethodSpec, policy, ref_cache: RefCache, batch: PrefData
     check_setup(spec, hooks or Hooks(), batch)
     ref = ref_cache.rows(batch)[0]
     if spec.kind == "unpaired":
-        pol = _sequence_logps(policy, batch.prompts, batch.responses[:, :1], batch.eos_id)[0][:, 0]
+        pol = _sequence_logps(policy, batch.prompts, batch.responses[:, :1], batch.eos_id,
+                              batch.prompt_mask)[0][:, 0]
         with torch.no_grad():  # KTO's z0 is detached: no graph for the mismatched pairs
-            mism = _sequence_logps(policy, batch.prompts, batch.responses[:, 1:], batch.eos_id)[0][:, 0]
+            mism = _sequence_logps(policy, batch.prompts, batch.responses[:, 1:], batch.eos_id,
+                                   batch.prompt_mask)[0][:, 0]
         return {"policy": pol, "ref": ref[:, 0], "desirable": batch.desirable,
                 "kl_ref": (mism - ref[:, 1]).mean()}
-    pol = _sequence_logps(policy, batch.prompts, batch.responses, batch.eos_id)[0]
+    pol = _sequence_logps(policy, batch.prompts, batch.responses, batch.eos_id, batch.prompt_mask)[0]
     if spec.kind == "listwise":
         return {"policy": pol, "ref": ref, "scores": batch.scores}
     return {"policy": pol[:, 0], "ref": ref[:, 0]}  # unlearning
@@ -374,7 +380,7 @@ class PolicyRun:
     train_seconds: float = 0.0  # optimisation steps only (probes excluded)
 
 
-def _epoch_batches(n: int, batch_size: int, generator):
+def epoch_batches(n: int, batch_size: int, generator):
     """Consecutive slices of a fresh permutation per epoch (last partial batch dropped), forever."""
     while True:
         perm = torch.randperm(n, generator=generator)
@@ -385,7 +391,7 @@ def gradient_entanglement(policy, pairs: PrefData) -> dict:
     """Card E2 on a probe batch: cosine and norms of g_w = ∇ mean ℓ_θ(y_w) and g_l = ∇ mean ℓ_θ(y_l) over
     all trainable policy parameters (batch-mean gradients, not per pair). Leaves `.grad` untouched."""
     params = [p for p in policy.parameters() if p.requires_grad]
-    seq, _ = _sequence_logps(policy, pairs.prompts, pairs.responses, pairs.eos_id)
+    seq, _ = _sequence_logps(policy, pairs.prompts, pairs.responses, pairs.eos_id, pairs.prompt_mask)
     flat = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(seq[:, k].mean(), params, retain_graph=k == 0)])
             for k in (0, 1)]
     return {"grad_cosine": float(F.cosine_similarity(flat[0], flat[1], dim=0)),
@@ -393,11 +399,13 @@ def gradient_entanglement(policy, pairs: PrefData) -> dict:
 
 
 def probe_metrics(spec: MethodSpec, policy, ref_cache: RefCache, probe: PrefData) -> dict:
-    """Metric 4 (+E2 for pairs) on a fixed probe set: log-likelihood change vs the SFT model (= π_ref)."""
+    """Metric 4 (+E2 for pairs) on a fixed probe set: log-likelihood change vs the SFT model (= π_ref).
+    Labelled pairs (with p) get chosen/rejected changes whatever the method's kind, so every method's
+    dynamics can be read on the same held-out pairs."""
     with _frozen(policy):
-        pol, lens = _sequence_logps(policy, probe.prompts, probe.responses, probe.eos_id)
+        pol, lens = _sequence_logps(policy, probe.prompts, probe.responses, probe.eos_id, probe.prompt_mask)
     ref = ref_cache.rows(probe)[0]
-    if spec.kind != "pairwise":
+    if probe.p is None:  # not labelled pairs (lists, unpaired rows, forget set): the first response's change
         change = (pol[:, 0] - ref[:, 0]).numpy(force=True)
         return {"response_change_sum": float(change.mean()),
                 "response_change_per_token": float((change / lens[:, 0].clamp_min(1).numpy(force=True)).mean())}
@@ -422,7 +430,7 @@ def train_policy(spec: MethodSpec, hp: dict, policy, ref_cache: RefCache, data: 
     params = [p for p in policy.parameters() if p.requires_grad] + hooks.trainable()
     opt = torch.optim.Adam(params, lr=lr)
     every = eval_every or max(1, steps // 20)
-    batches = _epoch_batches(len(data), min(batch_size, len(data)), generator)
+    batches = epoch_batches(len(data), min(batch_size, len(data)), generator)
     run, running = PolicyRun(), []
 
     def record(step):
@@ -452,12 +460,16 @@ def train_policy(spec: MethodSpec, hp: dict, policy, ref_cache: RefCache, data: 
 # ============================================================================================ evaluation helpers
 @torch.no_grad()
 def sample_responses(model, prompts, *, n_samples: int, max_new_tokens: int, eos_id: int, pad_id: int,
-                     generator: torch.Generator, temperature: float = 1.0, batch_size: int = 1024):
+                     generator: torch.Generator, temperature: float = 1.0, batch_size: int = 1024,
+                     prompt_mask=None):
     """n_samples responses per prompt, prompt-major (rows i·n … i·n+n−1 answer prompt i), padded to
     [N·n, max_new_tokens]. Deterministic given (model, prompts, generator state, batch_size)."""
+    chunks = prompts.repeat_interleave(n_samples, 0).split(batch_size)
+    masks = ([None] * len(chunks) if prompt_mask is None
+             else prompt_mask.repeat_interleave(n_samples, 0).split(batch_size))
     out = [sample(model, chunk, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id,
-                  temperature=temperature, generator=generator)
-           for chunk in prompts.repeat_interleave(n_samples, 0).split(batch_size)]
+                  temperature=temperature, generator=generator, prompt_mask=mask)
+           for chunk, mask in zip(chunks, masks)]
     return torch.cat([F.pad(r, (0, max_new_tokens - r.shape[1]), value=pad_id) for r in out])
 
 
@@ -466,18 +478,21 @@ def sequence_logps_of(model, data: PrefData, *, batch_size: int = 512):
     parts = []
     with _frozen(model):
         for i in range(0, len(data), batch_size):
+            mask = None if data.prompt_mask is None else data.prompt_mask[i:i + batch_size]
             parts.append(_sequence_logps(model, data.prompts[i:i + batch_size],
-                                         data.responses[i:i + batch_size], data.eos_id))
+                                         data.responses[i:i + batch_size], data.eos_id, mask))
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def kl_terms(policy, ref, prompts, responses, eos_id: int, *, batch_size: int = 512):
+def kl_terms(policy, ref, prompts, responses, eos_id: int, *, batch_size: int = 512, prompt_mask=None):
     """Per-sample inputs of metric 2 for policy samples `responses` [N, T] of `prompts` [N, P]:
     Δ(y) = log π_θ(y) − log π_ref(y) and Σ_t KL(π_θ(·|s_t) ‖ π_ref(·|s_t)) along the sampled prefixes."""
     delta, exact = [], []
+    chunks = prompts.split(batch_size)
+    masks = [None] * len(chunks) if prompt_mask is None else prompt_mask.split(batch_size)
     with _frozen(policy), _frozen(ref):
-        for p, r in zip(prompts.split(batch_size), responses.split(batch_size)):
-            rows = join_prompt_response(p, r, eos_id)
+        for p, r, m in zip(chunks, responses.split(batch_size), masks):
+            rows = join_prompt_response(p, r, eos_id, m)
             pol_tok, pol_full = token_logps(policy, *rows, return_logits=True)
             ref_tok, ref_full = token_logps(ref, *rows, return_logits=True)
             delta.append((pol_tok - ref_tok).sum(-1))
