@@ -7,6 +7,7 @@ configfile: "config/smoke.yaml"
 
 include: "workflows/common.smk"
 include: "workflows/data.smk"
+include: "workflows/preference.smk"
 include: "workflows/train.smk"
 include: "workflows/evaluate.smk"
 include: "workflows/report.smk"

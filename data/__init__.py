@@ -65,6 +65,9 @@ def describe(dataset: str) -> str:
     if "noise" in entry:
         n = entry["noise"]
         parts.append(f"{n['kind']} label noise at rate {n['rate']} on the training set")
+    if entry.get("task") == "preference":
+        flip = entry.get("label_noise", 0.0)
+        return "; ".join(parts) + f"; train preference labels flipped at rate {flip}; held-out pairs clean"
     return "; ".join(parts) + "; clean balanced val/test halves of the held-out split"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
@@ -77,6 +78,11 @@ def check_track(track: dict, where: str = "track") -> None:
         if kind not in task.METHOD_KINDS:
             raise ConfigError(f"{where}: method {m!r} is a {kind!r} method; task {track['task']!r} runs "
                               f"kinds {', '.join(task.METHOD_KINDS)}")
+    _check_sweep(track, where)
+    for d, subset in track.get("dataset_methods", {}).items():
+        for m in subset:
+            if m not in track["methods"]:
+                raise unknown_name(f"method in dataset_methods/{d}", m, track["methods"], where)
     seen = {}
     for pname, proto in track["protocols"].items():
         validate_schema(proto, task.PROTOCOL_SCHEMA, f"{where}: protocols/{pname}")
@@ -86,7 +92,56 @@ def check_track(track: dict, where: str = "track") -> None:
             if d in seen:
                 raise ConfigError(f"{where}: dataset {d!r} is in protocols {seen[d]!r} and {pname!r}")
             seen[d] = pname
-        task.check_protocol(proto, f"{where}: protocols/{pname}")
+        task.check_protocol(proto, f"{where}: protocols/{pname}", track)
+    for d in track.get("dataset_methods", {}):
+        if d not in seen:
+            raise unknown_name("dataset in dataset_methods", d, seen, where)
+
+
+DEFAULT_VARIANT = "default"
+SWEEP_LR = "lr"  # a sweep key that sets the protocol's learning rate instead of a method hyperparameter
+
+
+def variant_slug(point: dict) -> str:
+    """`beta0.1-lr0.0003` for {beta: 0.1, lr: 3e-4}: a readable, path-safe name of a grid point."""
+    if not point:
+        return DEFAULT_VARIANT
+    return "-".join(f"{k}{str(v).lower()}" for k, v in sorted(point.items()))
+
+
+def variants(track: dict, method: str) -> dict[str, dict]:
+    """{slug: grid point} of `method`'s sweep, or the default only. A sweep entry is a mapping
+    (hyperparameter -> values, product taken) or a list of explicit points."""
+    grid = track.get("sweep", {}).get(method)
+    if not grid:
+        return {DEFAULT_VARIANT: {}}
+    if isinstance(grid, list):  # explicit points, for hyperparameters that move together
+        return {variant_slug(p): p for p in grid}
+    keys = sorted(grid)
+    return {variant_slug(p): p for p in (dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys)))}
+
+
+def _check_sweep(track: dict, where: str) -> None:
+    """Fair tuning: with a sweep, every method has a grid and all grids have the same size."""
+    sweep = track.get("sweep")
+    if not sweep:
+        return
+    for m in sweep:
+        if m not in track["methods"]:
+            raise unknown_name("method in sweep", m, track["methods"], where)
+    missing = [m for m in track["methods"] if m not in sweep]
+    if missing:
+        raise ConfigError(f"{where}: sweep: every method needs a grid (fair tuning); missing {missing}")
+    sizes = {m: len(variants(track, m)) for m in track["methods"]}
+    if len(set(sizes.values())) > 1:
+        raise ConfigError(f"{where}: sweep: grids must have the same size for every method (fair tuning); got {sizes}")
+    for m in track["methods"]:
+        for slug, point in variants(track, m).items():
+            try:
+                methods.get(m).hparams({**track.get("method_hparams", {}).get(m, {}),
+                                        **{k: v for k, v in point.items() if k != SWEEP_LR}})
+            except ValueError as e:
+                raise ConfigError(f"{where}: sweep/{m} ({slug}): {e}") from None
 
 
 def load_track(path) -> dict:
@@ -114,37 +169,52 @@ def load_profile(path) -> tuple[dict, dict]:
     return cfg, load_tracks(cfg, str(path))
 
 
-def runs(tracks: dict, dataset_filter=None) -> list[tuple[str, str, str, int]]:
-    """Every (track, dataset, method, seed) the profile asks for; `dataset_filter` (glob patterns,
-    the profile's optional `datasets` key) keeps only matching datasets."""
+def runs(tracks: dict, dataset_filter=None) -> list[tuple[str, str, str, str, int]]:
+    """Every (track, dataset, method, variant, seed) the profile asks for; `dataset_filter` (glob
+    patterns, the profile's optional `datasets` key) keeps only matching datasets."""
     out = []
     for t, track in tracks.items():
         for proto in track["protocols"].values():
             for d in proto["datasets"]:
                 if dataset_filter and not any(fnmatch.fnmatchcase(d, pat) for pat in dataset_filter):
                     continue
-                for m in track["methods"]:
-                    for s in track["seeds"]:
-                        out.append((t, d, m, s))
+                for m in track.get("dataset_methods", {}).get(d, track["methods"]):
+                    for v in variants(track, m):
+                        for s in track["seeds"]:
+                            out.append((t, d, m, v, s))
     return out
 
 
-def protocol_for(track: dict, dataset: str) -> dict:
-    for proto in track["protocols"].values():
+def protocol_name(track: dict, dataset: str) -> str:
+    for pname, proto in track["protocols"].items():
         if dataset in proto["datasets"]:
-            return {k: v for k, v in proto.items() if k != "datasets"}
+            return pname
     raise unknown_name("dataset for this track", dataset, [d for p in track["protocols"].values() for d in p["datasets"]], track["track"])
 
 
-def resolve_run(track: dict, dataset: str, method: str, seed: int) -> dict:
+def protocol_for(track: dict, dataset: str) -> dict:
+    proto = track["protocols"][protocol_name(track, dataset)]
+    return {k: v for k, v in proto.items() if k != "datasets"}
+
+
+def resolve_run(track: dict, dataset: str, method: str, seed: int, variant: str = DEFAULT_VARIANT) -> dict:
     """Everything that determines a run's numbers, with its hash as `run_id`."""
     spec = methods.get(method)
     name = track["track"]
+    grid = variants(track, method)
+    if variant not in grid:
+        raise unknown_name(f"variant of {method}", variant, grid, name)
+    point = grid[variant]
+    protocol = protocol_for(track, dataset)
+    if SWEEP_LR in point:
+        protocol = json.loads(json.dumps(protocol))
+        protocol.setdefault("optimizer", {})["lr"] = point[SWEEP_LR]
     run = {
         "track": name, "track_version": track["version"], "task": track["task"], "dataset": dataset,
-        "method": method, "method_version": spec.version, "seed": seed,
-        "hparams": spec.hparams(track.get("method_hparams", {}).get(method)),
-        "protocol": protocol_for(track, dataset),
+        "method": method, "method_version": spec.version, "seed": seed, "variant": variant,
+        "hparams": spec.hparams({**track.get("method_hparams", {}).get(method, {}),
+                                 **{k: v for k, v in point.items() if k != SWEEP_LR}}),
+        "protocol_name": protocol_name(track, dataset), "protocol": protocol,
         "seeds": {
             "data": derive_seed(name, dataset, seed, "data"),  # same for every method: paired runs
             "init": derive_seed(name, dataset, method, seed, "init"),

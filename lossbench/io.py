@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-PACKAGES = ("torch", "torchvision", "numpy", "pandas", "scikit-learn", "snakemake", "mnist1d", "matplotlib")
+PACKAGES = ("torch", "torchvision", "numpy", "pandas", "scikit-learn", "snakemake", "mnist1d", "matplotlib",
+            "transformers")
 
 
 def _atomic(path, write):
@@ -50,6 +51,13 @@ def write_npz(path, **arrays):
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
     _atomic(path, write)
+
+
+def write_torch(path, obj):
+    """torch.save, atomically (model checkpoints: state dicts and plain config values only)."""
+    import torch
+
+    _atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def sha256_file(path) -> str:

@@ -13,7 +13,7 @@ import data
 import methods
 from lossbench import io, tasks
 
-RUN_KEYS = ["track", "dataset", "method", "seed"]
+RUN_KEYS = ["track", "dataset", "method", "variant", "seed"]
 
 
 def resolve_device(device: str) -> str:
@@ -43,20 +43,22 @@ def prepare_source(source: str, out_path, raw_dir=None) -> None:
     io.write_npz(out_path, **arrays)
 
 
-def train_run(run: dict, prepared_path, out_dir, device: str = "cpu", log_path=None) -> dict:
-    """Train `run` (from lossbench.config.resolve_run) with its task's trainer; the task writes its
-    artefacts (e.g. predictions.npz, curves.csv) and this writes train.json with provenance."""
+def train_run(run: dict, inputs: dict, out_dir, device: str = "cpu", log_path=None) -> dict:
+    """Train `run` (from lossbench.config.resolve_run) on `inputs` ({name: path}, the task's
+    `train_inputs`) with its task's trainer; the task writes its artefacts (e.g. predictions.npz,
+    curves.csv) and this writes train.json with provenance and the inputs' checksums."""
     out_dir = Path(out_dir)
     log = run_logger(log_path or out_dir / "train.log")
     device = resolve_device(device)
-    log.info(f"run {run['run_id']}: {run['track']}/{run['dataset']}/{run['method']}/seed{run['seed']} on {device}")
+    log.info(f"run {run['run_id']}: {run['track']}/{run['dataset']}/{run['method']}/{run['variant']}/seed{run['seed']} on {device}")
     t0 = time.perf_counter()
-    result = tasks.get(run["task"]).train_run(run, prepared_path, out_dir, device, log)
+    result = tasks.get(run["task"]).train_run(run, inputs, out_dir, device, log)
     wall = time.perf_counter() - t0
     info = {
         **run, **result, "wall_seconds": wall,
         "device": device if device == "cpu" else torch.cuda.get_device_name(0),
-        "torch_threads": torch.get_num_threads(), "data_sha256": io.sha256_file(prepared_path),
+        "torch_threads": torch.get_num_threads(),
+        "inputs_sha256": {k: io.sha256_file(p) for k, p in sorted(inputs.items())},
         "versions": io.package_versions(), **io.git_state(Path(__file__).parent),
     }
     io.write_json(out_dir / "train.json", info)
@@ -71,7 +73,8 @@ def evaluate_run(run_dir) -> pd.DataFrame:
     values, per_class = tasks.get(info["task"]).evaluate_run(run_dir, info)
     values["train/wall_seconds"] = info["wall_seconds"]
     rows = [{"track": info["track"], "track_version": info["track_version"], "dataset": info["dataset"],
-             "method": info["method"], "method_version": info["method_version"], "seed": info["seed"],
+             "method": info["method"], "method_version": info["method_version"], "variant": info["variant"],
+             "seed": info["seed"],
              "metric": m, "value": v, "run_id": info["run_id"], "status": info["status"]} for m, v in values.items()]
     metrics = pd.DataFrame(rows)
     io.write_csv(run_dir / "metrics.csv", metrics)
@@ -102,7 +105,7 @@ def aggregate(run_dirs, out_dir, provenance: dict) -> None:
     for d in run_dirs:
         r = io.read_json(d / "run.json")
         runs.append({k: r[k] for k in RUN_KEYS + ["status", "hparams", "method_version", "track_version",
-                                                   "run_id", "wall_seconds", "device"]})
+                                                   "run_id", "wall_seconds", "device", "protocol_name"]})
     registry = {name: methods.get(name) for name in sorted({r["method"] for r in runs})}
     method_meta = {n: {"kind": s.kind, "paper": s.paper, "url": s.url, "card": s.card, "summary": s.summary,
                        "version": s.version, "defaults": dict(s.defaults)} for n, s in registry.items()}
@@ -121,12 +124,12 @@ def provenance(cfg: dict, tracks: dict, command: str, runs) -> dict:
 
     described = {}
     for name, track in tracks.items():
-        ran = {d for t, d, _, _ in runs if t == name}
+        ran = {r[1] for r in runs if r[0] == name}
         protocols = {p: proto for p, proto in track["protocols"].items() if ran & set(proto["datasets"])}
         described[name] = {
-            "version": track["version"], "baseline": track["baseline"], "seeds": track["seeds"],
+            "task": track["task"], "version": track["version"], "baseline": track["baseline"], "seeds": track["seeds"],
             "datasets": {d: data.describe(d) for p in protocols.values() for d in p["datasets"] if d in ran},
-            "budget": {p: {k: proto[k] for k in ("model", "optimizer", "schedule", "budget")} for p, proto in protocols.items()},
+            "budget": {p: {k: v for k, v in proto.items() if k != "datasets"} for p, proto in protocols.items()},
         }
     return {
         "profile": cfg["profile"], "command": command, **io.git_state(Path(__file__).parent),

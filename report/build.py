@@ -21,6 +21,7 @@ import pandas as pd
 from lossbench.stats import leaderboard
 from report import claims as claims_mod
 from report import plots
+from report import preference
 from report.tables import (LAYOUT_PATH, fmt_mapping, legend, load_layout, markdown_table,
                            table_rows, track_layout)
 
@@ -122,6 +123,9 @@ def _figures(ctx: TrackContext, dataset: str, order: list[str], rows: pd.DataFra
              data: Mapping) -> list[tuple[str, str]]:
     """Write the (track, dataset) figures; return [(caption, path relative to out_dir)]."""
     track, baseline, main = ctx.info["name"], ctx.info["baseline"], ctx.layout["main_metric"]
+    if "raw_summary" in data and track in data["raw_summary"]:  # a preference track's view
+        drawn = preference.figures(ctx, dataset, data, lambda kind: ctx.out_dir / "figures" / f"{kind}.png")
+        return [(cap, p.relative_to(ctx.out_dir).as_posix()) for cap, p in drawn if p is not None]
 
     def pick(df):
         return without_diverged(df[(df["track"] == track) & (df["dataset"] == dataset)],
@@ -150,21 +154,26 @@ def track_section(track: str, board: pd.DataFrame, data: Mapping, layout: Mappin
     ctx = TrackContext(info, track_layout(layout, track), layout["metrics"],
                        plots.method_colors(_method_order(track, data, board), info["baseline"]),
                        level, out_dir)
+    view_columns = ctx.layout.get("view_columns", {})
+    headers_of = lambda cols: [ctx.metrics.get(c, {}).get("display", c) for c in cols]  # noqa: E731
     columns = ctx.layout["columns"]
-    headers = [ctx.metrics.get(c, {}).get("display", c) for c in columns]
+    headers = headers_of(columns)
     hp = hparams_text(data["runs"])
     urls = {m: (v or {}).get("url") for m, v in data["methods"].items()}
     datasets, md = [], [_md_header(info, data["provenance"], level)]
     for dataset, description in info["datasets"]:
         rows = board[(board["track"] == track) & (board["dataset"] == dataset)]
-        table = table_rows(rows, columns, ctx.layout["main_metric"], ctx.metrics)
+        view = preference.split_view(dataset)[1]
+        cols = view_columns.get(view, columns)
+        main = cols[0] if view in view_columns else ctx.layout["main_metric"]
+        table = table_rows(rows, cols, main, ctx.metrics)
         for r in table:
             r["url"] = urls.get(r["method"])
             r["hparams"] = hp.get((track, dataset, r["method"]), "")
         diverged = any(r["n_diverged"] for r in table)
         md += [f"## {dataset}", description,
-               markdown_table(table, headers, info["baseline"], diverged)]
-        datasets.append({"name": dataset, "description": description, "rows": table,
+               markdown_table(table, headers_of(cols), info["baseline"], diverged)]
+        datasets.append({"name": dataset, "description": description, "rows": table, "headers": headers_of(cols),
                          "show_diverged": diverged,
                          "figures": _figures(ctx, dataset, [r["method"] for r in table], rows,
                                              data)})
@@ -193,6 +202,9 @@ def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "los
     """Build the report from a results folder; returns the path of index.html."""
     data, layout, out = load_results(results_dir), load_layout(layout_path), Path(out_dir)
     level = level or layout.get("ci_level", 0.95)
+    for t in data["summary"]["track"].unique():  # variant selection on validation data (fair tuning)
+        if preference.is_preference(data, t):
+            preference.expand_views(data, t)
     summary, prov = data["summary"], data["provenance"]
     tracks = list(dict.fromkeys([*(prov.get("tracks") or {}), *summary["track"].unique()]))
     tracks = [t for t in tracks if (summary["track"] == t).any()]

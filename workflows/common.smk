@@ -27,6 +27,8 @@ wildcard_constraints:
     track="[a-z0-9_]+",
     dataset="[a-z0-9_]+",
     method="[a-z0-9_]+",
+    variant=r"[a-z0-9_.\-+]+",
+    protocol="[a-z0-9_]+",
     source="[a-z0-9_]+",
     seed=r"\d+",
 
@@ -43,11 +45,41 @@ def source_archive(wildcards):
 
 
 def resolved_run(wildcards):
-    return lbconfig.resolve_run(TRACKS[wildcards.track], wildcards.dataset, wildcards.method, int(wildcards.seed))
+    return lbconfig.resolve_run(TRACKS[wildcards.track], wildcards.dataset, wildcards.method, int(wildcards.seed),
+                                wildcards.variant)
+
+
+RUN_DIR = "results/{profile}/runs/{track}/{dataset}/{method}/{variant}/seed{seed}"
 
 
 def run_dirs(profile):
-    return [f"results/{profile}/runs/{t}/{d}/{m}/seed{s}" for t, d, m, s in RUNS]
+    return [f"results/{profile}/runs/{t}/{d}/{m}/{v}/seed{s}" for t, d, m, v, s in RUNS]
+
+
+def stage_dir(wildcards, run):
+    """Where a task's per-seed stages (e.g. the preference track's SFT model and samples) live."""
+    return f"results/{wildcards.profile}/stages/{run['track']}/{run['protocol_name']}/seed{run['seed']}"
+
+
+def train_inputs(wildcards):
+    """The files a run trains from, named by its task (classification: the prepared source)."""
+    from lossbench import tasks
+
+    run = resolved_run(wildcards)
+    if run["task"] == "classification":
+        return {"data": prepared_data(wildcards)}
+    return tasks.get(run["task"]).train_inputs(run, stage_dir(wildcards, run), wildcards.profile)
+
+
+def eval_inputs(wildcards):
+    """Extra files evaluation reads besides train.json (preference: the sample_eval stage)."""
+    from lossbench import tasks
+
+    run = resolved_run(wildcards)
+    task = tasks.get(run["task"])
+    if not hasattr(task, "eval_inputs"):
+        return {}
+    return task.eval_inputs(run, RUN_DIR.format(**wildcards), stage_dir(wildcards, run))
 
 
 def run_job(fn, *args, **kwargs):

@@ -3,8 +3,10 @@
 A task module provides:
   PROTOCOL_SCHEMA      name of config/schema/<name>.schema.yaml validating one protocol block
   METHOD_KINDS         the method kinds (methods/base.py) the task's trainer can run
-  check_protocol(proto, where)              checks a schema can't do (registered model names...)
-  train_run(run, prepared_path, out_dir, device, log)   -> dict written to train.json
+  check_protocol(proto, where, track)       checks a schema can't do (registered model names...)
+  train_inputs(run, stage_dir) -> {name: path}  files a run trains from (Snakemake inputs)
+  train_run(run, inputs, out_dir, device, log)   -> dict written to train.json
+  eval_inputs(run, run_dir, stage_dir) -> {name: path}  extra files evaluation reads
   evaluate_run(run_dir, info)               -> (dict metric -> value, per-class DataFrame or None)
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ import importlib
 
 TASKS = {
     "classification": "lossbench.tasks.classification",
+    "preference": "lossbench.tasks.preference",
 }
 
 

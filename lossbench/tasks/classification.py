@@ -18,9 +18,12 @@ METRICS = [f"test/{m}" for m in ("accuracy", "balanced_accuracy", "worst_class_a
                                  "ece", "nll", "acc_many", "acc_medium", "acc_few")] + ["val/balanced_accuracy"]
 
 
-def check_protocol(proto: dict, where: str) -> None:
+def check_protocol(proto: dict, where: str, track: dict) -> None:
     from lossbench.config import ConfigError, unknown_name
 
+    for d in proto["datasets"]:
+        if data.dataset_entry(d).get("task", "classification") != "classification":
+            raise ConfigError(f"{where}/datasets: {d!r} is a {data.dataset_entry(d)['task']} dataset, not classification")
     if proto["model"]["name"] not in MODELS:
         raise unknown_name("model", proto["model"]["name"], MODELS, f"{where}/model")
     sched = proto["schedule"]
@@ -29,15 +32,15 @@ def check_protocol(proto: dict, where: str) -> None:
         raise ConfigError(f"{where}/schedule: step needs milestones and factors of equal length")
 
 
-def train_run(run: dict, prepared_path, out_dir: Path, device: str, log) -> dict:
+def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
     from lossbench.train import train  # torch-heavy: imported only when a run trains
 
-    ds = data.build(run["dataset"], data.load_prepared(prepared_path), run["seeds"]["data"])
+    ds = data.build(run["dataset"], data.load_prepared(inputs["data"]), run["seeds"]["data"])
     log.info(f"{len(ds.y_train)} train examples, class counts {ds.class_counts.tolist()}, "
              f"{ds.noisy.mean():.3f} noisy labels")
     res = train(ds, methods.get(run["method"]), run["hparams"], run["protocol"], run["seeds"]["init"],
                 run["seeds"]["order"], device=device, log=log.info)
-    keys = {k: run[k] for k in ("track", "dataset", "method", "seed")}
+    keys = {k: run[k] for k in ("track", "dataset", "method", "variant", "seed")}
     curves = pd.DataFrame([{**keys, **row} for row in res.curves], columns=list(keys) + ["step", "epoch", "metric", "value"])
     io.write_csv(out_dir / "curves.csv", curves)
     arrays = {"y_val": ds.y_val, "y_test": ds.y_test, "train_counts": ds.class_counts}
@@ -59,6 +62,6 @@ def evaluate_run(run_dir: Path, info: dict):
         val_values, _ = classification_metrics(pred["val_scores"], pred["y_val"], counts, "val")
         values["val/balanced_accuracy"] = val_values["val/balanced_accuracy"]
     values["train/samples_per_second"] = info["samples_per_second"]
-    keys = {k: info[k] for k in ("track", "dataset", "method", "seed")}
+    keys = {k: info[k] for k in ("track", "dataset", "method", "variant", "seed")}
     per_class = pd.DataFrame({**keys, "class": np.arange(len(counts)), "train_count": counts, "test_recall": recall})
     return values, per_class

@@ -1,0 +1,220 @@
+"""The SynthPref testbed's stages (shared/methods/preference.md, "Synthetic CPU testbed").
+
+    sft      tiny causal LM trained from scratch on the teacher corpus + memorised secrets (π_ref for
+             every method), and a retain-only twin whose forget-set likelihoods are NPO's yardstick
+    sample   K responses per train prompt (pairs = the first two, LiPO lists = all K) and two per
+             held-out prompt from π_ref at T = 1, their gold rewards, π_ref's log-probs of held-out
+             pairs, and π_ref samples on held-out prompts (the win-rate opponent)
+    label    Bradley-Terry labels of the train pairs at the dataset's label-flip rate ε; held-out
+             pairs get clean labels
+    reward   a Bradley-Terry proxy reward model on the labelled train pairs (MADPO's margin model)
+
+Each stage is a pure function of its inputs and a seed, and writes one file (lossbench.io, atomic).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from data import synthpref as sp
+from lossbench import io
+from lossbench.lm import build_causal_lm, join_prompt_response, lm_loss, sample, sequence_logps
+from lossbench.preference import epoch_batches, sample_responses, sequence_logps_of, synthpref_pairs
+from lossbench.seeding import derive_seed, seeded_build
+from lossbench.train import optimizer_step
+
+VOCAB = sp.Vocab()
+T_RESPONSE = sp.MAX_LEN + 1  # response slots: up to 16 tokens and EOS
+
+
+def _t(x):
+    return torch.as_tensor(np.asarray(x), dtype=torch.long)
+
+
+# ============================================================================================ models
+def save_lm(path, model, cfg: dict) -> None:
+    io.write_torch(path, {"config": cfg, "vocab_size": VOCAB.size, "state": model.state_dict()})
+
+
+def load_lm(path, device="cpu"):
+    blob = torch.load(path, map_location=device, weights_only=True)
+    model = build_causal_lm(blob["config"], blob["vocab_size"], 0)
+    model.load_state_dict(blob["state"])
+    return model.to(device)
+
+
+def fit_lm(model, prompts, responses, *, steps: int, batch_size: int, lr: float, generator, log=None):
+    """SFT: Adam on the response tokens' mean NLL (lm.lm_loss), batches from `generator`."""
+    device = next(model.parameters()).device
+    rows = [r.to(device) for r in join_prompt_response(_t(prompts), _t(responses), VOCAB.EOS)]
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    batches = epoch_batches(len(rows[0]), min(batch_size, len(rows[0])), generator)
+    losses = []
+    for step in range(steps):
+        idx = next(batches).to(device)
+        loss = lm_loss(model, *(r[idx] for r in rows)).mean()
+        if not optimizer_step(opt, loss):
+            raise FloatingPointError(f"SFT loss became {loss.item()} at step {step}")
+        losses.append(float(loss.detach()))
+        if log and (step + 1) % max(1, steps // 5) == 0:
+            log(f"sft step {step + 1}/{steps}: loss {np.mean(losses[-50:]):.4f}")
+    return losses
+
+
+def secret_logps(model, fs: sp.ForgetSet, device="cpu") -> np.ndarray:
+    """Summed log-likelihood (incl. EOS) of every secret answer [S]."""
+    rows = [r.to(device) for r in join_prompt_response(_t(fs.prompts), _t(fs.responses), VOCAB.EOS)]
+    with torch.no_grad():
+        return sequence_logps(model.eval(), *rows)[0].numpy(force=True)
+
+
+def greedy_answers(model, prompts, n_tokens: int, device="cpu") -> np.ndarray:
+    g = torch.Generator().manual_seed(0)  # unused at temperature 0; sample() wants one
+    out = sample(model, _t(prompts).to(device), max_new_tokens=n_tokens, eos_id=VOCAB.EOS, pad_id=VOCAB.PAD,
+                 temperature=0, generator=g)
+    return torch.nn.functional.pad(out, (0, n_tokens - out.shape[1]), value=VOCAB.PAD).numpy(force=True)
+
+
+# ============================================================================================ stages
+def build_sft(proto: dict, seed_key: tuple, out_dir: Path, device: str, log) -> None:
+    """sft.pt (π_ref) and forget.npz (the secrets, and π_ref's and the retain-only model's likelihoods)."""
+    cfg, model_cfg = proto["sft"], proto["model"]
+    rng = np.random.default_rng(derive_seed(*seed_key, "corpus"))
+    prompts, _, responses = sp.sft_corpus(cfg["prompts"], VOCAB, rng)
+    fs = sp.forget_set(VOCAB, rng, n_secrets=cfg["secrets"], repeats=cfg["repeats"], n_forget=cfg["forget"])
+    init = derive_seed(*seed_key, "sft_init")
+    models = {}
+    for name, retain_only in (("sft", False), ("retain_only", True)):
+        p, r, _ = sp.mix_secrets(prompts, responses, fs, np.random.default_rng(derive_seed(*seed_key, "mix")),
+                                 retain_only=retain_only)
+        model = build_causal_lm(model_cfg, VOCAB.size, init).to(device)
+        gen = torch.Generator().manual_seed(derive_seed(*seed_key, "sft_order"))
+        losses = fit_lm(model, p, r, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], generator=gen,
+                        log=lambda m, n=name: log(f"{n}: {m}"))
+        models[name] = model.eval()
+        log(f"{name}: final SFT loss {np.mean(losses[-50:]):.4f} on {len(p)} rows")
+    save_lm(out_dir / "sft.pt", models["sft"], model_cfg)
+    answer_len = fs.answers.shape[1]
+    io.write_npz(out_dir / "forget.npz", prompts=fs.prompts, answers=fs.answers, responses=fs.responses,
+                 forget=fs.forget, sft_logps=secret_logps(models["sft"], fs, device),
+                 retain_only_logps=secret_logps(models["retain_only"], fs, device),
+                 sft_greedy=greedy_answers(models["sft"], fs.prompts, answer_len, device))
+
+
+def _sample_split(model, n_prompts: int, k: int, rng, gen, device):
+    prompts, _ = sp.make_prompts(n_prompts, VOCAB, rng)
+    resp = sample_responses(model, _t(prompts).to(device), n_samples=k, max_new_tokens=T_RESPONSE,
+                            eos_id=VOCAB.EOS, pad_id=VOCAB.PAD, generator=gen).cpu().numpy()
+    rewards = sp.gold_reward(np.repeat(prompts, k, 0), resp, VOCAB).reshape(n_prompts, k)
+    return prompts, resp.reshape(n_prompts, k, -1), rewards
+
+
+def build_samples(proto: dict, seed_key: tuple, sft_path, out_path, device: str, log) -> None:
+    """samples.npz: train lists/pairs, held-out pairs with π_ref log-probs, π_ref eval samples."""
+    cfg = proto["pairs"]
+    model = load_lm(sft_path, device).eval()
+    rng = np.random.default_rng(derive_seed(*seed_key, "prompts"))
+    gen = torch.Generator().manual_seed(derive_seed(*seed_key, "sample"))
+    out = {}
+    tp, tr, trw = _sample_split(model, cfg["train"], cfg["list_size"], rng, gen, device)
+    out.update(train_prompts=tp, train_responses=tr, train_rewards=trw)
+    for split in ("val", "test"):
+        p, r, rw = _sample_split(model, cfg[split], 2, rng, gen, device)
+        data = synthpref_pairs(p, r[:, 0], r[:, 1], VOCAB)
+        ref_logps, lens = sequence_logps_of(model, data.to(device))
+        n = proto["eval"]["samples_per_prompt"]
+        eval_resp = sample_responses(model, _t(p).to(device), n_samples=n, max_new_tokens=T_RESPONSE,
+                                     eos_id=VOCAB.EOS, pad_id=VOCAB.PAD, generator=gen).cpu().numpy()
+        out.update({f"{split}_prompts": p, f"{split}_responses": r, f"{split}_rewards": rw,
+                    f"{split}_ref_logps": ref_logps.numpy(force=True), f"{split}_lens": lens.numpy(force=True),
+                    f"{split}_sft_samples": eval_resp,
+                    f"{split}_sft_rewards": sp.gold_reward(np.repeat(p, n, 0), eval_resp, VOCAB)})
+    log(f"sampled {len(tp)}x{cfg['list_size']} train and {cfg['val']}/{cfg['test']} held-out pairs; "
+        f"mean gold reward of π_ref samples {out['test_sft_rewards'].mean():.3f}")
+    io.write_npz(out_path, **out)
+
+
+def build_labels(samples: dict, flip: float, tau_bt: float, seed_key: tuple, out_path) -> None:
+    """labels.npz: BT labels of (y1, y2) = responses 0 and 1; train flipped at rate `flip`, held-out clean."""
+    out = {}
+    for split in ("train", "val", "test"):
+        rng = np.random.default_rng(derive_seed(*seed_key, "labels", split))
+        rw = samples[f"{split}_rewards"]
+        label, p, flipped = sp.bradley_terry_labels(rw[:, 0], rw[:, 1], rng, tau_bt=tau_bt,
+                                                    flip=flip if split == "train" else 0.0)
+        out.update({f"{split}_label": label, f"{split}_p": p, f"{split}_flipped": flipped})
+    io.write_npz(out_path, **out)
+
+
+def labelled_pairs(samples: dict, labels: dict, split: str):
+    """(PrefData of (y_w, y_l), p_w = clean P(y_w ≻ y_l), swap = y_w is response 1)."""
+    r = samples[f"{split}_responses"]
+    y_w, y_l, p_w = sp.orient(r[:, 0], r[:, 1], labels[f"{split}_label"], labels[f"{split}_p"])
+    return synthpref_pairs(samples[f"{split}_prompts"], y_w, y_l, VOCAB, p=p_w), ~labels[f"{split}_label"].astype(bool)
+
+
+class RewardModel(nn.Module):
+    """Bradley-Terry proxy RM: the policy backbone (initialised from π_ref, as usual for RMs) and a
+    scalar head on the final hidden state at the response's last token (its EOS)."""
+
+    def __init__(self, lm, d_model: int, seed: int):
+        super().__init__()
+        self.lm = lm
+        self.head = seeded_build(lambda: nn.Linear(d_model, 1), seed)
+
+    def forward(self, input_ids, attention_mask, response_mask):
+        hidden = self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                         output_hidden_states=True).hidden_states[-1]
+        last = attention_mask.sum(1) - 1
+        return self.head(hidden[torch.arange(len(last), device=last.device), last]).squeeze(-1).float()
+
+
+def build_reward_model(proto: dict, seed_key: tuple, sft_path, samples: dict, labels: dict, out_path,
+                       device: str, log) -> None:
+    cfg = proto["reward_model"]
+    rm = RewardModel(load_lm(sft_path, device), proto["model"]["d_model"], derive_seed(*seed_key, "rm_head")).to(device)
+    pairs, _ = labelled_pairs(samples, labels, "train")
+    B = min(cfg["batch_size"], len(pairs))
+    opt = torch.optim.Adam(rm.parameters(), lr=cfg["lr"])
+    gen = torch.Generator().manual_seed(derive_seed(*seed_key, "rm_order"))
+    batches = epoch_batches(len(pairs), B, gen)
+    rm.train()
+    for step in range(cfg["steps"]):
+        b = pairs.take(next(batches)).to(device)
+        rows = join_prompt_response(b.prompts.repeat_interleave(2, 0), b.responses.reshape(2 * len(b), -1), VOCAB.EOS)
+        s = rm(*rows).view(-1, 2)
+        loss = F.softplus(-(s[:, 0] - s[:, 1])).mean()
+        if not optimizer_step(opt, loss):
+            raise FloatingPointError(f"reward model loss became {loss.item()} at step {step}")
+    val, _ = labelled_pairs(samples, labels, "val")
+    acc = reward_accuracy(rm.eval(), val.to(device))
+    log(f"reward model: held-out pair accuracy {acc:.3f} after {cfg['steps']} steps")
+    io.write_torch(out_path, {"model": proto["model"], "vocab_size": VOCAB.size, "state": rm.state_dict(),
+                              "val_accuracy": acc})
+
+
+@torch.no_grad()
+def reward_accuracy(rm, pairs) -> float:
+    rows = join_prompt_response(pairs.prompts.repeat_interleave(2, 0), pairs.responses.reshape(2 * len(pairs), -1),
+                                VOCAB.EOS)
+    s = rm(*rows).view(-1, 2)
+    return float((s[:, 0] > s[:, 1]).float().mean())
+
+
+def load_reward_model(path, device="cpu") -> RewardModel:
+    blob = torch.load(path, map_location=device, weights_only=True)
+    rm = RewardModel(build_causal_lm(blob["model"], blob["vocab_size"], 0), blob["model"]["d_model"], 0)
+    rm.load_state_dict(blob["state"])
+    return rm.to(device).eval()
+
+
+def frozen_copy(model):
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref

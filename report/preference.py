@@ -1,0 +1,261 @@
+"""Preference tracks in the report: variant selection ("fair tuning") and the track's figures.
+
+Every method of a preference track runs a grid of variants (its β grid) of the same size. The
+report never shows a test number chosen on test data: each *view* picks one variant per
+(dataset, method) from validation means over seeds, then reports that variant's test metrics:
+
+  @best        the variant with the best mean val win rate vs π_ref
+  @matched-kl  among variants whose mean val KL(π‖π_ref) is within the protocol's kl_budget, the
+               one with the best mean val gold reward (no variant within budget: no row)
+
+A view is written back as an ordinary dataset (`synthpref @best`), so leaderboards, paired CIs and
+claims work unchanged; π_ref itself appears as the pseudo-method `sft` (win rate ½, KL 0, no
+log-likelihood change), read from the same runs. Unlearning methods (NPO) get their own view.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+import data as datasets  # noqa: E402
+from lossbench.stats import mean_ci  # noqa: E402
+
+VIEWS = {
+    "best": "each method at the variant with the best mean validation win rate",
+    "matched-kl": "each method at its best-validation-gold-reward variant with mean validation KL ≤ {budget:g}",
+    "unlearning": "unlearning methods at the variant with the lowest mean forget-set log-likelihood, "
+                  "against π_ref (sft) and the retain-only model's likelihoods",
+}
+SFT = "sft"
+SFT_VALUES = {  # metric of the pseudo-method `sft` (π_ref) -> the metric holding its value, or a constant
+    "test/gold_reward": "test/sft_gold_reward", "val/gold_reward": "val/sft_gold_reward",
+    "test/win_rate": 0.5, "val/win_rate": 0.5, "test/soft_win_rate": 0.5,
+    "test/kl": 0.0, "val/kl": 0.0, "test/sqrt_kl": 0.0,
+    "test/ranking_accuracy": "test/reference_ranking_accuracy",
+    "test/idealized_ranking_accuracy": "test/idealized_ranking_accuracy",
+    "test/chosen_change_sum": 0.0, "test/rejected_change_sum": 0.0,
+    "test/mean_length": "test/sft_mean_length",
+    "forget/forget_loglik": "forget/sft_forget_loglik", "forget/extraction_rate": "forget/sft_extraction_rate",
+    "retain/extraction_rate": "retain/sft_extraction_rate",
+}
+
+
+def view_name(dataset: str, view: str) -> str:
+    return f"{dataset} @{view}"
+
+
+def split_view(name: str) -> tuple[str, str | None]:
+    base, _, view = name.partition(" @")
+    return base, view or None
+
+
+def _means(rows: pd.DataFrame, metric: str) -> pd.Series:
+    """Mean over seeds per (method, variant), NaN (diverged) seeds left out."""
+    part = rows[rows["metric"] == metric]
+    return part.groupby(["method", "variant"])["value"].mean()
+
+
+def select(rows: pd.DataFrame, view: str, budget: float, kinds: Mapping[str, str]) -> dict[str, str]:
+    """{method: chosen variant} of one dataset's rows under `view` (validation metrics only)."""
+    if view == "unlearning":
+        score = -_means(rows, "forget/forget_loglik")
+    elif view == "best":
+        score = _means(rows, "val/win_rate")
+    else:
+        kl, gold = _means(rows, "val/kl"), _means(rows, "val/gold_reward")
+        score = gold[kl.reindex(gold.index) <= budget]
+    chosen = {}
+    for (method, variant), s in score.dropna().items():
+        wanted = (kinds.get(method) == "unlearning") == (view == "unlearning")
+        if wanted and (method not in chosen or s > chosen[method][1]):
+            chosen[method] = (variant, s)
+    return {m: v for m, (v, _) in chosen.items()}
+
+
+def _sft_rows(rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """π_ref as a method: one row per seed and metric of SFT_VALUES that the runs let us fill."""
+    first = rows.drop_duplicates(["seed", "metric"]).pivot(index="seed", columns="metric", values="value")
+    out = []
+    for metric, source in SFT_VALUES.items():
+        if isinstance(source, str) and source not in first:
+            continue
+        vals = first[source] if isinstance(source, str) else pd.Series(source, index=first.index)
+        out += [{"metric": metric, "seed": s, "value": v} for s, v in vals.items()]
+    base = rows.iloc[0]
+    return pd.DataFrame(out).assign(track=base["track"], dataset=dataset, method=SFT, variant="-",
+                                    status="ok", track_version=base["track_version"], method_version=0,
+                                    run_id="")
+
+
+def budgets(data: Mapping, track: str) -> dict[str, float]:
+    """dataset -> the matched-KL budget of its protocol (provenance, via runs.json's protocol name)."""
+    protos = ((data["provenance"].get("tracks") or {}).get(track) or {}).get("budget") or {}
+    out = {}
+    for r in data["runs"]:
+        if r["track"] == track and r.get("protocol_name") in protos:
+            out[r["dataset"]] = protos[r["protocol_name"]]["eval"]["kl_budget"]
+    return out
+
+
+def expand_views(data: dict, track: str) -> pd.DataFrame:
+    """Replace `track`'s rows in data (summary, runs, provenance datasets) by its views; returns the
+    selection table (dataset, view, method, variant) shown in the report."""
+    summary, kinds = data["summary"], {m: v.get("kind") for m, v in data["methods"].items()}
+    own = summary[summary["track"] == track]
+    data.setdefault("raw_summary", {})[track] = own  # every variant: the frontier plot needs them all
+    limit = budgets(data, track)
+    views, runs, picks = [], [r for r in data["runs"] if r["track"] != track], []
+    described = (data["provenance"].get("tracks") or {}).get(track, {}).get("datasets") or {}
+    new_desc = {}
+    for dataset, rows in own.groupby("dataset", sort=False):
+        for view, text in VIEWS.items():
+            chosen = select(rows, view, limit.get(dataset, np.inf), kinds)
+            if not chosen:
+                continue
+            name = view_name(dataset, view)
+            keep = rows[[chosen.get(m) == v for m, v in zip(rows["method"], rows["variant"])]]
+            views += [keep.assign(dataset=name), _sft_rows(rows, name)]
+            runs += [{**r, "dataset": name} for r in data["runs"]
+                     if r["track"] == track and r["dataset"] == dataset and chosen.get(r["method"]) == r["variant"]]
+            picks += [{"dataset": dataset, "view": view, "method": m, "variant": v} for m, v in chosen.items()]
+            new_desc[name] = f"{described.get(dataset, dataset)}. View: {text.format(budget=limit.get(dataset, np.inf))}."
+    data["summary"] = pd.concat([summary[summary["track"] != track], *views], ignore_index=True)
+    data["runs"] = runs
+    if track in (data["provenance"].get("tracks") or {}):
+        data["provenance"]["tracks"][track]["datasets"] = new_desc
+    data.setdefault("picks", {})[track] = pd.DataFrame(picks, columns=["dataset", "view", "method", "variant"])
+    return data["picks"][track]
+
+
+def is_preference(data: Mapping, track: str) -> bool:
+    task = ((data["provenance"].get("tracks") or {}).get(track) or {}).get("task")
+    if task:
+        return task == "preference"
+    kinds = {v.get("kind") for m, v in data["methods"].items()
+             if m in set(data["summary"].loc[data["summary"]["track"] == track, "method"])}
+    return bool(kinds) and kinds <= {"pairwise", "listwise", "unpaired", "unlearning"}
+
+
+def figures(ctx, view_dataset: str, data: Mapping, out) -> list[tuple[str, Path | None]]:
+    """(caption, path) of one view's figures: frontier and dynamics (@best, @matched-kl), and the
+    noise-robustness curves once, under the clean dataset's @best view."""
+    track = ctx.info["name"]
+    base, view = split_view(view_dataset)
+    raw = data["raw_summary"][track]
+    picks = data["picks"][track]
+    chosen = dict(picks.loc[(picks["dataset"] == base) & (picks["view"] == view), ["method", "variant"]].to_numpy())
+    curves = data["curves"]
+    curves = curves[(curves["track"] == track) & (curves["dataset"] == base)]
+    budget = budgets(data, track).get(base, np.inf)
+    if view == "unlearning":
+        return []
+    slug = f"{track}__{base}__{view}"
+    drawn = []
+    if view == "best":
+        drawn.append(("Reward–KL frontier: test gold reward against √KL over each method's grid (mean ± CI over "
+                      "seeds; the star is π_ref). Up and left is better.",
+                      frontier(raw[raw["dataset"] == base], ctx.colors, budget, ctx.level, out(f"{slug}__frontier"))))
+    drawn.append(("Log-likelihood dynamics on held-out probe pairs (selected variants, mean over seeds): "
+                  "chosen and rejected log-likelihood change and the gradient cosine (E2).",
+                  dynamics(curves, chosen, ctx.colors, out(f"{slug}__dynamics"))))
+    if view == "best" and not datasets.dataset_entry(base).get("label_noise"):
+        best = data["summary"][(data["summary"]["track"] == track)
+                               & data["summary"]["dataset"].str.endswith(" @best")]
+        drawn.append(("Noise robustness: test win rate against the training label-flip rate (@best, mean ± CI).",
+                      noise_curves(best, ctx.colors, ctx.level, out(f"{track}__noise"))))
+    return drawn
+
+
+# ============================================================================================ figures
+def _style(method, colors):
+    return {"color": colors.get(method, "0.3"), "lw": 2.2 if method == "dpo" else 1.3}
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def frontier(raw: pd.DataFrame, colors: Mapping, budget: float, level: float, path: Path) -> Path | None:
+    """Test gold reward against √KL(π‖π_ref) for every variant (the β sweep), mean ± CI over seeds."""
+    wide = raw[raw["metric"].isin(["test/gold_reward", "test/sqrt_kl"])]
+    if wide.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for method, part in wide.groupby("method", sort=False):
+        pts = []
+        for variant, v in part.groupby("variant"):
+            g = v[v["metric"] == "test/gold_reward"]["value"].dropna()
+            k = v[v["metric"] == "test/sqrt_kl"]["value"].dropna()
+            if len(g) and len(k):
+                m, hw, _ = mean_ci(g.to_numpy(), level)
+                pts.append((k.mean(), m, 0 if np.isnan(hw) else hw))
+        if pts:
+            x, y, e = map(np.array, zip(*sorted(pts)))
+            ax.errorbar(x, y, yerr=e, marker="o", ms=4, capsize=2, label=method, **_style(method, colors))
+    sft = raw[raw["metric"] == "test/sft_gold_reward"].drop_duplicates("seed")["value"]
+    if len(sft):
+        ax.scatter([0], [sft.mean()], marker="*", s=140, color="k", zorder=5, label="π_ref (sft)")
+    if np.isfinite(budget):
+        ax.axvline(np.sqrt(budget), color="0.5", ls=":", lw=1)
+        ax.text(np.sqrt(budget), ax.get_ylim()[0], " KL budget", color="0.4", va="bottom", fontsize=8)
+    ax.set_xlabel("√KL(π‖π_ref) on test prompts")
+    ax.set_ylabel("gold reward r* of policy samples (test)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def dynamics(curves: pd.DataFrame, chosen: Mapping[str, str], colors: Mapping, path: Path) -> Path | None:
+    """Chosen and rejected log-likelihood change vs π_ref on held-out probe pairs over training
+    (the '3D properties' / gradient-entanglement picture), mean over seeds, selected variants."""
+    panels = ["val/chosen_change_sum", "val/rejected_change_sum", "val/grad_cosine"]
+    rows = curves[curves["metric"].isin(panels)]
+    rows = rows[[chosen.get(m) == v for m, v in zip(rows["method"], rows["variant"])]]
+    if rows.empty:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, metric in zip(axes, panels):
+        for method, part in rows[rows["metric"] == metric].groupby("method", sort=False):
+            mean = part.groupby("step")["value"].mean()
+            ax.plot(mean.index, mean.to_numpy(), label=method, **_style(method, colors))
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_title({"val/chosen_change_sum": "log π(y_w) − log π_ref(y_w)",
+                      "val/rejected_change_sum": "log π(y_l) − log π_ref(y_l)",
+                      "val/grad_cosine": "cos(∇log π(y_w), ∇log π(y_l))"}[metric], fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def noise_curves(view_rows: pd.DataFrame, colors: Mapping, level: float, path: Path,
+                 metric: str = "test/win_rate") -> Path | None:
+    """`metric` against the train label-flip rate ε, one line per method present at ≥ 2 noise levels."""
+    rows = view_rows[(view_rows["metric"] == metric) & (view_rows["method"] != SFT)].copy()
+    if rows.empty:
+        return None
+    rows["eps"] = [datasets.dataset_entry(split_view(d)[0]).get("label_noise", 0.0) for d in rows["dataset"]]
+    if rows["eps"].nunique() < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for method, part in rows.groupby("method", sort=False):
+        pts = [(eps, *mean_ci(v["value"].dropna().to_numpy(), level)[:2]) for eps, v in part.groupby("eps")]
+        if len(pts) < 2:
+            continue
+        x, y, e = map(np.array, zip(*pts))
+        ax.errorbar(x, y, yerr=np.nan_to_num(e), marker="o", capsize=2, label=method, **_style(method, colors))
+    ax.set_xlabel("label-flip rate ε of the training pairs")
+    ax.set_ylabel("test win rate vs π_ref (@best)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    return _save(fig, path)
