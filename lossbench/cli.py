@@ -68,6 +68,10 @@ def _run(args):
     if overrides:
         track["method_hparams"] = {**track.get("method_hparams", {}), args.method: overrides}
         lbconfig.check_track(track, "--set")
+    if track["task"] != "classification":  # its runs need the track's stages (SFT model, samples)
+        raise SystemExit(f"`lossbench run` trains classification runs only; a {track['task']} run depends on its "
+                         f"stages, so ask Snakemake for it, e.g. snakemake results/smoke/runs/{track_name}/"
+                         f"<dataset>/<method>/<variant>/seed<seed>/run.json")
     run = lbconfig.resolve_run(track, args.dataset, args.method, args.seed)
     source = data.source_of(args.dataset)
     prepared = lbconfig.ROOT / "resources" / "data" / source / "prepared.npz"
@@ -80,7 +84,7 @@ def _run(args):
         runner.prepare_source(source, prepared, raw_dir=raw)
     out = Path(args.out or lbconfig.ROOT / "results" / "manual" / track_name / args.dataset / args.method / f"seed{args.seed}")
     torch.set_num_threads(args.threads)
-    info = runner.train_run(run, prepared, out, device=args.device or cfg["device"])
+    info = runner.train_run(run, {"data": prepared}, out, device=args.device or cfg["device"])
     metrics = runner.evaluate_run(out)
     print(json.dumps({"run_dir": str(out), "status": info["status"], "hparams": run["hparams"],
                       "metrics": dict(zip(metrics.metric, metrics.value))}, indent=2))

@@ -32,8 +32,12 @@ PER_CLASS_COLUMNS = ["track", "dataset", "method", "seed", "class", "train_count
 
 
 def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
-    """An optional table; an absent file reads as empty, so a partial run still renders."""
-    return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=columns)
+    """An optional table; an absent or empty file (no task wrote rows: per-class results of a
+    preference-only profile) reads as empty, so a partial run still renders."""
+    try:
+        return pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return pd.DataFrame(columns=columns)
 
 
 def _read_json(path: Path, default):
@@ -212,7 +216,7 @@ def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "los
     expected = {}
     for r in data["runs"]:  # methods that ran (or failed) anywhere in the track get a row
         expected.setdefault(r["track"], []).append(r["method"])
-    board = leaderboard(summary, baselines, level, layout["metrics"], expected)
+    board = preference.trim_board(leaderboard(summary, baselines, level, layout["metrics"], expected), data)
 
     claims = claims_mod.evaluate(claims_mod.load_claims(claims_path), summary, level,
                                  layout["metrics"])

@@ -10,7 +10,8 @@ report never shows a test number chosen on test data: each *view* picks one vari
 
 A view is written back as an ordinary dataset (`synthpref @best`), so leaderboards, paired CIs and
 claims work unchanged; π_ref itself appears as the pseudo-method `sft` (win rate ½, KL 0, no
-log-likelihood change), read from the same runs. Unlearning methods (NPO) get their own view.
+log-likelihood change), read from the same runs. Unlearning methods (NPO) are ranked with the rest
+(their utility cost shows) and get their own view with the forget metrics.
 """
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def select(rows: pd.DataFrame, view: str, budget: float, kinds: Mapping[str, str
         score = gold[kl.reindex(gold.index) <= budget]
     chosen = {}
     for (method, variant), s in score.dropna().items():
-        wanted = (kinds.get(method) == "unlearning") == (view == "unlearning")
+        wanted = view != "unlearning" or kinds.get(method) == "unlearning"
         if wanted and (method not in chosen or s > chosen[method][1]):
             chosen[method] = (variant, s)
     return {m: v for m, (v, _) in chosen.items()}
@@ -132,6 +133,15 @@ def expand_views(data: dict, track: str) -> pd.DataFrame:
         data["provenance"]["tracks"][track]["datasets"] = new_desc
     data.setdefault("picks", {})[track] = pd.DataFrame(picks, columns=["dataset", "view", "method", "variant"])
     return data["picks"][track]
+
+
+def trim_board(board: pd.DataFrame, data: Mapping) -> pd.DataFrame:
+    """Leave the empty rows of non-unlearning methods out of the @unlearning views (the leaderboard
+    lists every method of a track under every dataset)."""
+    kinds = {m: v.get("kind") for m, v in data["methods"].items()}
+    off = board["dataset"].str.endswith(" @unlearning") & ~board["method"].map(
+        lambda m: m == SFT or kinds.get(m) == "unlearning")
+    return board[~off]
 
 
 def is_preference(data: Mapping, track: str) -> bool:

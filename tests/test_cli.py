@@ -31,7 +31,7 @@ def test_run_unknown_method_lists_valid(tmp_path):
 
 
 def test_run_one_by_hand(tmp_path):
-    out = _cli("run", "--dataset", "digits_lt10", "--method", "focal", "--seed", "1", "--set", "gamma=1.0",
+    out = _cli("run", "--dataset", "mnist1d_sym40", "--method", "focal", "--seed", "1", "--set", "gamma=1.0",
                "--out", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout)

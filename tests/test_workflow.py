@@ -57,7 +57,7 @@ def test_reduced_smoke_dag_end_to_end(tmp_path):
     runs = work / "results" / "itest" / "runs" / "classification" / "digits_lt10"
 
     # an interrupted DAG: only two runs finished before it was stopped
-    done_first = [runs / "erm" / "seed0" / "run.json", runs / "resample" / "seed1" / "run.json"]
+    done_first = [runs / "erm" / "default" / "seed0" / "run.json", runs / "resample" / "default" / "seed1" / "run.json"]
     out = _snakemake(cfg, work, *(str(p.relative_to(work)) for p in done_first))
     assert out.returncode == 0, out.stderr[-4000:]
     first = pd.read_csv(done_first[1].parent / "metrics.csv")
@@ -89,3 +89,32 @@ def test_reduced_smoke_dag_end_to_end(tmp_path):
     second = pd.read_csv(done_first[1].parent / "metrics.csv")
     keep = ~first.metric.str.startswith("train/")  # wall time and throughput vary
     pd.testing.assert_series_equal(first.value[keep], second.value[keep])
+
+
+@pytest.mark.slow
+def test_reduced_preference_dag_end_to_end(tmp_path):
+    """The preference stages wired by Snakemake: TGDPO waits for its DPO guide, every run gets a
+    sample_eval, and the report shows the track's views and claims."""
+    track = yaml.safe_load((ROOT / "config/tracks/preference/smoke.yaml").read_text())
+    track["methods"], track["seeds"] = ["dpo", "tgdpo", "npo"], [0, 1]
+    track["sweep"] = {m: track["sweep"][m] for m in track["methods"]}
+    track["dataset_methods"] = {"synthpref_eps20": ["dpo"]}
+    track["protocols"]["synthpref_tiny"].update(
+        model={"arch": "gpt2", "d_model": 16, "layers": 1, "heads": 2, "context": 24},
+        sft={"prompts": 300, "secrets": 6, "forget": 2, "repeats": 5, "steps": 30, "batch_size": 32, "lr": 3e-3},
+        pairs={"train": 40, "val": 16, "test": 16, "list_size": 3, "tau_bt": 0.25},
+        train={"steps": 4, "batch_size": 4, "probe_every": 2, "probe_pairs": 4})
+    (tmp_path / "track.yaml").write_text(yaml.safe_dump(track))
+    cfg = tmp_path / "pref.yaml"
+    cfg.write_text(yaml.safe_dump({"profile": "ptest", "device": "cpu",
+                                   "tracks": {"preference": str(tmp_path / "track.yaml")}}))
+    work = tmp_path / "work"
+    out = _snakemake(cfg, work)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert out.stderr.count("rule pref_sft:") == 2 and out.stderr.count("rule pref_sample_eval:") == 16
+    results = work / "results" / "ptest"
+    summary = pd.read_csv(results / "summary.csv")
+    assert set(summary.variant) == {"beta0.1", "beta1.0"} and set(summary.dataset) == {"synthpref", "synthpref_eps20"}
+    html = (results / "report" / "index.html").read_text()
+    for text in ("synthpref @best", "synthpref @matched-kl", "synthpref @unlearning", "frontier", "TGDPO"):
+        assert text in html

@@ -101,3 +101,68 @@ def test_method_kind_must_fit_the_task(track):
     track["methods"].append("dpo")
     with pytest.raises(lbconfig.ConfigError, match="'dpo' is a 'pairwise' method"):
         _check(track)
+
+
+# ---- sweeps (fair tuning), dataset subsets, the preference track
+
+
+@pytest.fixture
+def pref_track():
+    with open(ROOT / "config/tracks/preference/smoke.yaml") as f:
+        return yaml.safe_load(f)
+
+
+def test_variants_are_the_grid_product_or_explicit_points(pref_track):
+    pref_track["sweep"]["dpo"] = {"beta": [0.1, 1.0], "lr": [1e-3, 3e-4]}
+    assert sorted(lbconfig.variants(pref_track, "dpo")) == [
+        "beta0.1-lr0.0003", "beta0.1-lr0.001", "beta1.0-lr0.0003", "beta1.0-lr0.001"]
+    assert list(lbconfig.variants(pref_track, "flex_dpo")) == [
+        "beta_chosen0.1-beta_rejected0.08", "beta_chosen1.0-beta_rejected0.8"]
+    run = lbconfig.resolve_run(pref_track, "synthpref", "dpo", 0, "beta1.0-lr0.0003")
+    assert run["hparams"]["beta"] == 1.0 and run["protocol"]["optimizer"]["lr"] == 3e-4
+    assert pref_track["protocols"]["synthpref_tiny"]["optimizer"]["lr"] == 1e-3  # the track is not mutated
+    with pytest.raises(lbconfig.ConfigError, match="unknown variant of dpo 'beta0.3'"):
+        lbconfig.resolve_run(pref_track, "synthpref", "dpo", 0, "beta0.3")
+
+
+def test_sweep_grids_must_have_equal_sizes(pref_track):
+    pref_track["sweep"]["dpo"] = {"beta": [0.03, 0.1, 1.0]}
+    with pytest.raises(lbconfig.ConfigError, match="same size for every method"):
+        _check(pref_track)
+
+
+def test_sweep_needs_a_grid_for_every_method_and_valid_values(pref_track):
+    del pref_track["sweep"]["ipo"]
+    with pytest.raises(lbconfig.ConfigError, match=r"missing \['ipo'\]"):
+        _check(pref_track)
+    pref_track["sweep"]["ipo"] = {"beta": [0.1, 1.0]}  # IPO's strength is tau
+    with pytest.raises(lbconfig.ConfigError, match="no hyperparameter.*beta.*valid: \\['tau'\\]"):
+        _check(pref_track)
+
+
+def test_dataset_methods_restrict_runs(pref_track):
+    runs = lbconfig.runs({"preference": pref_track})
+    noisy = {m for _, d, m, _, _ in runs if d == "synthpref_eps20"}
+    assert noisy == set(pref_track["dataset_methods"]["synthpref_eps20"])
+    assert len(runs) == (len(pref_track["methods"]) + len(noisy)) * 2 * len(pref_track["seeds"])
+    pref_track["dataset_methods"]["synthpref_eps20"].append("dpoo")
+    with pytest.raises(lbconfig.ConfigError, match="unknown method in dataset_methods.*'dpoo'"):
+        _check(pref_track)
+
+
+def test_guide_must_be_a_run_variant(pref_track):
+    pref_track["protocols"]["synthpref_tiny"]["guide"]["variant"] = "beta0.2"
+    with pytest.raises(lbconfig.ConfigError, match="unknown guide variant 'beta0.2'"):
+        _check(pref_track)
+    del pref_track["protocols"]["synthpref_tiny"]["guide"]
+    with pytest.raises(lbconfig.ConfigError, match=r"\['tgdpo'\] need a guidance policy"):
+        _check(pref_track)
+
+
+def test_datasets_must_fit_the_task(pref_track, track):
+    pref_track["protocols"]["synthpref_tiny"]["datasets"].append("mnist1d_lt100")
+    with pytest.raises(lbconfig.ConfigError, match="'mnist1d_lt100' is not a preference dataset"):
+        _check(pref_track)
+    track["protocols"]["mlp_adam"]["datasets"].append("synthpref")
+    with pytest.raises(lbconfig.ConfigError, match="'synthpref' is a preference dataset"):
+        _check(track)

@@ -176,3 +176,23 @@ def test_verdict_rule(cells, direction, expected):
     assert label == expected and reason
     if expected == "not reproduced" and direction == "higher":
         assert "significantly opposite on a" in reason
+
+
+def test_preference_views_select_on_validation_and_respect_the_kl_budget():
+    from report import preference as pv
+
+    rows = []
+    for seed in (0, 1):
+        for method, variant, val_win, val_kl, val_gold, test_win in [
+                ("dpo", "b0.1", 0.8, 9.0, 0.9, 0.6), ("dpo", "b1.0", 0.7, 2.0, 0.5, 0.9),
+                ("kto", "b0.1", 0.6, 5.0, 0.4, 0.5), ("kto", "b1.0", 0.65, 4.0, 0.3, 0.5)]:
+            for metric, value in {"val/win_rate": val_win, "val/kl": val_kl, "val/gold_reward": val_gold,
+                                  "test/win_rate": test_win}.items():
+                rows.append({"method": method, "variant": variant, "seed": seed, "metric": metric, "value": value})
+    df = pd.DataFrame(rows)
+    kinds = {"dpo": "pairwise", "kto": "unpaired"}
+    # chosen on validation, whatever the test numbers say
+    assert pv.select(df, "best", 3.0, kinds) == {"dpo": "b0.1", "kto": "b1.0"}
+    # within budget only; kto has no variant with val KL <= 3
+    assert pv.select(df, "matched-kl", 3.0, kinds) == {"dpo": "b1.0"}
+    assert pv.select(df, "unlearning", 3.0, kinds) == {}

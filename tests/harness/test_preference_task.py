@@ -1,0 +1,106 @@
+"""The preference task's stages end to end on a micro SynthPref protocol (no Snakemake): each stage's
+file, label noise only on train pairs, every method kind trains and evaluates, TGDPO reads its
+guide, runs are deterministic, a diverged run records NaN metrics instead of failing."""
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+import data
+from lossbench import config as lbconfig
+from lossbench import io, runner
+from lossbench.tasks import preference as task
+
+TRACK = "preference"
+
+
+@pytest.fixture(scope="module")
+def track():
+    t = yaml.safe_load((lbconfig.ROOT / "config/tracks/preference/smoke.yaml").read_text())
+    proto = t["protocols"]["synthpref_tiny"]
+    proto.update(model={"arch": "gpt2", "d_model": 16, "layers": 1, "heads": 2, "context": 24},
+                 sft={"prompts": 300, "secrets": 6, "forget": 2, "repeats": 5, "steps": 30, "batch_size": 32,
+                      "lr": 3e-3},
+                 pairs={"train": 40, "val": 16, "test": 16, "list_size": 3, "tau_bt": 0.25},
+                 reward_model={"steps": 5, "batch_size": 8, "lr": 1e-3},
+                 train={"steps": 4, "batch_size": 4, "probe_every": 2, "probe_pairs": 4},
+                 eval={"samples_per_prompt": 1, "ideal_beta": 0.1, "kl_budget": 3.0})
+    lbconfig.check_track(t, "micro")
+    return t
+
+
+@pytest.fixture(scope="module")
+def stage(track, tmp_path_factory):
+    """sft -> sample -> label (clean and ε = 0.2) -> reward model, for seed 0."""
+    d = tmp_path_factory.mktemp("stage")
+    proto = track["protocols"]["synthpref_tiny"]
+    task.build_sft(TRACK, "synthpref_tiny", proto, 0, d)
+    task.build_samples(TRACK, "synthpref_tiny", proto, 0, d / "sft.pt", d / "samples.npz")
+    for ds in ("synthpref", "synthpref_eps20"):
+        task.build_labels(TRACK, "synthpref_tiny", proto, 0, ds, d / "samples.npz", d / f"labels_{ds}.npz")
+    task.build_reward_model(TRACK, "synthpref_tiny", proto, 0, "synthpref", d / "sft.pt", d / "samples.npz",
+                            d / "labels_synthpref.npz", d / "reward_model_synthpref.pt")
+    return d
+
+
+def _run(track, stage, tmp, method, variant, dataset="synthpref"):
+    run = lbconfig.resolve_run(track, dataset, method, 0, variant)
+    out = tmp / method / variant
+    inputs = task.train_inputs(run, stage, "micro")
+    if "guide" in inputs:  # point TGDPO at the guide trained by this test module
+        inputs["guide"] = str(tmp / "dpo" / "beta0.1" / "train.json")
+    runner.train_run(run, inputs, out)
+    ev = {**inputs, "info": str(out / "train.json"), **task.eval_inputs(run, out, stage)}
+    task.sample_eval(run, ev, out / "eval.npz")
+    metrics = runner.evaluate_run(out)
+    return dict(zip(metrics.metric, metrics.value)), out
+
+
+def test_stage_files_and_label_noise(stage):
+    s = data.load_prepared(stage / "samples.npz")
+    assert s["train_responses"].shape[:2] == (40, 3) and s["test_responses"].shape[:2] == (16, 2)
+    assert s["test_sft_samples"].shape[0] == 16 and np.isfinite(s["test_ref_logps"]).all()
+    clean, noisy = (data.load_prepared(stage / f"labels_{d}.npz") for d in ("synthpref", "synthpref_eps20"))
+    assert not clean["train_flipped"].any() and noisy["train_flipped"].any()
+    # flips touch train labels only; clean labels are shared (nested flip sets, same seed per dataset differ)
+    assert not noisy["val_flipped"].any() and not noisy["test_flipped"].any()
+    np.testing.assert_array_equal(clean["test_p"], noisy["test_p"])
+    f = data.load_prepared(stage / "forget.npz")
+    assert f["forget"].sum() == 2 and f["retain_only_logps"].shape == (6,)
+    assert (stage / "reward_model_synthpref.pt").exists()
+
+
+@pytest.mark.parametrize("method,variant", [("dpo", "beta0.1"), ("lipo", "beta0.05"), ("kto", "beta0.1"),
+                                            ("npo", "beta0.1"), ("madpo", "beta0.1"), ("spo", "beta0.1")])
+def test_every_kind_trains_and_evaluates(track, stage, tmp_path, method, variant, one_torch_thread):
+    values, out = _run(track, stage, tmp_path, method, variant)
+    assert 0 <= values["test/win_rate"] <= 1 and 0 <= values["test/ranking_accuracy"] <= 1
+    assert values["test/kl"] >= -1e-6 and math.isfinite(values["test/gold_reward"])
+    assert values["test/sft_gold_reward"] == pytest.approx(
+        data.load_prepared(stage / "samples.npz")["test_sft_rewards"].mean())
+    assert ("forget/extraction_rate" in values) == (method == "npo")
+    curves = io.read_json(out / "run.json")
+    assert curves["variant"] == variant and curves["status"] == "ok"
+
+
+def test_tgdpo_reads_its_guide_and_runs_are_deterministic(track, stage, tmp_path, one_torch_thread):
+    _run(track, stage, tmp_path, "dpo", "beta0.1")
+    first, out = _run(track, stage, tmp_path, "tgdpo", "beta0.1")
+    again, _ = _run(track, stage, tmp_path / "again", "dpo", "beta0.1")
+    second, _ = _run(track, stage, tmp_path / "again", "tgdpo", "beta0.1")
+    keep = [k for k in first if not k.startswith("train/")]
+    assert {k: first[k] for k in keep} == {k: second[k] for k in keep}
+    info = json.loads((out / "train.json").read_text())
+    assert set(info["inputs_sha256"]) == {"sft", "samples", "labels", "guide"}
+
+
+def test_diverged_run_records_nan_metrics(track, stage, tmp_path, one_torch_thread):
+    t = copy.deepcopy(track)
+    t["protocols"]["synthpref_tiny"]["optimizer"]["lr"] = 1e30  # blows up within the first steps
+    values, out = _run(t, stage, tmp_path, "dpo", "beta0.1")
+    assert json.loads((out / "train.json").read_text())["status"] == "diverged"
+    assert all(math.isnan(v) for k, v in values.items() if not k.startswith("train/"))
+    assert "test/win_rate" in values
