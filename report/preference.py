@@ -136,12 +136,19 @@ def expand_views(data: dict, track: str) -> pd.DataFrame:
 
 
 def trim_board(board: pd.DataFrame, data: Mapping) -> pd.DataFrame:
-    """Leave the empty rows of non-unlearning methods out of the @unlearning views (the leaderboard
-    lists every method of a track under every dataset)."""
+    """Leave out the empty rows the leaderboard adds (it lists every method of a track under every
+    dataset): non-unlearning methods in @unlearning views, and methods that never ran on a view's
+    dataset (dataset_methods). A method that ran but has no variant within the KL budget stays."""
     kinds = {m: v.get("kind") for m, v in data["methods"].items()}
     off = board["dataset"].str.endswith(" @unlearning") & ~board["method"].map(
         lambda m: m == SFT or kinds.get(m) == "unlearning")
-    return board[~off]
+    ran = {(t, d, m) for t, raw in data.get("raw_summary", {}).items()
+           for d, m in raw[["dataset", "method"]].drop_duplicates().itertuples(index=False)}
+    views = board["dataset"].str.contains(" @", regex=False)
+    never = views & (board["method"] != SFT) & ~pd.Series(  # not in this dataset's dataset_methods
+        [(t, split_view(d)[0], m) in ran for t, d, m in zip(board["track"], board["dataset"], board["method"])],
+        index=board.index)
+    return board[~(off | never)]
 
 
 def is_preference(data: Mapping, track: str) -> bool:
