@@ -176,8 +176,9 @@ def check_setup(spec: MethodSpec, hooks: Hooks, data: PrefData):
 
 
 # ============================================================================================ forwards
-def _join(prompts, responses, eos_id, prompt_mask=None):
-    """[B, K, T] responses as B·K packed rows (row b·K + k = response k of prompt b)."""
+def join_rows(prompts, responses, eos_id, prompt_mask=None):
+    """[B, K, T] responses as B·K packed rows (row b·K + k = response k of prompt b): the one packing
+    every preference forward uses (engine, reference cache, reward model)."""
     B, K, T = responses.shape
     mask = None if prompt_mask is None else prompt_mask.repeat_interleave(K, 0)
     return join_prompt_response(prompts.repeat_interleave(K, 0), responses.reshape(B * K, T), eos_id, mask)
@@ -206,7 +207,7 @@ def _frozen(module):
 
 def _sequence_logps(model, prompts, responses, eos_id, prompt_mask=None):
     """(Σ_t log π(y_t|s_t) [B, K], lengths |y| incl. EOS [B, K]) for K responses per prompt, one forward."""
-    ids, attn, resp = _join(prompts, responses, eos_id, prompt_mask)
+    ids, attn, resp = join_rows(prompts, responses, eos_id, prompt_mask)
     shape = responses.shape[:2]
     return token_logps(model, ids, attn, resp).sum(-1).view(shape), resp.sum(-1).float().view(shape)
 
@@ -245,7 +246,7 @@ def reference_cache(ref_model, data: PrefData, *, batch_size: int = 256) -> RefC
         for i in range(0, len(data), batch_size):
             p, r = data.prompts[i:i + batch_size], data.responses[i:i + batch_size]
             m = None if data.prompt_mask is None else data.prompt_mask[i:i + batch_size]
-            toks.append(token_logps(ref_model, *_join(p, r, data.eos_id, m)).view(*r.shape[:2], -1))
+            toks.append(token_logps(ref_model, *join_rows(p, r, data.eos_id, m)).view(*r.shape[:2], -1))
     tok = torch.cat(toks)
     return RefCache(seq=tok.sum(-1), tok=tok)
 
@@ -296,7 +297,7 @@ def pair_batch(spec: MethodSpec, policy, ref_cache: RefCache, batch: PrefData, *
     hooks = hooks or Hooks()
     check_setup(spec, hooks, batch)
     needs, B = set(spec.needs), len(batch)
-    rows = _join(batch.prompts, batch.responses, batch.eos_id, batch.prompt_mask)
+    rows = join_rows(batch.prompts, batch.responses, batch.eos_id, batch.prompt_mask)
     ids, attn, resp = rows
     model = policy
     if "degree_logits" in needs:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from data import synthpref as sp
 from lossbench import io
 from lossbench.lm import build_causal_lm, join_prompt_response, lm_loss, sample, sequence_logps
-from lossbench.preference import epoch_batches, sample_responses, sequence_logps_of, synthpref_pairs
+from lossbench.preference import epoch_batches, join_rows, sample_responses, sequence_logps_of, synthpref_pairs
 from lossbench.seeding import derive_seed, seeded_build
 from lossbench.train import optimizer_step
 
@@ -186,8 +186,7 @@ def build_reward_model(proto: dict, seed_key: tuple, sft_path, samples: dict, la
     rm.train()
     for step in range(cfg["steps"]):
         b = pairs.take(next(batches)).to(device)
-        rows = join_prompt_response(b.prompts.repeat_interleave(2, 0), b.responses.reshape(2 * len(b), -1), VOCAB.EOS)
-        s = rm(*rows).view(-1, 2)
+        s = rm(*join_rows(b.prompts, b.responses, VOCAB.EOS)).view(-1, 2)
         loss = F.softplus(-(s[:, 0] - s[:, 1])).mean()
         if not optimizer_step(opt, loss):
             raise FloatingPointError(f"reward model loss became {loss.item()} at step {step}")
@@ -200,9 +199,7 @@ def build_reward_model(proto: dict, seed_key: tuple, sft_path, samples: dict, la
 
 @torch.no_grad()
 def reward_accuracy(rm, pairs) -> float:
-    rows = join_prompt_response(pairs.prompts.repeat_interleave(2, 0), pairs.responses.reshape(2 * len(pairs), -1),
-                                VOCAB.EOS)
-    s = rm(*rows).view(-1, 2)
+    s = rm(*join_rows(pairs.prompts, pairs.responses, VOCAB.EOS)).view(-1, 2)
     return float((s[:, 0] > s[:, 1]).float().mean())
 
 

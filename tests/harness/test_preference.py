@@ -96,7 +96,7 @@ def rows_of(arrays, key):
 
 # ------------------------------------------------------------------------------------------------ engine
 def test_rows_and_reference_cache_match_synthpref_pack(arrays, pairs, ref):
-    ids, attn, resp = pe._join(pairs.prompts, pairs.responses, V.EOS)
+    ids, attn, resp = pe.join_rows(pairs.prompts, pairs.responses, V.EOS)
     for k, key in enumerate(("y_w", "y_l")):
         for mine, packed in zip((ids, attn, resp), rows_of(arrays, key)):
             assert torch.equal(mine.view(N, 2, -1)[:, k], packed)
@@ -180,7 +180,7 @@ def test_kto_reference_point_is_a_detached_mismatched_estimate(arrays, ref, othe
     data = data_for("unpaired", arrays)
     assert torch.equal(data.responses[1:, 1], data.responses[:-1, 0])  # y' = the previous row's response
     inputs = pe.method_inputs(methods.get("kto"), other, pe.reference_cache(ref, data), data.take([3, 9, 12]))
-    rows = pe._join(data.prompts[[3, 9, 12]], data.responses[[3, 9, 12]][:, 1:], V.EOS)
+    rows = pe.join_rows(data.prompts[[3, 9, 12]], data.responses[[3, 9, 12]][:, 1:], V.EOS)
     expect = (lm.sequence_logps(other, *rows)[0] - lm.sequence_logps(ref, *rows)[0]).mean()
     torch.testing.assert_close(inputs["kl_ref"], expect, rtol=0, atol=1e-5)
     assert not inputs["kl_ref"].requires_grad and inputs["policy"].requires_grad
