@@ -33,10 +33,6 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-def prepared_data(wildcards):
-    return f"resources/data/{datasets.source_of(wildcards.dataset)}/prepared.npz"
-
-
 def source_archive(wildcards):
     entry = datasets.source_entry(wildcards.source)
     if entry["kind"] != "download":
@@ -66,8 +62,6 @@ def train_inputs(wildcards):
     from lossbench import tasks
 
     run = resolved_run(wildcards)
-    if run["task"] == "classification":
-        return {"data": prepared_data(wildcards)}
     return tasks.get(run["task"]).train_inputs(run, stage_dir(wildcards, run), wildcards.profile)
 
 
@@ -76,10 +70,7 @@ def eval_inputs(wildcards):
     from lossbench import tasks
 
     run = resolved_run(wildcards)
-    task = tasks.get(run["task"])
-    if not hasattr(task, "eval_inputs"):
-        return {}
-    return task.eval_inputs(run, RUN_DIR.format(**wildcards), stage_dir(wildcards, run))
+    return tasks.get(run["task"]).eval_inputs(run, RUN_DIR.format(**wildcards), stage_dir(wildcards, run))
 
 
 def run_job(fn, *args, **kwargs):

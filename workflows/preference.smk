@@ -90,12 +90,7 @@ def pref_sample_eval_inputs(wildcards):
     from lossbench.tasks import preference as pref
 
     run = resolved_run(wildcards)
-    files = pref.stage_files(stage_dir(wildcards, run), run["dataset"])
-    out = {"info": f"{RUN_DIR.format(**wildcards)}/train.json", "sft": files["sft"], "samples": files["samples"],
-           "labels": files["labels"]}
-    if "forget" in pref.eval_inputs(run, "", stage_dir(wildcards, run)):
-        out["forget"] = files["forget"]
-    return out
+    return pref.sample_eval_inputs(run, RUN_DIR.format(**wildcards), stage_dir(wildcards, run))
 
 
 rule pref_sample_eval:

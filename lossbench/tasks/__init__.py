@@ -6,7 +6,7 @@ A task module provides:
   check_protocol(proto, where, track)       checks a schema can't do (registered model names...)
   train_inputs(run, stage_dir) -> {name: path}  files a run trains from (Snakemake inputs)
   train_run(run, inputs, out_dir, device, log)   -> dict written to train.json
-  eval_inputs(run, run_dir, stage_dir) -> {name: path}  extra files evaluation reads
+  eval_inputs(run, run_dir, stage_dir) -> {name: path}  extra files evaluation reads ({} if none)
   evaluate_run(run_dir, info)               -> (dict metric -> value, per-class DataFrame or None)
 """
 from __future__ import annotations

@@ -32,6 +32,15 @@ def check_protocol(proto: dict, where: str, track: dict) -> None:
         raise ConfigError(f"{where}/schedule: step needs milestones and factors of equal length")
 
 
+def train_inputs(run: dict, stage_dir, profile: str) -> dict:
+    """The prepared source (rules download_source/prepare_source); no per-seed stages."""
+    return {"data": f"resources/data/{data.source_of(run['dataset'])}/prepared.npz"}
+
+
+def eval_inputs(run: dict, run_dir, stage_dir) -> dict:
+    return {}  # train_run already wrote predictions.npz beside train.json
+
+
 def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
     from lossbench.train import train  # torch-heavy: imported only when a run trains
 

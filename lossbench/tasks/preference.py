@@ -73,12 +73,19 @@ def train_inputs(run: dict, stage_dir, profile: str) -> dict:
     return inputs
 
 
-def eval_inputs(run: dict, run_dir, stage_dir) -> dict:
+def sample_eval_inputs(run: dict, run_dir, stage_dir) -> dict:
+    """What pref_sample_eval reads: the run's train.json (its policy.pt sits beside it) and stages."""
     files = stage_files(stage_dir, run["dataset"])
-    out = {"eval": f"{run_dir}/eval.npz", "samples": files["samples"], "labels": files["labels"]}
+    out = {"info": f"{run_dir}/train.json", **{k: files[k] for k in ("sft", "samples", "labels")}}
     if methods.get(run["method"]).kind == "unlearning":
         out["forget"] = files["forget"]
     return out
+
+
+def eval_inputs(run: dict, run_dir, stage_dir) -> dict:
+    """What evaluate_run reads besides train.json: the sample_eval output and the stages it scores."""
+    staged = sample_eval_inputs(run, run_dir, stage_dir)
+    return {"eval": f"{run_dir}/eval.npz", **{k: v for k, v in staged.items() if k not in ("info", "sft")}}
 
 
 def stage_seed_key(run_or_track: str, protocol: str, seed: int) -> tuple:

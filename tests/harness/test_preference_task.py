@@ -53,7 +53,7 @@ def _run(track, stage, tmp, method, variant, dataset="synthpref"):
     if "guide" in inputs:  # point TGDPO at the guide trained by this test module
         inputs["guide"] = str(tmp / "dpo" / "beta0.1" / "train.json")
     runner.train_run(run, inputs, out)
-    ev = {**inputs, "info": str(out / "train.json"), **task.eval_inputs(run, out, stage)}
+    ev = task.sample_eval_inputs(run, out, stage)
     task.sample_eval(run, ev, out / "eval.npz")
     metrics = runner.evaluate_run(out)
     return dict(zip(metrics.metric, metrics.value)), out
