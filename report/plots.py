@@ -32,7 +32,7 @@ def method_colors(methods: list[str], baseline: str | None) -> dict[str, tuple]:
     return colors | ({baseline: BASELINE_COLOR} if baseline else {})
 
 
-def _style(method: str, baseline: str | None, colors: Mapping) -> dict:
+def line_style(method: str, baseline: str | None, colors: Mapping) -> dict:
     """Line style: the baseline drawn thick on top, the rest thin."""
     is_base = method == baseline
     return {"color": colors.get(method, "grey"), "lw": 2.4 if is_base else 1.1,
@@ -48,7 +48,7 @@ def _by_method(df: pd.DataFrame, colors: Mapping):
             yield method, part
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
@@ -78,7 +78,7 @@ def bar_main(rows: pd.DataFrame, meta: Mapping, baseline: str | None, colors: Ma
     ax.set_xlim(left=max(0.0, lo - 0.05 * abs(lo)))  # zoom in: differences are a few points
     ax.set_xlabel(f"{meta.get('display', 'value')} — mean ± CI over seeds")
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def per_class(rows: pd.DataFrame, baseline: str | None, colors: Mapping, path: Path) -> Path | None:
@@ -93,7 +93,7 @@ def per_class(rows: pd.DataFrame, baseline: str | None, colors: Mapping, path: P
     for method, part in _by_method(mean, colors):
         part = part.sort_values(["train_count", "class"])
         ax.plot(part[x], part["test_recall"] * 100, marker="o", ms=2.5,
-                alpha=1.0 if method == baseline else 0.8, **_style(method, baseline, colors))
+                alpha=1.0 if method == baseline else 0.8, **line_style(method, baseline, colors))
     if by_count:
         ax.set_xscale("log")
     else:
@@ -103,7 +103,7 @@ def per_class(rows: pd.DataFrame, baseline: str | None, colors: Mapping, path: P
            title="Per-class test recall" + (" vs class frequency" if by_count else ""))
     ax.grid(alpha=0.3)
     _legend_right(fig, ax)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def curves(rows: pd.DataFrame, panels: list[str], metrics: Mapping, baseline: str | None,
@@ -118,11 +118,11 @@ def curves(rows: pd.DataFrame, panels: list[str], metrics: Mapping, baseline: st
         scale = meta.get("scale", 1)
         band = summarize(rows[rows["metric"] == metric], ["method", "step"], "value", level)
         for method, part in _by_method(band, colors):
-            style = _style(method, baseline, colors)
+            style = line_style(method, baseline, colors)
             ax.plot(part["step"], part["mean"] * scale, **style)
             ax.fill_between(part["step"], part["ci_low"] * scale, part["ci_high"] * scale,
                             color=style["color"], alpha=0.12, lw=0)
         ax.set(xlabel="step", title=meta.get("display", metric))
         ax.grid(alpha=0.3)
     _legend_right(fig, axes[0][0])
-    return _save(fig, path)
+    return save_figure(fig, path)

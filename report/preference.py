@@ -18,15 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-import data as datasets  # noqa: E402
-from lossbench.stats import mean_ci  # noqa: E402
+import data as datasets
+from lossbench.stats import mean_ci
+from report.plots import line_style, save_figure  # Agg backend and shared style
 
 VIEWS = {
     "best": "each method at the variant with the best mean validation win rate",
@@ -178,31 +176,22 @@ def figures(ctx, view_dataset: str, data: Mapping, out) -> list[tuple[str, Path 
     if view == "best":
         drawn.append(("Reward–KL frontier: test gold reward against √KL over each method's grid (mean ± CI over "
                       "seeds; the star is π_ref). Up and left is better.",
-                      frontier(raw[raw["dataset"] == base], ctx.colors, budget, ctx.level, out(f"{slug}__frontier"))))
+                      frontier(raw[raw["dataset"] == base], ctx.info["baseline"], ctx.colors, budget, ctx.level,
+                               out(f"{slug}__frontier"))))
     drawn.append(("Log-likelihood dynamics on held-out probe pairs (selected variants, mean over seeds): "
                   "chosen and rejected log-likelihood change and the gradient cosine (E2).",
-                  dynamics(curves, chosen, ctx.colors, out(f"{slug}__dynamics"))))
+                  dynamics(curves, chosen, ctx.info["baseline"], ctx.colors, out(f"{slug}__dynamics"))))
     if view == "best" and not datasets.dataset_entry(base).get("label_noise"):
         best = data["summary"][(data["summary"]["track"] == track)
                                & data["summary"]["dataset"].str.endswith(" @best")]
         drawn.append(("Noise robustness: test win rate against the training label-flip rate (@best, mean ± CI).",
-                      noise_curves(best, ctx.colors, ctx.level, out(f"{track}__noise"))))
+                      noise_curves(best, ctx.info["baseline"], ctx.colors, ctx.level, out(f"{track}__noise"))))
     return drawn
 
 
 # ============================================================================================ figures
-def _style(method, colors):
-    return {"color": colors.get(method, "0.3"), "lw": 2.2 if method == "dpo" else 1.3}
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def frontier(raw: pd.DataFrame, colors: Mapping, budget: float, level: float, path: Path) -> Path | None:
+def frontier(raw: pd.DataFrame, baseline: str, colors: Mapping, budget: float, level: float,
+             path: Path) -> Path | None:
     """Test gold reward against √KL(π‖π_ref) for every variant (the β sweep), mean ± CI over seeds."""
     wide = raw[raw["metric"].isin(["test/gold_reward", "test/sqrt_kl"])]
     if wide.empty:
@@ -218,7 +207,7 @@ def frontier(raw: pd.DataFrame, colors: Mapping, budget: float, level: float, pa
                 pts.append((k.mean(), m, 0 if np.isnan(hw) else hw))
         if pts:
             x, y, e = map(np.array, zip(*sorted(pts)))
-            ax.errorbar(x, y, yerr=e, marker="o", ms=4, capsize=2, label=method, **_style(method, colors))
+            ax.errorbar(x, y, yerr=e, marker="o", ms=4, capsize=2, **line_style(method, baseline, colors))
     sft = raw[raw["metric"] == "test/sft_gold_reward"].drop_duplicates("seed")["value"]
     if len(sft):
         ax.scatter([0], [sft.mean()], marker="*", s=140, color="k", zorder=5, label="π_ref (sft)")
@@ -229,10 +218,11 @@ def frontier(raw: pd.DataFrame, colors: Mapping, budget: float, level: float, pa
     ax.set_ylabel("gold reward r* of policy samples (test)")
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def dynamics(curves: pd.DataFrame, chosen: Mapping[str, str], colors: Mapping, path: Path) -> Path | None:
+def dynamics(curves: pd.DataFrame, chosen: Mapping[str, str], baseline: str, colors: Mapping,
+             path: Path) -> Path | None:
     """Chosen and rejected log-likelihood change vs π_ref on held-out probe pairs over training
     (the '3D properties' / gradient-entanglement picture), mean over seeds, selected variants."""
     panels = ["val/chosen_change_sum", "val/rejected_change_sum", "val/grad_cosine"]
@@ -244,7 +234,7 @@ def dynamics(curves: pd.DataFrame, chosen: Mapping[str, str], colors: Mapping, p
     for ax, metric in zip(axes, panels):
         for method, part in rows[rows["metric"] == metric].groupby("method", sort=False):
             mean = part.groupby("step")["value"].mean()
-            ax.plot(mean.index, mean.to_numpy(), label=method, **_style(method, colors))
+            ax.plot(mean.index, mean.to_numpy(), **line_style(method, baseline, colors))
         ax.axhline(0, color="k", lw=0.6)
         ax.set_title({"val/chosen_change_sum": "log π(y_w) − log π_ref(y_w)",
                       "val/rejected_change_sum": "log π(y_l) − log π_ref(y_l)",
@@ -252,10 +242,10 @@ def dynamics(curves: pd.DataFrame, chosen: Mapping[str, str], colors: Mapping, p
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[-1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def noise_curves(view_rows: pd.DataFrame, colors: Mapping, level: float, path: Path,
+def noise_curves(view_rows: pd.DataFrame, baseline: str, colors: Mapping, level: float, path: Path,
                  metric: str = "test/win_rate") -> Path | None:
     """`metric` against the train label-flip rate ε, one line per method present at ≥ 2 noise levels."""
     rows = view_rows[(view_rows["metric"] == metric) & (view_rows["method"] != SFT)].copy()
@@ -270,9 +260,9 @@ def noise_curves(view_rows: pd.DataFrame, colors: Mapping, level: float, path: P
         if len(pts) < 2:
             continue
         x, y, e = map(np.array, zip(*pts))
-        ax.errorbar(x, y, yerr=np.nan_to_num(e), marker="o", capsize=2, label=method, **_style(method, colors))
+        ax.errorbar(x, y, yerr=np.nan_to_num(e), marker="o", capsize=2, **line_style(method, baseline, colors))
     ax.set_xlabel("label-flip rate ε of the training pairs")
     ax.set_ylabel("test win rate vs π_ref (@best)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
-    return _save(fig, path)
+    return save_figure(fig, path)
