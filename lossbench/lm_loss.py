@@ -1,0 +1,89 @@
+"""The loss layer of the LM-pretraining track: per-token cross-entropy and log-partition.
+
+Card L9 in shared/methods/lm_pretraining.md. Every LM method's loss goes through `token_losses`,
+so DLSR's per-sample means, PRIOR's token weights and the z-loss all read the same float32
+numbers; weighting and reduction are the trainer's.
+
+Labels arrive already shifted: `labels[b, t]` is the target of position t, and positions with
+`IGNORE_INDEX` get 0 in both outputs. Implementations:
+
+- "torch": materialised float32 logits, `F.cross_entropy(reduction="none")` and `logsumexp`.
+- "chunked": the same function over `chunk_size` rows at a time, each chunk checkpointed, so at
+  most one chunk's [chunk, V] logits is alive in the forward *and* in the backward. Plain slicing
+  without checkpointing would keep every chunk's logits for the backward and save nothing.
+- "cce": Cut Cross-Entropy (`cut_cross_entropy.linear_cross_entropy`, Wijmans et al., ICLR 2025),
+  which never materialises the logits. CUDA only; its kernels take the inputs' dtype and
+  accumulate in float32 (upcasting bf16 inputs first would cost the memory CCE is there to save).
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+IGNORE_INDEX = -100
+IMPLS = ("torch", "chunked", "cce")
+CHUNK_SIZE = 4096  # rows per chunk: 4096 x 50257 float32 logits is 0.8 GB
+
+
+def token_losses(hidden, weight, labels, *, impl: str = "torch", bias=None, chunk_size: int = CHUNK_SIZE):
+    """Per-token CE and log-partition of the linear head `hidden @ weight.T (+ bias)`.
+
+    hidden [B, T, D], weight [V, D], labels [B, T] (shifted; IGNORE_INDEX = not a target),
+    bias [V] or None. Returns `(ce, lse)`, both float32 [B, T] and 0 at ignored positions, with
+    ce = lse − z_y. Differentiable wrt hidden, weight and bias.
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"token_losses: impl {impl!r} not in {IMPLS}")
+    if hidden.dim() != 3 or labels.shape != hidden.shape[:2] or weight.shape[1] != hidden.shape[2]:
+        raise ValueError(f"token_losses: shapes hidden {tuple(hidden.shape)}, weight {tuple(weight.shape)}, "
+                         f"labels {tuple(labels.shape)} do not fit [B,T,D], [V,D], [B,T]")
+    rows, targets = hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1)
+    # Autocast would run the head matmul in bf16 whatever we cast to: the loss math is float32.
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        if impl == "torch":
+            ce, lse = _ce_lse(rows, weight, targets, bias)
+        elif impl == "chunked":
+            if chunk_size < 1:
+                raise ValueError(f"token_losses: chunk_size must be >= 1, got {chunk_size}")
+            parts = [checkpoint(_ce_lse, rows[i:i + chunk_size], weight, targets[i:i + chunk_size], bias,
+                                use_reentrant=False)
+                     for i in range(0, len(rows), chunk_size)]
+            ce, lse = (torch.cat(p) for p in zip(*parts))
+        else:
+            ce, lse = _cce(rows, weight, targets, bias)
+    lse = torch.where(targets != IGNORE_INDEX, lse, torch.zeros((), device=lse.device))
+    return ce.view(labels.shape), lse.view(labels.shape)
+
+
+def _ce_lse(rows, weight, targets, bias):
+    """(ce, lse) [n] of rows [n, D] in float32 over materialised logits."""
+    logits = rows.float() @ weight.float().T
+    if bias is not None:
+        logits = logits + bias.float()
+    ce = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="none")
+    return ce, torch.logsumexp(logits, dim=-1)
+
+
+def _cce(rows, weight, targets, bias):
+    if not rows.is_cuda:
+        raise RuntimeError(f"token_losses: impl='cce' needs CUDA tensors (got {rows.device}); "
+                           f"use impl='chunked' or 'torch' on CPU")
+    try:
+        from cut_cross_entropy import linear_cross_entropy
+    except ImportError as err:
+        raise RuntimeError("token_losses: impl='cce' needs the cut-cross-entropy package "
+                           "(pip install cut-cross-entropy)") from err
+    if bias is not None:
+        # Not every release takes a bias (PyPI 25.1.1 does not): fold it in as one more feature.
+        rows = torch.cat([rows, rows.new_ones(len(rows), 1)], dim=1)
+        weight = torch.cat([weight, bias.to(weight.dtype)[:, None]], dim=1)
+    if "return_lse" in inspect.signature(linear_cross_entropy).parameters:
+        ce, lse = linear_cross_entropy(rows, weight, targets, reduction="none", return_lse=True)
+    else:
+        # PyPI 25.1.1 returns the CE only; lse = ce + z_y is exact and costs one gathered dot product.
+        ce = linear_cross_entropy(rows, weight, targets, reduction="none")
+        lse = ce.float() + (rows.float() * weight[targets.clamp_min(0)].float()).sum(-1)
+    return ce.float(), lse.float()
