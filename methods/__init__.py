@@ -58,6 +58,19 @@ REGISTRY: dict[str, str] = {
     "kto": "methods.kto:SPEC",  # M14
     "orpo": "methods.orpo:SPEC",  # M15
     "ln_dpo": "methods.ln_dpo:SPEC",  # Hitchhiker's guide LN-DPO
+    # --- LM pretraining (shared/methods/lm_pretraining.md) ---
+    # Domain mixing (L3) reuses resample / temp_sample / temp_upweight / cooldown with domains as classes.
+    "uniform": "methods.uniform:SPEC",  # the track's ERM baseline (token mean)
+    "dlsr_linupper": "methods.dlsr:LINUPPER",  # L1
+    "dlsr_quadratic": "methods.dlsr:QUADRATIC",  # L1
+    "dlsr_extremes": "methods.dlsr:EXTREMES",  # L1
+    "curriculum": "methods.curriculum:SPEC",  # papers.md curriculum-rerank
+    "prior": "methods.prior:SPEC",  # L2
+    "cooldown_linear": "methods.temperature_sampling:COOLDOWN_LINEAR",  # L3 linear-decay variant
+    "random_select": "methods.random_select:SPEC",  # baseline of L4 / L5
+    "preselect": "methods.preselect:SPEC",  # L4
+    "tarot": "methods.tarot:SPEC",  # L5
+    "zloss": "methods.zloss:SPEC",  # L8 (PaLM z-loss, not zloss_spherical)
 }
 
 _cache: dict[str, MethodSpec] = {}

@@ -43,6 +43,35 @@ KL(π_ref‖π_θ)), guide_token_logps (a frozen guidance policy's per-token log
 rm_margin (reward-model margin r(y_w) − r(y_l), MADPO), token_masks (per-token weights from a
 mask module, SparsePO), degree_logits (a preference-degree head's logits and labels, SPO).
 
+LM-pretraining kinds (lossbench/lm_pretrain.py; per-token ce and lse come from the shared loss layer
+lossbench/lm_loss.py; every weight is detached and `progress` is always passed where shown):
+
+=============  ===========================================================  =====================
+sample_weight  fn(sample_losses [N], progress, **hp)                        weights [N] >= 0,
+               (detached mean token CE ℓ_i of each sequence)                summing to 1; loss =
+                                                                            N·Σ w_i·(n_i/Σn)·ℓ_i
+token_weight   fn(ref_logp [N,T], mask [N,T] bool, progress, **hp)          weights [N,T], 0 off
+               (a reference model's log-prob of each target token)          the mask, mean 1 on
+                                                                            it; loss = Σ w·ce/Σmask
+token_penalty  fn(lse [N,T], mask [N,T], **hp)                              extra loss [N,T], 0
+                                                                            off the mask, added to
+                                                                            ce before reduction
+selection      fn(ratio=..., **needs, **hp) over D training chunks          keep [D] bool,
+               (ratio is the track's, not a hyperparameter)                 deterministic (ties
+                                                                            by lower index)
+=============  ===========================================================  =====================
+
+Domain mixing needs no kind of its own: the trainer passes domains as classes to the `sampler` and
+`reweight` specs (temperature sampling, Cooldown, scalarization), class_counts = chunks per domain.
+
+Selection `needs` (numpy or torch, from the reference stage):
+  ref_losses       [D, M] per-chunk mean token loss under M reference checkpoints
+  ref_scores       [M] the checkpoints' held-out score, higher = better
+  chunk_features   [D, F] per-chunk features (e.g. projected gradients) of the candidates
+  target_features  [T, F] the same features of the target set
+  num_chunks       int D: the size of the training pool
+  seed             int: the run's selection seed (random baselines draw from it, never the global RNG)
+
 `predict(logits, class_counts, **hp)` (optional) maps raw logits to the scores used at test time
 (post-hoc logit adjustment). `reference()` returns `(kwargs, expected)` with `fn(**kwargs)`
 matching `expected` — a value worked out by hand or in float64, cited in the module.
@@ -53,9 +82,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 KINDS = ("loss", "batch_loss", "reweight", "sampler",  # classification
-         "pairwise", "listwise", "unpaired", "unlearning")  # preference optimisation
+         "pairwise", "listwise", "unpaired", "unlearning",  # preference optimisation
+         "sample_weight", "token_weight", "token_penalty", "selection")  # LM pretraining
 NEEDS = ("class_counts", "progress", "example_state",
-         "token_logps", "token_kl", "guide_token_logps", "rm_margin", "token_masks", "degree_logits")
+         "token_logps", "token_kl", "guide_token_logps", "rm_margin", "token_masks", "degree_logits",
+         "ref_losses", "ref_scores", "chunk_features", "target_features", "num_chunks", "seed")
 
 
 @dataclass
@@ -162,3 +193,9 @@ def require_in(method: str, hp: Mapping[str, Any], key: str, low: float, high: f
     inside = low <= value <= high if closed_high else low <= value < high
     if not inside:
         raise ValueError(f"{method}: {key} must be in [{low}, {high}{']' if closed_high else ')'}, got {value}")
+
+
+def require_choice(method: str, hp: Mapping[str, Any], key: str, choices: tuple) -> None:
+    """Raise ValueError("<method>: <key> must be one of <choices>, got <value>") unless hp[key] is one."""
+    if hp[key] not in choices:
+        raise ValueError(f"{method}: {key} must be one of {choices}, got {hp[key]!r}")

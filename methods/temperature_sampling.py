@@ -9,6 +9,9 @@ Card C2 in shared/methods/classification.md.
 - Scalarization samples proportionally and multiplies the loss of class k by q_k(τ)/π_k: same
   objective (Theorem 1), larger minibatch-gradient variance (Theorem 2).
 - Cooldown: τ_start = 5 for the first half of training, then τ_end = 1 (one switch, decreasing).
+  The paper's schedule is unverified (card L3 in shared/methods/lm_pretraining.md); the card also
+  asks for a linear-decay variant: τ_start until the switch, then linear in progress to τ_end at
+  the end of training (`cooldown_linear`).
 
 Classes with zero count get probability 0 (and weight 0), whatever τ.
 """
@@ -39,6 +42,12 @@ def temperature_sampling(class_counts, progress=None, *, tau: float):
 
 def cooldown(class_counts, progress, *, tau_start: float, tau_end: float, switch: float):
     return temperature_probs(class_counts, tau=tau_start if progress < switch else tau_end)
+
+
+def cooldown_linear(class_counts, progress, *, tau_start: float, tau_end: float, switch: float):
+    """τ_start until `switch`, then τ linear in progress down to τ_end at progress 1."""
+    decay = min(max((progress - switch) / max(1.0 - switch, 1e-12), 0.0), 1.0)
+    return temperature_probs(class_counts, tau=tau_start + (tau_end - tau_start) * decay)
 
 
 def temperature_upweight(targets, *, class_counts, tau: float):
@@ -79,6 +88,13 @@ def _ref_cooldown():
     return kw, torch.tensor([5000 / 5550, 500 / 5550, 50 / 5550])
 
 
+def _ref_cooldown_linear():
+    # Progress 0.75 is half-way from the switch (0.5) to the end: τ = 3, q = n^(1/3)/Σ = [17.0998,
+    # 7.93701, 3.68403]/28.7208 (float64).
+    kw = dict(class_counts=torch.tensor(_COUNTS), progress=0.75, tau_start=5.0, tau_end=1.0, switch=0.5)
+    return kw, torch.tensor([0.59537902, 0.27635046, 0.12827052])
+
+
 def _ref_upweight():
     # q(5) / π = [0.492838/0.900901, 0.310960/0.090090, 0.196202/0.009009] = [0.547050, 3.451653, 21.778458]
     kw = dict(targets=torch.tensor([2, 0, 1]), class_counts=torch.tensor(_COUNTS), tau=5.0)
@@ -109,6 +125,15 @@ COOLDOWN = MethodSpec(
     paper=_PAPER, url=_URL, card="C2", version=1, reference=_ref_cooldown,
     validate=_validate_cooldown,
     summary="Cooldown: temperature sampling with τ = 5 for the first half, then τ = 1",
+)
+
+COOLDOWN_LINEAR = MethodSpec(
+    name="cooldown_linear", kind="sampler", fn=cooldown_linear,
+    defaults={"tau_start": 5.0, "tau_end": 1.0, "switch": 0.5},
+    search={"tau_start": ("choice", 2.0, 5.0, 10.0), "switch": ("choice", 0.25, 0.5, 0.75)},
+    paper=_PAPER, url=_URL, card="L3", version=1, reference=_ref_cooldown_linear,
+    validate=_validate_cooldown,
+    summary="Cooldown, linear decay: τ = 5 for the first half, then linearly down to τ = 1 at the end",
 )
 
 TEMP_UPWEIGHT = MethodSpec(

@@ -6,11 +6,14 @@ import torch
 
 import methods
 from methods.base import KINDS, MethodSpec, PairBatch
+from methods.selection import budget
 
 NAMES = list(methods.REGISTRY)
 K, B = 5, 16
 T = 7  # response tokens per sequence in the random preference batches
 PREFERENCE = ("pairwise", "listwise", "unpaired", "unlearning")
+LM = ("sample_weight", "token_weight", "token_penalty", "selection")
+D, M, RATIO = 24, 6, 0.5  # training chunks, reference checkpoints and kept fraction for `selection`
 
 
 def _batch(seed=0, scale=3.0, dtype=torch.float32):
@@ -72,8 +75,36 @@ def _preference(kind, seed=0, scale=1.0, dtype=torch.float32):
     return dict(batch=batch), [pol_c, pol_r, kl_c, kl_r, *masks, degree_logits]
 
 
+def _lm(kind, seed=0, scale=1.0, dtype=torch.float32):
+    """Random inputs of an LM-pretraining kind: (kwargs for fn without progress/hp, leaves that require grad).
+
+    Sample losses and lse require grad so the tests can check that weights come back detached and that
+    a penalty's gradient reaches lse. Token masks leave row 0 empty (a fully padded sequence).
+    """
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(B, T, generator=g) < 0.7
+    mask[0] = False
+    mask[1, 0] = True
+    if kind == "sample_weight":
+        losses = (torch.rand(B, generator=g) * 3 * scale).to(dtype).requires_grad_()
+        return dict(sample_losses=losses), [losses]
+    if kind == "token_weight":  # log-probs in (−3·scale, 0], anything at padded positions
+        ref_logp = torch.where(mask, -torch.rand(B, T, generator=g) * 3 * scale, -torch.inf).to(dtype)
+        return dict(ref_logp=ref_logp, mask=mask), []
+    if kind == "token_penalty":
+        lse = ((torch.randn(B, T, generator=g) + 2) * scale).to(dtype).requires_grad_()
+        return dict(lse=lse, mask=mask), [lse]
+    features = dict(  # everything any selection method may need; _call passes only its `needs`
+        ref_losses=(torch.rand(D, M, generator=g) * 3 + 1) * scale, ref_scores=torch.rand(M, generator=g),
+        chunk_features=torch.randn(D, 4, generator=g) * scale, target_features=torch.randn(5, 4, generator=g) * scale,
+        num_chunks=D, seed=seed)
+    return features, []
+
+
 def _data(spec: MethodSpec, seed=0, scale=None, dtype=torch.float32):
-    """Inputs for the kind of `spec`: classification (logits, targets, counts), or preference kwargs."""
+    """Inputs for the kind of `spec`: classification (logits, targets, counts), or preference / LM kwargs."""
+    if spec.kind in LM:
+        return _lm(spec.kind, seed=seed, scale=1.0 if scale is None else scale, dtype=dtype)[0]
     if spec.kind in PREFERENCE:
         return _preference(spec.kind, seed=seed, scale=1.0 if scale is None else scale, dtype=dtype)[0]
     return _batch(seed=seed, scale=3.0 if scale is None else scale, dtype=dtype)
@@ -85,6 +116,13 @@ def _call(spec: MethodSpec, *data, progress=0.5):
     if spec.kind in PREFERENCE:  # data = (kwargs,): PairBatch, or the list / unpaired / forget tensors
         (kwargs,) = data
         return spec.fn(**kwargs, **hp)
+    if spec.kind in LM:  # data = (kwargs,), called as lossbench/lm_pretrain.py calls each kind
+        (kwargs,) = data
+        if spec.kind == "selection":
+            return spec.fn(ratio=RATIO, **{k: kwargs[k] for k in spec.needs}, **hp)
+        if spec.kind == "token_penalty":
+            return spec.fn(kwargs["lse"], kwargs["mask"], **hp)
+        return spec.fn(*kwargs.values(), progress=progress, **hp)
     logits, targets, counts = data
     needs = {"class_counts": counts, "progress": progress}
     kw = {k: needs[k] for k in spec.needs if k != "example_state"}
@@ -126,6 +164,9 @@ def test_reference_value(name):
 @pytest.mark.parametrize("scale", [1.0, 1e3])
 def test_shapes_finite_and_gradients(name, scale):
     spec = methods.get(name)
+    if spec.kind in LM:
+        _check_lm_contract(spec, scale)
+        return
     if spec.kind in PREFERENCE:
         kwargs, leaves = _preference(spec.kind, scale=scale)
         out = _call(spec, kwargs)
@@ -153,10 +194,33 @@ def test_shapes_finite_and_gradients(name, scale):
     assert torch.all(torch.isfinite(logits.grad))
 
 
+def _check_lm_contract(spec, scale):
+    """The LM kinds' contracts (methods/base.py): detached normalised weights, masked penalties, a mask."""
+    kwargs, leaves = _lm(spec.kind, scale=scale)
+    out = _call(spec, kwargs)
+    if spec.kind == "selection":
+        assert out.dtype == torch.bool and out.shape == (D,) and int(out.sum()) == budget(RATIO, D)
+        return
+    assert out.dtype == torch.float32 and torch.all(torch.isfinite(out))
+    if spec.kind == "sample_weight":
+        assert out.shape == (B,) and not out.requires_grad and torch.all(out >= 0)
+        assert math.isclose(float(out.sum()), 1.0, rel_tol=1e-5)
+        return
+    mask = kwargs["mask"]
+    assert out.shape == (B, T) and torch.all(out[~mask] == 0)
+    if spec.kind == "token_weight":
+        assert not out.requires_grad and torch.all(out >= 0)
+        assert math.isclose(float(out[mask].mean()), 1.0, rel_tol=1e-5)
+        return
+    out.sum().backward()  # token_penalty: a loss term, differentiable in lse
+    (lse,) = leaves
+    assert torch.all(torch.isfinite(lse.grad)) and torch.all(lse.grad[~mask] == 0) and torch.any(lse.grad != 0)
+
+
 @pytest.mark.parametrize("name", NAMES)  # kinds are filtered inside, so collection imports no module
 def test_bf16_inputs_compute_in_float32(name):
     spec = methods.get(name)
-    if spec.kind not in ("loss", "batch_loss", *PREFERENCE):
+    if spec.kind not in ("loss", "batch_loss", "token_penalty", *PREFERENCE):
         pytest.skip(f"{spec.kind} returns no loss")
     data = _data(spec, dtype=torch.bfloat16)
     out = _call(spec, *(data if isinstance(data, tuple) else (data,)))
@@ -187,6 +251,13 @@ def test_methods_of_one_kind_differ():
     for kind in PREFERENCE:
         kwargs, _ = _preference(kind, seed=7)
         outs = {n: _call(methods.get(n), kwargs).detach() for n in NAMES if methods.get(n).kind == kind}
+        same = {frozenset((a, b)) for a in outs for b in outs if a < b and torch.allclose(outs[a], outs[b])}
+        assert not same, f"{kind}: {same}"
+    # LM kinds likewise, at progress 0.3: past DLSR's burn-in, before the curriculum has annealed.
+    for kind in LM:
+        kwargs, _ = _lm(kind, seed=7)
+        outs = {n: _call(methods.get(n), kwargs, progress=0.3).detach().float()
+                for n in NAMES if methods.get(n).kind == kind}
         same = {frozenset((a, b)) for a in outs for b in outs if a < b and torch.allclose(outs[a], outs[b])}
         assert not same, f"{kind}: {same}"
 

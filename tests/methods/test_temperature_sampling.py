@@ -6,7 +6,7 @@ import torch
 
 import methods
 from methods.erm import cross_entropy
-from methods.temperature_sampling import (COOLDOWN, RESAMPLE, TEMP_SAMPLE, TEMP_UPWEIGHT,
+from methods.temperature_sampling import (COOLDOWN, COOLDOWN_LINEAR, RESAMPLE, TEMP_SAMPLE, TEMP_UPWEIGHT,
                                           temperature_probs)
 
 COUNTS = torch.tensor([5000.0, 500.0, 50.0])
@@ -19,7 +19,7 @@ def _close(actual, expected, rtol=1e-5, atol=1e-6):
         f"{actual} != {expected}")
 
 
-@pytest.mark.parametrize("spec", [RESAMPLE, TEMP_SAMPLE, COOLDOWN, TEMP_UPWEIGHT])
+@pytest.mark.parametrize("spec", [RESAMPLE, TEMP_SAMPLE, COOLDOWN, COOLDOWN_LINEAR, TEMP_UPWEIGHT])
 def test_spec_reference_and_registry(spec):
     assert methods.get(spec.name) is spec
     kwargs, expected = spec.reference()
@@ -66,6 +66,20 @@ def test_cooldown_switches_at_half():
         _close(COOLDOWN.fn(COUNTS, progress, **hp), q1)
     kwargs, expected = COOLDOWN.reference()
     _close(COOLDOWN.fn(**kwargs), expected)
+
+
+def test_linear_cooldown_holds_then_decays_to_tau_end():
+    # Card L3's linear-decay variant: τ_start until the switch, then linear in progress to τ_end at 1.
+    hp = COOLDOWN_LINEAR.hparams()
+    assert hp == {"tau_start": 5.0, "tau_end": 1.0, "switch": 0.5}
+    for progress in (0.0, 0.3, 0.5):
+        _close(COOLDOWN_LINEAR.fn(COUNTS, progress, **hp), temperature_probs(COUNTS, tau=5.0))
+    for progress, tau in ((0.625, 4.0), (0.75, 3.0), (0.875, 2.0), (1.0, 1.0)):
+        _close(COOLDOWN_LINEAR.fn(COUNTS, progress, **hp), temperature_probs(COUNTS, tau=tau))
+    # switch = 0: a pure linear decay over the whole run; the head class's share only grows.
+    heads = [COOLDOWN_LINEAR.fn(COUNTS, p, **{**hp, "switch": 0.0})[0].item() for p in (0.0, 0.25, 0.5, 1.0)]
+    assert heads == sorted(heads) and heads[-1] == pytest.approx(PRIOR[0].item(), rel=1e-5)
+    _close(COOLDOWN_LINEAR.fn(COUNTS, 1.0, **{**hp, "switch": 1.0}), temperature_probs(COUNTS, tau=5.0))
 
 
 def test_upweight_is_q_over_prior():
@@ -150,6 +164,8 @@ def test_validate_rejects_bad_hparams():
             TEMP_SAMPLE.hparams({"tau": bad})
     with pytest.raises(ValueError):
         COOLDOWN.hparams({"switch": 1.5})
+    with pytest.raises(ValueError):
+        COOLDOWN_LINEAR.hparams({"tau_end": 0.0})
     with pytest.raises(ValueError):
         TEMP_UPWEIGHT.hparams({"tau": 0.0})
     assert TEMP_SAMPLE.hparams({"tau": math.inf})["tau"] == math.inf

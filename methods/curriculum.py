@@ -1,0 +1,53 @@
+"""Curriculum sample weights: hard samples down-weighted early, annealed linearly to uniform.
+
+MacAvaney, Nardini, Perego, Tonellotto, Goharian, Frieder, "Training Curricula for Open Domain
+Answer Re-Ranking", SIGIR 2020, arXiv:2004.14269 (papers.md `curriculum-rerank`; no card).
+
+Verified in the authors' OpenNIR trainer (`pointwise-cl`, onir/trainers): a difficulty heuristic
+D ∈ [0, 1] (1 = easy) weights each sample by W = D·(1 − p) + p with p = epoch / eoc_epoch, and by
+1 from eoc_epoch on (code default eoc_epoch = 20), so the curriculum interpolates linearly from
+the heuristic weights to uniform. The paper's heuristics are static retrieval signals (the BM25
+rank or normalised score of the answer); the abstract's "down-weights difficult samples early in
+the training process ... gradually shifts to weighting all samples equally" is the schedule.
+
+Adaptation here, where no retrieval score exists: D is the easiness of each sequence in its batch
+by its current (detached) loss, D_i = 1 − (ℓ_i − ℓ_min) / max(ℓ_max − ℓ_min, 1e−6), and p is the
+fraction of training done over `anneal`, continuous rather than per epoch. Weights are normalised
+to sum 1, so the loss scale stays that of the token mean (the OpenNIR pointwise trainer instead
+multiplies the batch loss by the mean W < 1, which also lowers the effective learning rate early).
+`anneal` = 0.5 is our default: the paper's end-of-curriculum point for our budgets is unverified.
+"""
+import torch
+
+from methods.base import MethodSpec, require_in
+
+
+def curriculum_weights(sample_losses, *, progress: float, anneal: float):
+    """Detached weights [N] summing to 1 (float32); uniform once progress >= anneal."""
+    loss = sample_losses.detach().double()
+    lo = loss.min()
+    easiness = 1 - (loss - lo) / torch.clamp(loss.max() - lo, min=1e-6)  # equal losses: all 1
+    t = min(progress / anneal, 1.0) if anneal > 0 else 1.0
+    w = easiness * (1 - t) + t  # the paper's W = D·(1 − p) + p
+    return (w / w.sum()).float()
+
+
+def _validate(hp):
+    require_in("curriculum", hp, "anneal", 0, 1, closed_high=True)
+
+
+def _reference():
+    # Losses [1, 2, 3] -> D = [1, 0.5, 0]; progress 0.25 of anneal 0.5 -> t = 0.5, W = D/2 + 1/2
+    # = [1, 0.75, 0.5], sum 2.25 -> [0.444444, 0.333333, 0.222222] (by hand).
+    kw = dict(sample_losses=torch.tensor([1.0, 2.0, 3.0]), progress=0.25, anneal=0.5)
+    return kw, torch.tensor([4 / 9, 3 / 9, 2 / 9])
+
+
+SPEC = MethodSpec(
+    name="curriculum", kind="sample_weight", fn=curriculum_weights, defaults={"anneal": 0.5},
+    search={"anneal": ("choice", 0.25, 0.5, 0.75)},
+    paper="MacAvaney et al. SIGIR 2020 (Training Curricula), arXiv:2004.14269",
+    url="https://arxiv.org/abs/2004.14269", card="curriculum-rerank",
+    reference=_reference, validate=_validate,
+    summary="curriculum: high-loss sequences down-weighted early, linearly annealed to uniform by 50 % of training",
+)
