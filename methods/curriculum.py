@@ -3,18 +3,21 @@
 MacAvaney, Nardini, Perego, Tonellotto, Goharian, Frieder, "Training Curricula for Open Domain
 Answer Re-Ranking", SIGIR 2020, arXiv:2004.14269 (papers.md `curriculum-rerank`; no card).
 
-Verified in the authors' OpenNIR trainer (`pointwise-cl`, onir/trainers): a difficulty heuristic
-D ∈ [0, 1] (1 = easy) weights each sample by W = D·(1 − p) + p with p = epoch / eoc_epoch, and by
-1 from eoc_epoch on (code default eoc_epoch = 20), so the curriculum interpolates linearly from
-the heuristic weights to uniform. The paper's heuristics are static retrieval signals (the BM25
-rank or normalised score of the answer); the abstract's "down-weights difficult samples early in
-the training process ... gradually shifts to weighting all samples equally" is the schedule.
+Verified in the authors' OpenNIR trainers (Georgetown-IR-Lab/OpenNIR@49bf6b0,
+onir/trainers/pointwise_cl.py and pairwise_cl.py): a difficulty heuristic D ∈ [0, 1] (1 = easy)
+gives the weight W = D·(1 − p) + p with p = epoch / eoc_epoch, and 1 from eoc_epoch on (code
+default eoc_epoch = 20), so the curriculum interpolates linearly from the heuristic to uniform.
+The heuristics are static retrieval signals (the answer's BM25 reciprocal rank, normalised score
+or a KDE score); the abstract's "down-weights difficult samples early in the training process ...
+gradually shifts to weighting all samples equally" is the schedule. Note: both trainers multiply
+the already mean-reduced batch loss by the batch *mean* of W, so the released code rescales whole
+batches; we weight samples, as the abstract describes.
 
 Adaptation here, where no retrieval score exists: D is the easiness of each sequence in its batch
 by its current (detached) loss, D_i = 1 − (ℓ_i − ℓ_min) / max(ℓ_max − ℓ_min, 1e−6), and p is the
 fraction of training done over `anneal`, continuous rather than per epoch. Weights are normalised
-to sum 1, so the loss scale stays that of the token mean (the OpenNIR pointwise trainer instead
-multiplies the batch loss by the mean W < 1, which also lowers the effective learning rate early).
+to sum 1, so the loss scale stays that of the token mean (the code's mean W < 1 also lowers the
+effective learning rate early).
 `anneal` = 0.5 is our default: the paper's end-of-curriculum point for our budgets is unverified.
 """
 import torch
