@@ -92,13 +92,19 @@ def check_track(track: dict, where: str = "track") -> None:
             if d in seen:
                 raise ConfigError(f"{where}: dataset {d!r} is in protocols {seen[d]!r} and {pname!r}")
             seen[d] = pname
-        task.check_protocol(proto, f"{where}: protocols/{pname}", track)
+        view = protocol_track(track, pname)
+        if view is not track:  # its own sweep: fair tuning among the methods its datasets run
+            _check_sweep(view, f"{where}: protocols/{pname}", protocol_methods(track, pname))
+        task.check_protocol(proto, f"{where}: protocols/{pname}", view)
     for d in track.get("dataset_methods", {}):
         if d not in seen:
             raise unknown_name("dataset in dataset_methods", d, seen, where)
 
 
 DEFAULT_VARIANT = "default"
+# Track keys a protocol may replace for its own datasets: a pretrained LM wants learning rates ~100x
+# below a from-scratch toy's, and a GPU-heavy protocol may afford fewer seeds than a CPU one.
+PROTOCOL_OVERRIDES = ("sweep", "seeds")
 SWEEP_LR = "lr"  # a sweep key that sets the protocol's learning rate instead of a method hyperparameter
 
 
@@ -121,21 +127,38 @@ def variants(track: dict, method: str) -> dict[str, dict]:
     return {variant_slug(p): p for p in (dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys)))}
 
 
-def _check_sweep(track: dict, where: str) -> None:
-    """Fair tuning: with a sweep, every method has a grid and all grids have the same size."""
+def protocol_track(track: dict, pname: str) -> dict:
+    """The track as protocol `pname`'s datasets see it: the protocol's own PROTOCOL_OVERRIDES keys
+    replace the track's (the track itself when it has none)."""
+    proto = track["protocols"][pname]
+    own = {k: proto[k] for k in PROTOCOL_OVERRIDES if k in proto}
+    return {**track, **own} if own else track
+
+
+def protocol_methods(track: dict, pname: str) -> list[str]:
+    """The methods that run on at least one of protocol `pname`'s datasets (dataset_methods)."""
+    ran = {m for d in track["protocols"][pname]["datasets"]
+           for m in track.get("dataset_methods", {}).get(d, track["methods"])}
+    return [m for m in track["methods"] if m in ran]
+
+
+def _check_sweep(track: dict, where: str, names: list[str] | None = None) -> None:
+    """Fair tuning: with a sweep, every method (of `names`, default the track's) has a grid and all
+    grids have the same size."""
     sweep = track.get("sweep")
     if not sweep:
         return
+    names = track["methods"] if names is None else names
     for m in sweep:
         if m not in track["methods"]:
             raise unknown_name("method in sweep", m, track["methods"], where)
-    missing = [m for m in track["methods"] if m not in sweep]
+    missing = [m for m in names if m not in sweep]
     if missing:
         raise ConfigError(f"{where}: sweep: every method needs a grid (fair tuning); missing {missing}")
-    sizes = {m: len(variants(track, m)) for m in track["methods"]}
+    sizes = {m: len(variants(track, m)) for m in names}
     if len(set(sizes.values())) > 1:
         raise ConfigError(f"{where}: sweep: grids must have the same size for every method (fair tuning); got {sizes}")
-    for m in track["methods"]:
+    for m in names:
         for slug, point in variants(track, m).items():
             try:
                 methods.get(m).hparams({**track.get("method_hparams", {}).get(m, {}),
@@ -174,13 +197,14 @@ def runs(tracks: dict, dataset_filter=None) -> list[tuple[str, str, str, str, in
     patterns, the profile's optional `datasets` key) keeps only matching datasets."""
     out = []
     for t, track in tracks.items():
-        for proto in track["protocols"].values():
+        for pname, proto in track["protocols"].items():
+            view = protocol_track(track, pname)
             for d in proto["datasets"]:
                 if dataset_filter and not any(fnmatch.fnmatchcase(d, pat) for pat in dataset_filter):
                     continue
                 for m in track.get("dataset_methods", {}).get(d, track["methods"]):
-                    for v in variants(track, m):
-                        for s in track["seeds"]:
+                    for v in variants(view, m):
+                        for s in view["seeds"]:
                             out.append((t, d, m, v, s))
     return out
 
@@ -193,15 +217,22 @@ def protocol_name(track: dict, dataset: str) -> str:
 
 
 def protocol_for(track: dict, dataset: str) -> dict:
+    """The protocol a run of `dataset` follows, without what selects runs (datasets, overrides)."""
     proto = track["protocols"][protocol_name(track, dataset)]
-    return {k: v for k, v in proto.items() if k != "datasets"}
+    return {k: v for k, v in proto.items() if k not in ("datasets", *PROTOCOL_OVERRIDES)}
+
+
+def data_seed(track_name: str, dataset: str, seed: int) -> int:
+    """The data seed of every run of (track, dataset, seed), whatever the method: paired runs, and
+    per-seed stages (reference models, SFT) derive theirs from it."""
+    return derive_seed(track_name, dataset, seed, "data")
 
 
 def resolve_run(track: dict, dataset: str, method: str, seed: int, variant: str = DEFAULT_VARIANT) -> dict:
     """Everything that determines a run's numbers, with its hash as `run_id`."""
     spec = methods.get(method)
     name = track["track"]
-    grid = variants(track, method)
+    grid = variants(protocol_track(track, protocol_name(track, dataset)), method)
     if variant not in grid:
         raise unknown_name(f"variant of {method}", variant, grid, name)
     point = grid[variant]
@@ -216,7 +247,7 @@ def resolve_run(track: dict, dataset: str, method: str, seed: int, variant: str 
                                  **{k: v for k, v in point.items() if k != SWEEP_LR}}),
         "protocol_name": protocol_name(track, dataset), "protocol": protocol,
         "seeds": {
-            "data": derive_seed(name, dataset, seed, "data"),  # same for every method: paired runs
+            "data": data_seed(name, dataset, seed),  # same for every method: paired runs
             "init": derive_seed(name, dataset, method, seed, "init"),
             "order": derive_seed(name, dataset, method, seed, "order"),
         },

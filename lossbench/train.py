@@ -90,13 +90,16 @@ def build_optimizer(params, cfg: dict):
     raise KeyError(f"unknown optimizer {name!r}; valid: sgd, adam, adamw")
 
 
-def optimizer_step(opt, loss) -> bool:
-    """One optimiser step on `loss`; False, with no step taken, when the loss is NaN or infinite
-    (the caller records the run as diverged instead of crashing the DAG)."""
+def optimizer_step(opt, loss, clip: float | None = None) -> bool:
+    """One optimiser step on `loss`, the gradient norm clipped to `clip` if given; False, with no
+    step taken, when the loss is NaN or infinite (the caller records the run as diverged instead
+    of crashing the DAG)."""
     if not torch.isfinite(loss):
         return False
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
     opt.step()
     return True
 
@@ -121,7 +124,7 @@ def lr_factor(schedule: dict, epoch: float, total_epochs: float) -> float:
 
 
 # ---------------------------------------------------------------- the loop
-def _batch_indices(spec, hp, y, counts, progress, n, batch, gen, perm_state):
+def batch_indices(spec, hp, y, counts, progress, n, batch, gen, perm_state):
     """Indices (on CPU) of the next batch: the method's class probabilities for samplers, else
     consecutive slices of a fresh permutation per epoch (last partial batch dropped)."""
     if spec.kind == "sampler":
@@ -209,7 +212,7 @@ def train(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, order_s
         epoch = step / steps_per_epoch
         for g, base in zip(opt.param_groups, base_lrs):
             g["lr"] = base * lr_factor(proto.get("schedule", {"name": "constant"}), epoch, total_epochs)
-        idx = _batch_indices(spec, hp, y_cpu, counts_cpu, progress, n, batch, gen, perm_state).to(device)
+        idx = batch_indices(spec, hp, y_cpu, counts_cpu, progress, n, batch, gen, perm_state).to(device)
         xb, yb = pipe(x_tr[idx], train=True), y_tr[idx]
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
             logits = model(xb)

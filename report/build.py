@@ -21,12 +21,12 @@ import pandas as pd
 from lossbench.stats import leaderboard
 from report import claims as claims_mod
 from report import plots
-from report import preference
+from report import lm_pretraining, preference
 from report.tables import (LAYOUT_PATH, fmt_mapping, legend, load_layout, markdown_table,
                            table_rows, track_layout)
 
 TEMPLATES = Path(__file__).with_name("templates")
-CURVE_COLUMNS = ["track", "dataset", "method", "seed", "step", "epoch", "metric", "value"]
+CURVE_COLUMNS = ["track", "dataset", "method", "seed", "step", "epoch", "tokens", "metric", "value"]
 RUN_KEYS = ["track", "dataset", "method", "seed"]
 PER_CLASS_COLUMNS = ["track", "dataset", "method", "seed", "class", "train_count", "test_recall"]
 
@@ -146,8 +146,10 @@ def _figures(ctx: TrackContext, dataset: str, order: list[str], rows: pd.DataFra
          plots.per_class(pick(data["per_class"]), baseline, ctx.colors, path("per_class"))),
         ("Training curves, mean and CI band over seeds (diverged runs left out)",
          plots.curves(pick(data["curves"]), ctx.layout.get("curves", []), ctx.metrics, baseline,
-                      ctx.colors, ctx.level, path("curves"))),
+                      ctx.colors, ctx.level, path("curves"), x=ctx.layout.get("curves_x", "step"))),
     ]
+    if lm_pretraining.is_lm(data, track):
+        drawn += lm_pretraining.figures(ctx, pick(data["summary"]), pick(data["curves"]), path)
     return [(cap, p.relative_to(ctx.out_dir).as_posix()) for cap, p in drawn if p is not None]
 
 
@@ -209,6 +211,8 @@ def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "los
     for t in data["summary"]["track"].unique():  # variant selection on validation data (fair tuning)
         if preference.is_preference(data, t):
             preference.expand_views(data, t)
+        if lm_pretraining.is_lm(data, t):
+            lm_pretraining.add_time_to_target(data, t)
     summary, prov = data["summary"], data["provenance"]
     tracks = list(dict.fromkeys([*(prov.get("tracks") or {}), *summary["track"].unique()]))
     tracks = [t for t in tracks if (summary["track"] == t).any()]

@@ -107,8 +107,8 @@ def per_class(rows: pd.DataFrame, baseline: str | None, colors: Mapping, path: P
 
 
 def curves(rows: pd.DataFrame, panels: list[str], metrics: Mapping, baseline: str | None,
-           colors: Mapping, level: float, path: Path) -> Path | None:
-    """One panel per curve metric: mean over seeds per step with a t-CI band."""
+           colors: Mapping, level: float, path: Path, x: str = "step") -> Path | None:
+    """One panel per curve metric: mean over seeds per `x` (step, or tokens seen) with a t-CI band."""
     panels = [p for p in panels if (rows["metric"] == p).any()]
     if not panels:
         return None
@@ -116,13 +116,13 @@ def curves(rows: pd.DataFrame, panels: list[str], metrics: Mapping, baseline: st
     for ax, metric in zip(axes[0], panels):
         meta = metrics.get(metric, {})
         scale = meta.get("scale", 1)
-        band = summarize(rows[rows["metric"] == metric], ["method", "step"], "value", level)
+        band = summarize(rows[rows["metric"] == metric], ["method", x], "value", level)
         for method, part in _by_method(band, colors):
             style = line_style(method, baseline, colors)
-            ax.plot(part["step"], part["mean"] * scale, **style)
-            ax.fill_between(part["step"], part["ci_low"] * scale, part["ci_high"] * scale,
+            ax.plot(part[x], part["mean"] * scale, **style)
+            ax.fill_between(part[x], part["ci_low"] * scale, part["ci_high"] * scale,
                             color=style["color"], alpha=0.12, lw=0)
-        ax.set(xlabel="step", title=meta.get("display", metric))
+        ax.set(xlabel="tokens seen" if x == "tokens" else x, title=meta.get("display", metric))
         ax.grid(alpha=0.3)
     _legend_right(fig, axes[0][0])
     return save_figure(fig, path)

@@ -17,6 +17,7 @@ import importlib
 TASKS = {
     "classification": "lossbench.tasks.classification",
     "preference": "lossbench.tasks.preference",
+    "lm_pretraining": "lossbench.tasks.lm_pretraining",
 }
 
 
