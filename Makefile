@@ -8,10 +8,11 @@ CORES ?= 2
 
 .PHONY: smoke test install clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml requirements-nodeps.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements-nodeps.txt
 	touch $@
 
 install: $(BIN)/.installed

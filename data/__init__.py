@@ -2,7 +2,8 @@
 
 A *source* is prepared once into `prepared.npz` (train split + held-out split). A *dataset* is a
 variant of a source built at run time from the run's data seed: long-tailed subsample and/or
-corrupted training labels, plus a balanced val/test cut of the held-out split.
+corrupted training labels, plus a balanced val/test cut of the held-out split. Sources of the
+lm_pretraining task are token corpora instead (layout in data/lm_corpus.py), used as prepared.
 """
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ import yaml
 from data import transforms
 
 REGISTRY_PATH = Path(__file__).with_name("registry.yaml")
+# What a prepared source must hold, by the source's task (classification unless it says otherwise).
+PREPARED_KEYS = {
+    "classification": {"x_train", "y_train", "x_heldout", "y_heldout", "num_classes"},
+    "lm_pretraining": {"train_tokens", "train_domain", "train_flag", "val_tokens", "val_domain", "test_tokens",
+                       "test_domain", "domain_names", "seq_len", "tokenizer_json", "tokenizer_sha256", "eos_token",
+                       "test_texts"},
+}
 
 
 @functools.lru_cache(maxsize=1)
@@ -65,10 +73,20 @@ def describe(dataset: str) -> str:
     if "noise" in entry:
         n = entry["noise"]
         parts.append(f"{n['kind']} label noise at rate {n['rate']} on the training set")
+    if entry.get("task") == "lm_pretraining":
+        return "; ".join(parts) + "; " + _lm_summary(source_entry(entry["source"]).get("params", {}))
     if entry.get("task") == "preference":
         flip = entry.get("label_noise", 0.0)
         return "; ".join(parts) + f"; train preference labels flipped at rate {flip}; held-out pairs clean"
     return "; ".join(parts) + "; clean balanced val/test halves of the held-out split"
+
+
+def _lm_summary(params: dict) -> str:
+    rows = f"{params['seq_len']}-token rows by domain"
+    if "noise_fraction" not in params:
+        return rows + "; held-out val/test"
+    return (f"{rows}, plus {params['redundant_fraction']:.0%} near-duplicate and {params['noise_fraction']:.0%} "
+            "random-word training rows (flagged); val/test clean")
 
 
 def offline() -> bool:
@@ -87,9 +105,12 @@ def download_source(source: str, archive_path) -> Path:
 def prepare_source(source: str, raw_dir=None) -> dict:
     """Arrays of the source's train and held-out splits (see data/<module>.py)."""
     entry = source_entry(source)
+    if entry["kind"] == "hub" and offline():
+        raise RuntimeError(f"source {source!r} streams {entry['params']['path']} from the HuggingFace hub and "
+                           "BENCH_OFFLINE is set; unset it, or use an embedded source such as shakespeare_mix")
     module = importlib.import_module(entry["module"])
     arrays = module.prepare(entry.get("params", {}), raw_dir=raw_dir)
-    missing = {"x_train", "y_train", "x_heldout", "y_heldout", "num_classes"} - set(arrays)
+    missing = PREPARED_KEYS[entry.get("task", "classification")] - set(arrays)
     if missing:
         raise RuntimeError(f"source {source!r} prepared without {sorted(missing)}")
     return arrays

@@ -73,6 +73,6 @@ def test_unknown_dataset_lists_close_matches():
 def test_registry_sources_are_complete():
     for name in data.names():
         entry = data.source_entry(data.source_of(name))
-        assert entry["modality"] in ("vector", "image", "sequence")
+        assert entry["modality"] in ("vector", "image", "sequence", "text")
         if entry["kind"] == "download":
             assert entry["url"].startswith("https://") and len(entry["md5"]) == 32
