@@ -52,10 +52,12 @@ class HubPairs:
 
 
 # ---------------------------------------------------------------------------------------- reading
-def load_split(source: str, split: str, *, data_files=None, cache_dir=None):
-    """A `datasets.Dataset`: a hub id or local dataset folder (`load_dataset(source, split=...)`),
-    a local .parquet / .json / .jsonl file, or a builder name ("parquet", "json") with `data_files`
-    ({split: path(s)} or path(s), which then make up the split)."""
+def load_split(source: str, split: str, *, data_files=None, cache_dir=None, name=None, revision=None,
+               streaming=False):
+    """A `datasets.Dataset` (an IterableDataset when `streaming`): a hub id or local dataset folder
+    (`load_dataset(source, name, split=...)`), a local .parquet / .json / .jsonl file, or a builder
+    name ("parquet", "json") with `data_files` ({split: path(s)} or path(s), which then make up the
+    split)."""
     from datasets import load_dataset
 
     path = Path(source)
@@ -65,7 +67,8 @@ def load_split(source: str, split: str, *, data_files=None, cache_dir=None):
         source, data_files = LOCAL_BUILDERS[path.suffix], {split: str(path)}
     elif data_files is not None and not isinstance(data_files, dict):
         data_files = {split: data_files}
-    return load_dataset(source, data_files=data_files, split=split, cache_dir=cache_dir)
+    return load_dataset(source, name, data_files=data_files, split=split, cache_dir=cache_dir, revision=revision,
+                        streaming=streaming)
 
 
 def check_columns(columns, where: str):
