@@ -17,6 +17,7 @@ truncates; `lm.response_mask_of` reads it as running to the maximum length), the
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ class HubPairs:
     prompt_mask: np.ndarray  # [N, P] int64, 1 = real token
     responses: np.ndarray    # [N, 2, T] int64: chosen, rejected
     margin: np.ndarray       # [N] float64
+    contexts: np.ndarray     # [N] str: the messages before the answer as JSON (what a judge reads)
     eos_id: int
     pad_id: int
     stats: dict = field(default_factory=dict)
@@ -78,13 +80,18 @@ def check_columns(columns, where: str):
                          f"hh-rlhf transcripts); missing {missing}; found {sorted(columns)}")
 
 
-def select_rows(ds, limit: int | None, seed: int | None):
-    """The first `limit` rows, or with `seed` a seeded random subset of that size (in file order)."""
-    if limit is None or limit >= len(ds):
+def select_rows(ds, limit: int | None, seed: int | None, skip: int = 0):
+    """Rows skip .. skip+limit−1 (all the rest without `limit`) of the file order or, with `seed`, of
+    a seeded permutation, kept in file order. The same seed with consecutive skips deals disjoint
+    subsets of one split (e.g. val and test from a single test split)."""
+    n = len(ds)
+    stop = n if limit is None else min(n, skip + limit)
+    if skip >= stop:
+        raise ValueError(f"{skip + (limit or 0)} rows asked of a split with {n}")
+    if skip == 0 and stop == n:
         return ds
-    if seed is None:
-        return ds.select(range(limit))
-    return ds.select(np.sort(np.random.default_rng(seed).choice(len(ds), limit, replace=False)))
+    order = np.arange(n) if seed is None else np.random.default_rng(seed).permutation(n)
+    return ds.select(np.sort(order[skip:stop]))
 
 
 _TURN = re.compile(r"\n\n(Human|Assistant): ?")
@@ -147,22 +154,23 @@ def tokenize_pairs(tokenizer, conversations, *, max_prompt_tokens: int, max_resp
 
 
 def load_pairs(source: str, *, split: str, tokenizer, max_prompt_tokens: int, max_response_tokens: int,
-               limit: int | None = None, seed: int | None = None, data_files=None,
-               cache_dir=None) -> HubPairs:
+               limit: int | None = None, seed: int | None = None, skip: int = 0, data_files=None,
+               cache_dir=None, revision=None) -> HubPairs:
     """Pairs from `source` (see `load_split`), tokenized with `tokenizer` and its chat template.
 
-    Reads `limit` rows (the first ones, or a `seed`ed subset), then drops malformed rows (the two
-    sides disagree on the context) and pairs whose chosen and rejected tokens are identical after
-    truncation (no preference signal; this includes identical texts), counting each in `stats`."""
+    Reads `limit` rows after `skip` (see `select_rows`: in file order, or of a `seed`ed permutation),
+    then drops malformed rows (the two sides disagree on the context) and pairs whose chosen and
+    rejected tokens are identical after truncation (no preference signal; this includes identical
+    texts), counting each in `stats`."""
     if max_prompt_tokens < 1 or max_response_tokens < 1:
         raise ValueError("max_prompt_tokens and max_response_tokens must be >= 1")
     if tokenizer.chat_template is None:
         raise ValueError("the tokenizer has no chat template (use a chat/instruct tokenizer or set "
                          "tokenizer.chat_template)")
     where = f"{source} [{split}]"
-    ds = load_split(source, split, data_files=data_files, cache_dir=cache_dir)
+    ds = load_split(source, split, data_files=data_files, cache_dir=cache_dir, revision=revision)
     check_columns(ds.column_names, where)
-    ds = select_rows(ds, limit, seed)
+    ds = select_rows(ds, limit, seed, skip)
     triples = [split_conversation(c, r) for c, r in zip(ds["chosen"], ds["rejected"])]
     rows = [i for i, t in enumerate(triples) if t is not None]
     if not rows:
@@ -188,5 +196,6 @@ def load_pairs(source: str, *, split: str, tokenizer, max_prompt_tokens: int, ma
              "dropped_identical": len(triples) - triples.count(None) - len(distinct),
              "prompt_truncated": sum(prompts_cut),
              "response_truncated": int(sum(y[-1] != eos for y in y_w + y_l))}
+    contexts = np.array([json.dumps(triples[i][0]) for i in rows], dtype=str)
     return HubPairs(prompts=_pad(prompts, pad), prompt_mask=_pad([[1] * len(p) for p in prompts], 0),
-                    responses=responses, margin=margin, eos_id=eos, pad_id=pad, stats=stats)
+                    responses=responses, margin=margin, contexts=contexts, eos_id=eos, pad_id=pad, stats=stats)

@@ -59,10 +59,12 @@ class RewardJudge:
     """A scalar reward model (AutoModelForSequenceClassification, one label), e.g.
     OpenAssistant/reward-model-deberta-v3-large-v2, the real configuration's judge/gold reward r*.
 
-    Input: the tokenizer's chat template over [user: prompt, assistant: response] when it has one;
+    A prompt is a string (one user turn) or the conversation before the answer as chat messages.
+    Input: the tokenizer's chat template over [prompt turns, assistant: response] when it has one;
     otherwise the (prompt, response) text pair, which is how the OpenAssistant reward models are
-    queried on their model cards (tokenizer(question, answer): [CLS] q [SEP] a [SEP]). Long inputs
-    are truncated to the model's maximum length."""
+    queried on their model cards (tokenizer(question, answer): [CLS] q [SEP] a [SEP]), a
+    conversation's turns joined by blank lines. Long inputs are truncated to the model's maximum
+    length."""
 
     def __init__(self, name_or_path, device="cpu", dtype=torch.float32):
         from transformers import AutoModelForSequenceClassification
@@ -83,10 +85,11 @@ class RewardJudge:
     def _encode(self, prompts, responses):
         tok, common = self.tokenizer, dict(padding=True, truncation=True, max_length=self.max_length,
                                            return_tensors="pt")
+        turns = [[{"role": "user", "content": p}] if isinstance(p, str) else list(p) for p in prompts]
         if tok.chat_template is None:
-            return tok(list(prompts), list(responses), **common)
-        texts = [tok.apply_chat_template([{"role": "user", "content": p}, {"role": "assistant", "content": r}],
-                                         tokenize=False) for p, r in zip(prompts, responses)]
+            return tok(["\n\n".join(m["content"] for m in t) for t in turns], list(responses), **common)
+        texts = [tok.apply_chat_template(t + [{"role": "assistant", "content": r}], tokenize=False)
+                 for t, r in zip(turns, responses)]
         return tok(texts, add_special_tokens=False, **common)
 
     @torch.no_grad()

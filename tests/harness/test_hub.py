@@ -1,12 +1,8 @@
 """The real-data path of the preference track, offline: tiny local stand-ins in the hub's formats
-(a BPE tokenizer with a chat template, a Llama policy, a Llama reward model, UltraFeedback- and
-hh-rlhf-format pairs, a local lm-eval task), built once per session."""
+(tests/hub_fixtures.py: a BPE tokenizer with a chat template, a Llama policy, a Llama reward model,
+UltraFeedback-format pairs, a local lm-eval task; hh-rlhf transcripts here), built once per session."""
 import json
 import math
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import numpy as np
 import pandas as pd
@@ -18,103 +14,11 @@ from lossbench import hub
 from lossbench import preference as pe
 from lossbench.seeding import generator
 from methods import get
+from tests.hub_fixtures import lm_dir, rm_dir, root, task_dir, tokenizer, tokenizer_dir, uf_dir  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-WORDS = ("the cat sat on a mat dog ran far away red blue green question answer why how is are was yes "
-         "no good bad small big tree house river").split()
-CHAT = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
-        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 MAX_PROMPT, MAX_RESPONSE = 24, 12
-
-
-def text(rng, lo, hi):
-    return " ".join(rng.choice(WORDS, rng.integers(lo, hi + 1)))
-
-
-@pytest.fixture(scope="session")
-def root(tmp_path_factory):
-    """Session folder; the datasets cache goes there too, not to ~/.cache."""
-    import datasets
-
-    path = tmp_path_factory.mktemp("hub")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(datasets.config, "HF_DATASETS_CACHE", path / "hf_datasets_cache")
-        yield path
-
-
-@pytest.fixture(scope="session")
-def tokenizer_dir(root):
-    """Byte-level BPE trained here, EOS = <|end|>, no pad token (as many base models)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    rng = np.random.default_rng(0)
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<|end|>", "<|user|>", "<|assistant|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([text(rng, 5, 15) for _ in range(300)], trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|end|>", model_max_length=128)
-    fast.chat_template = CHAT
-    fast.save_pretrained(root / "tokenizer")
-    return root / "tokenizer"
-
-
-@pytest.fixture(scope="session")
-def tokenizer(tokenizer_dir):
-    return hub.load_tokenizer(tokenizer_dir)
-
-
-def _save_llama(cls, tokenizer_dir, path, **extra):
-    from transformers import AutoTokenizer, LlamaConfig
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=64, max_position_embeddings=64, eos_token_id=tok.eos_token_id,
-                         bos_token_id=None, pad_token_id=None, tie_word_embeddings=True,
-                         attention_dropout=0.1, **extra)
-    torch.manual_seed(0)  # the fixture's own weights; the loaders under test must not need this
-    cls(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def lm_dir(root, tokenizer_dir):
-    from transformers import LlamaForCausalLM
-    return _save_llama(LlamaForCausalLM, tokenizer_dir, root / "policy")
-
-
-@pytest.fixture(scope="session")
-def rm_dir(root, tokenizer_dir):
-    from transformers import LlamaForSequenceClassification
-    return _save_llama(LlamaForSequenceClassification, tokenizer_dir, root / "judge", num_labels=1)
-
-
-def uf_row(rng, i):
-    prompt = text(rng, 2, 40 if i % 5 == 0 else 8)  # every 5th prompt needs left truncation
-    context = [{"role": "user", "content": prompt}]
-    if i % 7 == 3:  # multi-turn context
-        context += [{"role": "assistant", "content": text(rng, 1, 3)}, {"role": "user", "content": text(rng, 1, 3)}]
-    answers = [text(rng, 1, 20 if i % 4 == 0 else 6) for _ in range(2)]
-    if i == 6:
-        answers[1] = answers[0]  # identical pair: dropped
-    return {"prompt": prompt, "prompt_id": f"p{i}", "score_chosen": 8.0 - i % 3, "score_rejected": 3.0 + i % 2,
-            "chosen": context + [{"role": "assistant", "content": answers[0]}],
-            "rejected": context + [{"role": "assistant", "content": answers[1]}]}
-
-
-@pytest.fixture(scope="session")
-def uf_dir(root):
-    """UltraFeedback-binarized layout: data/<split>-00000-of-00001.parquet, 20 and 8 rows."""
-    rng = np.random.default_rng(1)
-    (root / "uf" / "data").mkdir(parents=True)
-    for split, n in (("train_prefs", 20), ("test_prefs", 8)):
-        pd.DataFrame([uf_row(rng, i) for i in range(n)]).to_parquet(
-            root / "uf" / "data" / f"{split}-00000-of-00001.parquet")
-    return root / "uf"
 
 
 @pytest.fixture(scope="session")
@@ -147,6 +51,7 @@ def test_loader_layout(pairs, tokenizer, uf_dir):
             assert got[:min(len(full), MAX_RESPONSE)].tolist() == full[:MAX_RESPONSE]
             assert (got[len(full):] == pairs.pad_id).all()
     np.testing.assert_array_equal(pairs.margin, (rows.score_chosen - rows.score_rejected).to_numpy())
+    assert [json.loads(c) for c in pairs.contexts] == [list(c[:-1]) for c in rows.chosen]  # what a judge reads
 
 
 def test_loader_sources_limit_and_subsample(uf_dir, tokenizer, tmp_path):
@@ -159,6 +64,10 @@ def test_loader_sources_limit_and_subsample(uf_dir, tokenizer, tmp_path):
     one = hp.load_pairs(str(uf_dir), split="train_prefs", limit=5, seed=0, **kw)
     two = hp.load_pairs(str(uf_dir), split="train_prefs", limit=5, seed=0, **kw)
     assert np.array_equal(one.responses, two.responses) and not np.array_equal(one.prompts, first.prompts)
+    rest = hp.load_pairs(str(uf_dir), split="train_prefs", limit=5, seed=0, skip=5, **kw)  # the next 5 rows dealt
+    assert not set(map(str, one.contexts)) & set(map(str, rest.contexts)) and len(rest) == 5
+    with pytest.raises(ValueError, match="26 rows asked of a split with 20"):
+        hp.load_pairs(str(uf_dir), split="train_prefs", limit=6, seed=0, skip=20, **kw)
     jsonl = tmp_path / "pairs.jsonl"  # a single local file, any split name
     pd.read_parquet(uf_dir / "data" / "test_prefs-00000-of-00001.parquet").to_json(jsonl, orient="records", lines=True)
     local = hp.load_pairs(str(jsonl), split="test_prefs", **kw)
@@ -208,37 +117,16 @@ def test_reward_judge(rm_dir):
     assert torch.equal(torch.get_rng_state(), state)
     other = judge.score(prompts, ["a big green tree", "red", "the dog ran far away"])
     assert not np.allclose(a, other)
+    turns = [[{"role": "user", "content": p}] for p in prompts]  # a conversation: the same as its one turn
+    np.testing.assert_allclose(judge.score(turns, responses), a, atol=1e-5)
+    longer = [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}, *t] for t in turns]
+    assert not np.allclose(judge.score(longer, responses), a)
     judge.tokenizer.chat_template = None  # the (prompt, response) text-pair path
     pair = judge.score(prompts, responses)
     assert np.isfinite(pair).all() and not np.allclose(pair, a)
+    np.testing.assert_allclose(judge.score(turns, responses), pair, atol=1e-5)
     with pytest.raises(ValueError, match="3 prompts but 2"):
         judge.score(prompts, responses[:2])
-
-
-@pytest.fixture(scope="session")
-def task_dir(root):
-    """A local lm-eval multiple-choice task over a local jsonl (3 choices)."""
-    path = root / "lm_eval_tasks"
-    path.mkdir()
-    rows = [{"question": f"is the {w} red", "choices": ["yes", "no", "blue"], "label": i % 3}
-            for i, w in enumerate(["cat", "dog", "tree", "house", "river", "mat"])]
-    (path / "tiny_mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (path / "tiny_mc.yaml").write_text(f"""task: tiny_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path / 'tiny_mc.jsonl'}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{label}}}}"
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-""")
-    return path
 
 
 def test_capability_retention(lm_dir, task_dir):
