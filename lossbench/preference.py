@@ -24,6 +24,7 @@ for hidden states (~380 MB at the card's size), against one no-grad forward (~1/
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -124,9 +125,10 @@ def unpaired_from_pairs(pairs: PrefData) -> PrefData:
     (x, y') pairs of the KL reference point; fixing it lets the reference cache cover it."""
     n = len(pairs)
     responses = torch.cat([pairs.responses[:, 0], pairs.responses[:, 1]])
+    mask = None if pairs.prompt_mask is None else torch.cat([pairs.prompt_mask, pairs.prompt_mask])
     return PrefData(torch.cat([pairs.prompts, pairs.prompts]),
                     torch.stack([responses, responses.roll(1, 0)], 1), pairs.eos_id, pairs.pad_id,
-                    desirable=torch.arange(2 * n) < n)
+                    desirable=torch.arange(2 * n) < n, prompt_mask=mask)
 
 
 # ============================================================================================ hooks
@@ -152,6 +154,14 @@ class Hooks:
     def trainable(self) -> list:
         mods = (self.mask, self.mask_d, self.degree_head)
         return [p for m in mods if m is not None for p in m.parameters() if p.requires_grad]
+
+
+def frozen_copy(model):
+    """A copy of `model` in eval mode without gradients (π_ref, a guide)."""
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
 
 
 def build_degree_head(d_model: int, num_degrees: int, seed: int) -> nn.Linear:
@@ -561,10 +571,11 @@ def idealized_ranking_accuracy(ref_w, ref_l, p, beta: float) -> float:
     return float(np.mean(_np(ref_w) - _np(ref_l) + logit / beta > 0))
 
 
-def ranking_metrics(pol_w, pol_l, ref_w, ref_l, len_w, len_l, p, beta: float) -> dict:
-    """Metric 3 and E1 together; alignment gap = RA* − RA."""
+def ranking_metrics(pol_w, pol_l, ref_w, ref_l, len_w, len_l, p=None, beta: float | None = None) -> dict:
+    """Metric 3 and E1 together; alignment gap = RA* − RA. Without the clean preference p (real pairs
+    carry labels only) RA* and the gap are NaN."""
     ra = ranking_accuracy(pol_w, pol_l)
-    ideal = idealized_ranking_accuracy(ref_w, ref_l, p, beta)
+    ideal = math.nan if p is None else idealized_ranking_accuracy(ref_w, ref_l, p, beta)
     return {"ranking_accuracy": ra,
             "ranking_accuracy_normalised": length_normalised_ranking_accuracy(pol_w, pol_l, len_w, len_l),
             "implicit_reward_accuracy": implicit_reward_accuracy(pol_w, pol_l, ref_w, ref_l),

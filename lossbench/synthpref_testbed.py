@@ -10,26 +10,30 @@
     reward   a Bradley-Terry proxy reward model on the labelled train pairs (MADPO's margin model)
 
 Each stage is a pure function of its inputs and a seed, and writes one file (lossbench.io, atomic).
+Below the stages: what lossbench/tasks/preference.py asks of a testbed (lossbench/hub_testbed.py
+answers the same questions for pretrained LMs on real pairs).
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
+from data import load_prepared
 from data import synthpref as sp
 from lossbench import io
+from lossbench import preference as pe
 from lossbench.lm import build_causal_lm, join_prompt_response, lm_loss, sample, sequence_logps
-from lossbench.preference import epoch_batches, join_rows, sample_responses, sequence_logps_of, synthpref_pairs
-from lossbench.seeding import derive_seed, seeded_build
+from lossbench.preference import epoch_batches, sample_responses, sequence_logps_of, synthpref_pairs
+from lossbench.proxy_rm import fit_reward_model
+from lossbench.seeding import derive_seed
 from lossbench.train import optimizer_step
 
 VOCAB = sp.Vocab()
 T_RESPONSE = sp.MAX_LEN + 1  # response slots: up to 16 tokens and EOS
+LENGTH_EDGES = (0, 4, 8, 12, 18)  # win rate by response length (metric 5), buckets of the 16-token range
+COMPONENTS = ("cov", "ontopic", "ntox", "rep")  # the gold reward's terms, reported on test samples
 
 
 def _t(x):
@@ -119,7 +123,7 @@ def build_samples(proto: dict, seed_key: tuple, sft_path, out_path, device: str,
     cfg = proto["pairs"]
     model = load_lm(sft_path, device).eval()
     rng = np.random.default_rng(derive_seed(*seed_key, "prompts"))
-    gen = torch.Generator().manual_seed(derive_seed(*seed_key, "sample"))
+    gen = torch.Generator(device).manual_seed(derive_seed(*seed_key, "sample"))  # multinomial wants it on the device
     out = {}
     tp, tr, trw = _sample_split(model, cfg["train"], cfg["list_size"], rng, gen, device)
     out.update(train_prompts=tp, train_responses=tr, train_rewards=trw)
@@ -139,9 +143,9 @@ def build_samples(proto: dict, seed_key: tuple, sft_path, out_path, device: str,
     io.write_npz(out_path, **out)
 
 
-def build_labels(samples: dict, flip: float, tau_bt: float, seed_key: tuple, out_path) -> None:
+def build_labels(samples: dict, flip: float, proto: dict, seed_key: tuple, out_path) -> None:
     """labels.npz: BT labels of (y1, y2) = responses 0 and 1; train flipped at rate `flip`, held-out clean."""
-    out = {}
+    out, tau_bt = {}, proto["pairs"]["tau_bt"]
     for split in ("train", "val", "test"):
         rng = np.random.default_rng(derive_seed(*seed_key, "labels", split))
         rw = samples[f"{split}_rewards"]
@@ -158,60 +162,101 @@ def labelled_pairs(samples: dict, labels: dict, split: str):
     return synthpref_pairs(samples[f"{split}_prompts"], y_w, y_l, VOCAB, p=p_w), ~labels[f"{split}_label"].astype(bool)
 
 
-class RewardModel(nn.Module):
-    """Bradley-Terry proxy RM: the policy backbone (initialised from π_ref, as usual for RMs) and a
-    scalar head on the final hidden state at the response's last token (its EOS)."""
-
-    def __init__(self, lm, d_model: int, seed: int):
-        super().__init__()
-        self.lm = lm
-        self.head = seeded_build(lambda: nn.Linear(d_model, 1), seed)
-
-    def forward(self, input_ids, attention_mask, response_mask):
-        hidden = self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
-                         output_hidden_states=True).hidden_states[-1]
-        last = attention_mask.sum(1) - 1
-        return self.head(hidden[torch.arange(len(last), device=last.device), last]).squeeze(-1).float()
-
-
 def build_reward_model(proto: dict, seed_key: tuple, sft_path, samples: dict, labels: dict, out_path,
                        device: str, log) -> None:
-    cfg = proto["reward_model"]
-    rm = RewardModel(load_lm(sft_path, device), proto["model"]["d_model"], derive_seed(*seed_key, "rm_head")).to(device)
-    pairs, _ = labelled_pairs(samples, labels, "train")
-    B = min(cfg["batch_size"], len(pairs))
-    opt = torch.optim.Adam(rm.parameters(), lr=cfg["lr"])
-    gen = torch.Generator().manual_seed(derive_seed(*seed_key, "rm_order"))
-    batches = epoch_batches(len(pairs), B, gen)
-    rm.train()
-    for step in range(cfg["steps"]):
-        b = pairs.take(next(batches)).to(device)
-        s = rm(*join_rows(b.prompts, b.responses, VOCAB.EOS)).view(-1, 2)
-        loss = F.softplus(-(s[:, 0] - s[:, 1])).mean()
-        if not optimizer_step(opt, loss):
-            raise FloatingPointError(f"reward model loss became {loss.item()} at step {step}")
-    val, _ = labelled_pairs(samples, labels, "val")
-    acc = reward_accuracy(rm.eval(), val.to(device))
-    log(f"reward model: held-out pair accuracy {acc:.3f} after {cfg['steps']} steps")
-    io.write_torch(out_path, {"model": proto["model"], "vocab_size": VOCAB.size, "state": rm.state_dict(),
-                              "val_accuracy": acc})
+    """MADPO's proxy RM (lossbench.proxy_rm) on the labelled train pairs."""
+    pairs, val = (labelled_pairs(samples, labels, split)[0] for split in ("train", "val"))
+    rm, acc = fit_reward_model(load_lm(sft_path, device), pairs, val, proto["reward_model"], seed_key, device, log)
+    io.write_torch(out_path, {"state": rm.state_dict(), "val_accuracy": acc})
 
 
-@torch.no_grad()
-def reward_accuracy(rm, pairs) -> float:
-    s = rm(*join_rows(pairs.prompts, pairs.responses, VOCAB.EOS)).view(-1, 2)
-    return float((s[:, 0] > s[:, 1]).float().mean())
+# ============================================================================================ testbed interface
+def save_policy(path, policy, ref) -> None:
+    """policy.pt: the trained weights (0.4M parameters)."""
+    io.write_torch(path, policy.state_dict())
 
 
-def load_reward_model(path, device="cpu") -> RewardModel:
-    blob = torch.load(path, map_location=device, weights_only=True)
-    rm = RewardModel(build_causal_lm(blob["model"], blob["vocab_size"], 0), blob["model"]["d_model"], 0)
-    rm.load_state_dict(blob["state"])
-    return rm.to(device).eval()
+def load_policy(sft_path, policy_path, device="cpu"):
+    model = load_lm(sft_path, device)
+    model.load_state_dict(torch.load(policy_path, map_location=device, weights_only=True))
+    return model.eval()
 
 
-def frozen_copy(model):
-    ref = copy.deepcopy(model).eval()
-    for p in ref.parameters():
-        p.requires_grad_(False)
-    return ref
+def load_reward_model(path, sft_path, device="cpu"):
+    from lossbench.proxy_rm import load_reward_model as load
+
+    return load(path, load_lm(sft_path, device), device)
+
+
+def special_ids(samples: dict) -> tuple[int, int]:
+    """(EOS, PAD) of the stored token arrays."""
+    return VOCAB.EOS, VOCAB.PAD
+
+
+def max_new_tokens(proto: dict) -> int:
+    return T_RESPONSE
+
+
+def tau_bt(proto: dict) -> float:
+    """Temperature of the soft win rate: the labels' Bradley-Terry temperature."""
+    return proto["pairs"]["tau_bt"]
+
+
+def length_edges(proto: dict) -> tuple:
+    return LENGTH_EDGES
+
+
+def kind_data(kind: str, samples: dict, inputs: dict):
+    """Training rows of the kinds only SynthPref has: K-sample lists scored by r* (LiPO) and the
+    forget set's secrets with their answers (NPO)."""
+    if kind == "listwise":
+        return pe.pref_data(samples["train_prompts"], samples["train_responses"], eos_id=VOCAB.EOS,
+                            pad_id=VOCAB.PAD, scores=samples["train_rewards"])
+    forget = load_prepared(inputs["forget"])
+    keep = forget["forget"].astype(bool)
+    return pe.pref_data(forget["prompts"][keep], forget["responses"][keep][:, None], eos_id=VOCAB.EOS,
+                        pad_id=VOCAB.PAD)
+
+
+def gold_scorer(sft_path, samples: dict, proto: dict, device):
+    """(split, responses [N·n, T] prompt-major, n) -> {rewards, comp_<term>} from the closed form."""
+    def score(split, responses, n):
+        flat = np.repeat(samples[f"{split}_prompts"], n, 0)
+        comps = sp.reward_components(flat, responses, VOCAB)
+        return {"rewards": sp.gold_reward(flat, responses, VOCAB), **{f"comp_{k}": v for k, v in comps.items()}}
+    return score
+
+
+def forget_eval(policy, forget_path, device) -> dict:
+    """The policy's likelihood of every secret answer and its greedy answers (NPO's metrics)."""
+    forget = load_prepared(forget_path)
+    fs = sp.ForgetSet(forget["prompts"], forget["answers"], forget["responses"], forget["forget"], 0)
+    return {"secret_logps": secret_logps(policy, fs, device),
+            "secret_greedy": greedy_answers(policy, fs.prompts, fs.answers.shape[1], device)}
+
+
+def testbed_metrics(ev: dict, samples: dict, labels: dict, stage: Path, run_dir: Path) -> dict:
+    """The gold reward's components on test samples and, for unlearning runs, forget/retain metrics."""
+    values = {f"test/{c}": float(ev[f"test_comp_{c}"].mean()) for c in COMPONENTS}
+    if "secret_logps" in ev:
+        forget = load_prepared(stage / "forget.npz")
+        f = forget["forget"].astype(bool)
+        values.update({f"forget/{k}": v for k, v in
+                       pe.forget_metrics(ev["secret_logps"][f], forget["retain_only_logps"][f]).items()})
+        values["forget/extraction_rate"] = pe.extraction_rate(ev["secret_greedy"][f], forget["answers"][f])
+        values["retain/extraction_rate"] = pe.extraction_rate(ev["secret_greedy"][~f], forget["answers"][~f])
+        values["retain/loglik"] = float(ev["secret_logps"][~f].mean())
+        values["forget/sft_forget_loglik"] = float(forget["sft_logps"][f].mean())
+        values["forget/sft_extraction_rate"] = pe.extraction_rate(forget["sft_greedy"][f], forget["answers"][f])
+        values["retain/sft_extraction_rate"] = pe.extraction_rate(forget["sft_greedy"][~f], forget["answers"][~f])
+    return values
+
+
+def testbed_metric_names(kind: str, stage: Path) -> list[str]:
+    """What `testbed_metrics` gives a run of this method kind (a diverged run records them as NaN)."""
+    names = [f"test/{c}" for c in COMPONENTS]
+    if kind == "unlearning":
+        names += ["forget/forget_loglik", "forget/ks_statistic", "forget/ks_pvalue", "forget/extraction_rate",
+                  "retain/extraction_rate", "retain/loglik", "forget/sft_forget_loglik",
+                  "forget/sft_extraction_rate", "retain/sft_extraction_rate"]
+    return names

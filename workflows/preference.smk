@@ -1,7 +1,9 @@
 # Preference track stages (lossbench/tasks/preference.py): per (track, protocol, seed)
-#   sft -> sample -> label(dataset) [-> reward_model(dataset)]
-# then train_run (train.smk) -> pref_sample_eval -> evaluate_run (evaluate.smk).
-STAGE = "results/{profile}/stages/{track}/{protocol}/seed{seed}"
+#   synthpref: sft -> sample -> label(dataset) [-> reward_model(dataset)]
+#   hub:       reference (per protocol) -> sample -> label(dataset) [-> reward_model(dataset)]
+# then train_run (train.smk) -> pref_sample_eval [+ pref_capability, hub] -> evaluate_run (evaluate.smk).
+PROTOCOL_STAGE = "results/{profile}/stages/{track}/{protocol}"
+STAGE = f"{PROTOCOL_STAGE}/seed{{seed}}"
 
 
 def pref_protocol(wildcards):
@@ -10,7 +12,44 @@ def pref_protocol(wildcards):
 
 def pref_stage_params(*keys):
     """The protocol entries a stage depends on, as params: editing them reruns the stage."""
-    return lambda wc: {k: pref_protocol(wc)[k] for k in keys}
+    return lambda wc: {k: pref_protocol(wc).get(k) for k in keys}
+
+
+def pref_sft(wildcards):
+    """π_ref of a seed's stages: SynthPref's sft.pt, or the hub testbed's reference.json."""
+    from lossbench.tasks import preference as pref
+
+    return pref.stage_files(STAGE.format(**wildcards), bed=pref.testbed_name(pref_protocol(wildcards)))["sft"]
+
+
+rule pref_reference:
+    output:
+        f"{PROTOCOL_STAGE}/reference.json",
+    params:
+        cfg=pref_stage_params("policy", "judge"),
+    log:
+        "results/{profile}/logs/pref_reference/{track}/{protocol}.log",
+    run:
+        from lossbench.tasks import preference as pref
+
+        run_job(pref.build_reference, pref_protocol(wildcards), output[0])
+
+
+rule pref_ref_capability:
+    input:
+        sft=f"{PROTOCOL_STAGE}/reference.json",
+    output:
+        f"{PROTOCOL_STAGE}/capability.json",
+    params:
+        cfg=pref_stage_params("capability"),
+    log:
+        "results/{profile}/logs/pref_ref_capability/{track}/{protocol}.log",
+    resources:
+        gpu=1 if config["device"] != "cpu" else 0,
+    run:
+        from lossbench.tasks import preference as pref
+
+        run_job(pref.build_capability, pref_protocol(wildcards), input.sft, None, output[0], device=config["device"])
 
 
 rule pref_sft:
@@ -32,7 +71,7 @@ rule pref_sft:
 
 rule pref_sample:
     input:
-        sft=f"{STAGE}/sft.pt",
+        sft=pref_sft,
     output:
         f"{STAGE}/samples.npz",
     params:
@@ -67,7 +106,7 @@ rule pref_label:
 
 rule pref_reward_model:
     input:
-        sft=f"{STAGE}/sft.pt",
+        sft=pref_sft,
         samples=f"{STAGE}/samples.npz",
         labels=f"{STAGE}/labels_{{dataset}}.npz",
     output:
@@ -107,3 +146,20 @@ rule pref_sample_eval:
         from lossbench.tasks import preference as pref
 
         run_job(pref.sample_eval, resolved_run(wildcards), dict(input.items()), output[0], device=config["device"])
+
+
+rule pref_capability:
+    input:
+        unpack(pref_sample_eval_inputs),
+    output:
+        f"{RUN_DIR}/capability.json",
+    log:
+        "results/{profile}/logs/pref_capability/{track}/{dataset}/{method}/{variant}/seed{seed}.log",
+    resources:
+        gpu=1 if config["device"] != "cpu" else 0,
+    run:
+        from lossbench.tasks import preference as pref
+
+        run = resolved_run(wildcards)
+        run_job(pref.build_capability, run["protocol"], input.sft, os.path.join(os.path.dirname(input.info), "policy.pt"),
+                output[0], device=config["device"])

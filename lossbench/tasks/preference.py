@@ -1,13 +1,21 @@
-"""The preference task: the DPO family on a testbed with a known gold reward (SynthPref).
+"""The preference task: the DPO family on a testbed with a known gold reward.
+
+Two testbeds (protocol key `testbed`), each a module of stage functions answering the same questions
+(how π_ref is loaded, how pairs are labelled, what the gold reward is, which metrics only it has):
+    synthpref  lossbench/synthpref_testbed.py: a tiny LM trained from scratch, closed-form r*
+    hub        lossbench/hub_testbed.py: a pretrained LM on real pairs, a reward model as the judge r*
 
 Stages, each a Snakemake rule with its own cached file (workflows/preference.smk):
-    sft → sample → label(ε) [→ reward model] → train(method, variant, seed) → sample_eval → metrics
+    synthpref  sft → sample → label(ε) [→ reward model] → train(method, variant, seed) → sample_eval → metrics
+    hub        reference (once per protocol) → sample → label(ε) [→ reward model] → train → sample_eval
+               + capability (π_ref once, each policy) → metrics
 Per-seed stages live in `stages/<track>/<protocol>/seed<s>/` and are shared by every method and
 variant of that seed, so method comparisons are paired. The variants of a method (its β grid) are
 selected on validation prompts by the report (report/preference.py), which reports test prompts.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,23 +23,41 @@ import numpy as np
 import pandas as pd
 
 import data
-import data.synthpref
 import methods
 from lossbench import io
 
 PROTOCOL_SCHEMA = "protocol_preference"
 METHOD_KINDS = ("pairwise", "listwise", "unpaired", "unlearning")  # = lossbench.preference.PREFERENCE_KINDS
+TESTBEDS = {"synthpref": "lossbench.synthpref_testbed", "hub": "lossbench.hub_testbed"}
 SPO_DEGREES = 4  # SPO-style degradation degrees: delete 0, 1/3, 2/3, all of y_w's keywords (card M13)
-LENGTH_EDGES = (0, 4, 8, 12, 18)
+# What the hub testbed lacks, by method kind or need: the data these methods are defined on
+HUB_UNSUPPORTED = {
+    "listwise": "needs K-sample lists scored by the gold reward; hub pairs have two responses",
+    "unlearning": "needs SynthPref's forget set of memorised secrets and its retain-only twin model",
+    "degree_logits": "its degradation deletes y_w's prompt keywords, which only SynthPref marks",
+}
+
+
+def testbed_name(proto: dict) -> str:
+    return proto.get("testbed", "synthpref")
+
+
+def testbed(proto: dict):
+    """The testbed module of a protocol (a run's `protocol`, or a track's protocol block)."""
+    return importlib.import_module(TESTBEDS[testbed_name(proto)])
+
+
+def hub_unsupported(method: str) -> str | None:
+    """Why the hub testbed cannot run `method`, or None."""
+    spec = methods.get(method)
+    return next((why for key, why in HUB_UNSUPPORTED.items() if key == spec.kind or key in spec.needs), None)
 
 
 def check_protocol(proto: dict, where: str, track: dict) -> None:
     from lossbench.config import ConfigError, unknown_name, variants
 
-    for d in proto["datasets"]:
-        entry = data.dataset_entry(d)
-        if entry.get("task") != "preference":
-            raise ConfigError(f"{where}/datasets: {d!r} is not a preference dataset")
+    runs_here = {m for d in proto["datasets"] for m in track.get("dataset_methods", {}).get(d, track["methods"])}
+    _check_testbed(proto, where, [m for m in track["methods"] if m in runs_here])
     guide = proto.get("guide")
     needs_guide = [m for m in track["methods"] if "guide_token_logps" in methods.get(m).needs]
     if needs_guide and guide is None:
@@ -48,18 +74,60 @@ def check_protocol(proto: dict, where: str, track: dict) -> None:
                 raise ConfigError(f"{where}: dataset_methods/{d} runs {needs_guide} without their guide {guide['method']!r}")
 
 
+def _check_testbed(proto: dict, where: str, runs_here: list[str]) -> None:
+    """Datasets fit the testbed (one source per hub protocol: its stages are shared), and the hub
+    testbed runs only methods whose data it has."""
+    from lossbench.config import ConfigError
+
+    bed = testbed_name(proto)
+    sources = set()
+    for d in proto["datasets"]:
+        entry = data.dataset_entry(d)
+        if entry.get("task") != "preference":
+            raise ConfigError(f"{where}/datasets: {d!r} is not a preference dataset")
+        kind = data.source_entry(entry["source"])["kind"]
+        if (kind == "hub") != (bed == "hub"):
+            raise ConfigError(f"{where}/datasets: {d!r} (source {entry['source']!r}, kind {kind}) does not fit "
+                              f"testbed {bed!r}: hub sources need testbed: hub, SynthPref needs testbed: synthpref")
+        sources.add(entry["source"])
+    if bed != "hub":
+        return
+    if len(sources) > 1:
+        raise ConfigError(f"{where}/datasets: a hub protocol reads one source (its pairs stage is shared), "
+                          f"got {sorted(sources)}")
+    refused = {m: hub_unsupported(m) for m in runs_here if hub_unsupported(m)}
+    if refused:
+        valid = [m for m in methods.REGISTRY if methods.get(m).kind in METHOD_KINDS and not hub_unsupported(m)]
+        why = "; ".join(f"{m}: {w}" for m, w in refused.items())
+        raise ConfigError(f"{where}: the hub testbed cannot run {sorted(refused)} ({why}). Leave them out of "
+                          f"this protocol's datasets with dataset_methods; the hub testbed runs {', '.join(valid)}")
+    needs_rm = [m for m in runs_here if "rm_margin" in methods.get(m).needs]
+    if needs_rm and "reward_model" not in proto:
+        raise ConfigError(f"{where}: {needs_rm} need a proxy reward model: set reward_model: {{steps, batch_size, lr}}")
+
+
 # ============================================================================================ paths
-def stage_files(stage_dir, dataset: str | None = None) -> dict:
+def stage_files(stage_dir, dataset: str | None = None, bed: str = "synthpref") -> dict:
+    """A seed's stage files. `sft` is π_ref: SynthPref's trained model, or the hub testbed's
+    reference.json (per protocol, beside the seed folders, with π_ref's capability scores)."""
     s = Path(stage_dir)
-    out = {"sft": s / "sft.pt", "forget": s / "forget.npz", "samples": s / "samples.npz"}
+    if bed == "hub":
+        out = {"sft": s.parent / "reference.json", "ref_capability": s.parent / "capability.json"}
+    else:
+        out = {"sft": s / "sft.pt", "forget": s / "forget.npz"}
+    out["samples"] = s / "samples.npz"
     if dataset:
         out.update(labels=s / f"labels_{dataset}.npz", reward_model=s / f"reward_model_{dataset}.pt")
     return {k: str(v) for k, v in out.items()}
 
 
+def _run_stage_files(run: dict, stage_dir) -> dict:
+    return stage_files(stage_dir, run["dataset"], testbed_name(run["protocol"]))
+
+
 def train_inputs(run: dict, stage_dir, profile: str) -> dict:
     """Files a run trains from: π_ref, samples, labels, plus the hooks its method needs."""
-    spec, files = methods.get(run["method"]), stage_files(stage_dir, run["dataset"])
+    spec, files = methods.get(run["method"]), _run_stage_files(run, stage_dir)
     inputs = {k: files[k] for k in ("sft", "samples", "labels")}
     if spec.kind == "unlearning":
         inputs["forget"] = files["forget"]
@@ -75,7 +143,7 @@ def train_inputs(run: dict, stage_dir, profile: str) -> dict:
 
 def sample_eval_inputs(run: dict, run_dir, stage_dir) -> dict:
     """What pref_sample_eval reads: the run's train.json (its policy.pt sits beside it) and stages."""
-    files = stage_files(stage_dir, run["dataset"])
+    files = _run_stage_files(run, stage_dir)
     out = {"info": f"{run_dir}/train.json", **{k: files[k] for k in ("sft", "samples", "labels")}}
     if methods.get(run["method"]).kind == "unlearning":
         out["forget"] = files["forget"]
@@ -83,9 +151,14 @@ def sample_eval_inputs(run: dict, run_dir, stage_dir) -> dict:
 
 
 def eval_inputs(run: dict, run_dir, stage_dir) -> dict:
-    """What evaluate_run reads besides train.json: the sample_eval output and the stages it scores."""
+    """What evaluate_run reads besides train.json: the sample_eval output and the stages it scores
+    (hub: and the capability scores of the policy and of π_ref)."""
     staged = sample_eval_inputs(run, run_dir, stage_dir)
-    return {"eval": f"{run_dir}/eval.npz", **{k: v for k, v in staged.items() if k not in ("info", "sft")}}
+    out = {"eval": f"{run_dir}/eval.npz", **{k: v for k, v in staged.items() if k not in ("info", "sft")}}
+    if testbed_name(run["protocol"]) == "hub":
+        out.update(capability=f"{run_dir}/capability.json",
+                   ref_capability=_run_stage_files(run, stage_dir)["ref_capability"])
+    return out
 
 
 def stage_seed_key(run_or_track: str, protocol: str, seed: int) -> tuple:
@@ -93,121 +166,124 @@ def stage_seed_key(run_or_track: str, protocol: str, seed: int) -> tuple:
 
 
 # ============================================================================================ stages
+def _logged(out_path):
+    from lossbench.runner import run_logger
+
+    return run_logger(Path(out_path).with_suffix(".log")).info
+
+
 def build_sft(track: str, protocol_name: str, proto: dict, seed: int, out_dir, device: str = "cpu") -> None:
     from lossbench import synthpref_testbed as tb
-    from lossbench.runner import resolve_device, run_logger
+    from lossbench.runner import resolve_device
 
     out_dir = Path(out_dir)
-    log = run_logger(out_dir / "sft.log")
-    tb.build_sft(proto, stage_seed_key(track, protocol_name, seed), out_dir, resolve_device(device), log.info)
+    tb.build_sft(proto, stage_seed_key(track, protocol_name, seed), out_dir, resolve_device(device),
+                 _logged(out_dir / "sft.log"))
+
+
+def build_reference(proto: dict, out_path) -> None:
+    """The hub testbed's π_ref and judge, resolved once per protocol (reference.json)."""
+    from lossbench import hub_testbed
+
+    hub_testbed.build_reference(proto, out_path, _logged(out_path))
+
+
+def build_capability(proto: dict, sft_path, policy_path, out_path, device: str = "cpu") -> None:
+    """lm-eval scores of π_ref (`policy_path` None) or of a run's policy (hub testbed)."""
+    from lossbench import hub_testbed
+    from lossbench.runner import resolve_device
+
+    hub_testbed.build_capability(proto, sft_path, policy_path, out_path, resolve_device(device))
 
 
 def build_samples(track: str, protocol_name: str, proto: dict, seed: int, sft_path, out_path, device: str = "cpu"):
-    from lossbench import synthpref_testbed as tb
-    from lossbench.runner import resolve_device, run_logger
+    from lossbench.runner import resolve_device
 
-    log = run_logger(Path(out_path).with_suffix(".log"))
-    tb.build_samples(proto, stage_seed_key(track, protocol_name, seed), sft_path, out_path, resolve_device(device),
-                     log.info)
+    testbed(proto).build_samples(proto, stage_seed_key(track, protocol_name, seed), sft_path, out_path,
+                                 resolve_device(device), _logged(out_path))
 
 
 def build_labels(track: str, protocol_name: str, proto: dict, seed: int, dataset: str, samples_path, out_path):
-    from lossbench import synthpref_testbed as tb
-
     entry = data.dataset_entry(dataset)
-    tb.build_labels(data.load_prepared(samples_path), entry.get("label_noise", 0.0), proto["pairs"]["tau_bt"],
-                    stage_seed_key(track, protocol_name, seed) + (dataset,), out_path)
+    testbed(proto).build_labels(data.load_prepared(samples_path), entry.get("label_noise", 0.0), proto,
+                                stage_seed_key(track, protocol_name, seed) + (dataset,), out_path)
 
 
 def build_reward_model(track: str, protocol_name: str, proto: dict, seed: int, dataset: str, sft_path,
                        samples_path, labels_path, out_path, device: str = "cpu"):
-    from lossbench import synthpref_testbed as tb
-    from lossbench.runner import resolve_device, run_logger
+    from lossbench.runner import resolve_device
 
-    log = run_logger(Path(out_path).with_suffix(".log"))
-    tb.build_reward_model(proto, stage_seed_key(track, protocol_name, seed) + (dataset,), sft_path,
-                          data.load_prepared(samples_path), data.load_prepared(labels_path), out_path,
-                          resolve_device(device), log.info)
+    testbed(proto).build_reward_model(proto, stage_seed_key(track, protocol_name, seed) + (dataset,), sft_path,
+                                      data.load_prepared(samples_path), data.load_prepared(labels_path), out_path,
+                                      resolve_device(device), _logged(out_path))
 
 
 # ============================================================================================ training
-def _train_data(spec, samples: dict, labels: dict, forget: dict | None):
+def _batch(proto: dict) -> dict:
+    """Rows per no-grad forward or sampling batch where the protocol sets it (large vocabularies),
+    else the engine's defaults (which SynthPref's numbers were made with)."""
+    size = proto["eval"].get("batch_size")
+    return {} if size is None else {"batch_size": size}
+
+
+def _train_data(tb, spec, samples: dict, labels: dict, inputs: dict):
     from lossbench import preference as pe
-    from lossbench import synthpref_testbed as tb
 
-    pairs, _ = tb.labelled_pairs(samples, labels, "train")
-    if spec.kind == "pairwise":
-        return pairs
-    if spec.kind == "unpaired":
-        return pe.unpaired_from_pairs(pairs)
-    if spec.kind == "listwise":
-        return pe.pref_data(samples["train_prompts"], samples["train_responses"], eos_id=tb.VOCAB.EOS,
-                            pad_id=tb.VOCAB.PAD, scores=samples["train_rewards"])
-    keep = forget["forget"].astype(bool)  # unlearning: the forget secrets and their answers
-    return pe.pref_data(forget["prompts"][keep], forget["responses"][keep][:, None], eos_id=tb.VOCAB.EOS,
-                        pad_id=tb.VOCAB.PAD)
+    if spec.kind in ("pairwise", "unpaired"):
+        pairs, _ = tb.labelled_pairs(samples, labels, "train")
+        return pairs if spec.kind == "pairwise" else pe.unpaired_from_pairs(pairs)
+    return tb.kind_data(spec.kind, samples, inputs)
 
 
-def _hooks(spec, hp: dict, ref, inputs: dict, run: dict, device: str):
+def _hooks(tb, spec, hp: dict, ref, inputs: dict, run: dict, device: str):
     import torch
 
     from lossbench import preference as pe
-    from lossbench import synthpref_testbed as tb
     from lossbench.seeding import derive_seed
     from methods.sparsepo import SparseTokenMask
 
     hooks = pe.Hooks(reference=ref)
     seed = derive_seed(run["run_id"], "hooks")
-    cfg = run["protocol"]["model"]
+    d_model, layers = ref.config.hidden_size, ref.config.num_hidden_layers
     if "guide_token_logps" in spec.needs:
-        hooks.guide = tb.frozen_copy(_load_policy(inputs["sft"], Path(inputs["guide"]).with_name("policy.pt"), device))
+        hooks.guide = pe.frozen_copy(tb.load_policy(inputs["sft"], Path(inputs["guide"]).with_name("policy.pt"),
+                                                     device))
     if "rm_margin" in spec.needs:
-        hooks.reward = tb.load_reward_model(inputs["reward_model"], device)
+        hooks.reward = tb.load_reward_model(inputs["reward_model"], inputs["sft"], device)
     if "token_masks" in spec.needs:
         gen = torch.Generator().manual_seed(seed)
-        hooks.mask = SparseTokenMask(cfg["d_model"], cfg["layers"], generator=gen).to(device)
+        hooks.mask = SparseTokenMask(d_model, layers, generator=gen).to(device)
         if hp.get("mode") == "indp":
-            hooks.mask_d = SparseTokenMask(cfg["d_model"], cfg["layers"], generator=gen).to(device)
+            hooks.mask_d = SparseTokenMask(d_model, layers, generator=gen).to(device)
     if "degree_logits" in spec.needs:
-        hooks.degree_head = pe.build_degree_head(cfg["d_model"], SPO_DEGREES, seed).to(device)
+        hooks.degree_head = pe.build_degree_head(d_model, SPO_DEGREES, seed).to(device)
     return hooks
-
-
-def _load_policy(sft_path, policy_path, device):
-    import torch
-
-    from lossbench import synthpref_testbed as tb
-
-    model = tb.load_lm(sft_path, device)
-    model.load_state_dict(torch.load(policy_path, map_location=device, weights_only=True))
-    return model.eval()
 
 
 def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
     import torch
 
     from lossbench import preference as pe
-    from lossbench import synthpref_testbed as tb
 
     spec, hp, proto = methods.get(run["method"]), run["hparams"], run["protocol"]
+    tb, batch = testbed(proto), _batch(proto)
     samples, labels = data.load_prepared(inputs["samples"]), data.load_prepared(inputs["labels"])
-    forget = data.load_prepared(inputs["forget"]) if "forget" in inputs else None
     policy = tb.load_lm(inputs["sft"], device).train()
-    ref = tb.frozen_copy(policy)
-    train = _train_data(spec, samples, labels, forget)
-    hooks = _hooks(spec, hp, ref, inputs, run, device)
-    cache = pe.reference_cache(ref, train)
+    ref = pe.frozen_copy(policy)
+    train = _train_data(tb, spec, samples, labels, inputs)
+    hooks = _hooks(tb, spec, hp, ref, inputs, run, device)
+    cache = pe.reference_cache(ref, train, **batch)
     n = proto["train"]["probe_pairs"]  # fixed probe sets for the log-likelihood dynamics (metric 4, E2)
     val_pairs, _ = tb.labelled_pairs(samples, labels, "val")
     val_probe = replace(val_pairs.take(np.arange(min(n, len(val_pairs)))), index=None)
     probes = {"train": (train.take(np.arange(min(n, len(train)))), cache),
-              "val": (val_probe, pe.reference_cache(ref, val_probe))}
+              "val": (val_probe, pe.reference_cache(ref, val_probe, **batch))}
     gen = torch.Generator().manual_seed(run["seeds"]["order"])
     t = proto["train"]
     result = pe.train_policy(spec, hp, policy, cache, train, steps=t["steps"], batch_size=t["batch_size"],
                              lr=proto["optimizer"]["lr"], generator=gen, hooks=hooks, log=log.info,
                              eval_every=t["probe_every"], probes=probes)
-    io.write_torch(out_dir / "policy.pt", policy.state_dict())
+    tb.save_policy(out_dir / "policy.pt", policy, ref)
     keys = {k: run[k] for k in ("track", "dataset", "method", "variant", "seed")}
     io.write_csv(out_dir / "curves.csv", pd.DataFrame([{**keys, **row} for row in result.curves],
                                                       columns=list(keys) + ["step", "metric", "value"]))
@@ -221,13 +297,12 @@ def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
 
 # ============================================================================================ sample_eval
 def sample_eval(run: dict, inputs: dict, out_path, device: str = "cpu") -> None:
-    """eval.npz: policy samples on val/test prompts with gold rewards and KL terms, policy log-probs
-    of the held-out pairs, and (unlearning) forget-set likelihoods and greedy answers."""
+    """eval.npz: policy samples on val/test prompts with gold rewards (SynthPref: and their reward
+    components) and KL terms, policy log-probs of the held-out pairs, and (unlearning) forget-set
+    likelihoods and greedy answers."""
     import torch
 
-    from data import synthpref as sp
     from lossbench import preference as pe
-    from lossbench import synthpref_testbed as tb
     from lossbench.runner import resolve_device
     from lossbench.seeding import derive_seed
 
@@ -236,32 +311,33 @@ def sample_eval(run: dict, inputs: dict, out_path, device: str = "cpu") -> None:
     if info["status"] != "ok":  # diverged: nothing to sample; evaluation records NaN metrics
         io.write_npz(out_path, ok=np.array(False))
         return
+    proto = run["protocol"]
+    tb, batch = testbed(proto), _batch(proto)
     samples, labels = data.load_prepared(inputs["samples"]), data.load_prepared(inputs["labels"])
-    policy = _load_policy(inputs["sft"], Path(inputs["info"]).with_name("policy.pt"), device)
+    policy = tb.load_policy(inputs["sft"], Path(inputs["info"]).with_name("policy.pt"), device)
     ref = tb.load_lm(inputs["sft"], device).eval()
-    n = run["protocol"]["eval"]["samples_per_prompt"]
-    gen = torch.Generator().manual_seed(derive_seed(run["run_id"], "eval_samples"))
+    score = tb.gold_scorer(inputs["sft"], samples, proto, device)
+    eos, pad = tb.special_ids(samples)
+    n = proto["eval"]["samples_per_prompt"]
+    gen = torch.Generator(device).manual_seed(derive_seed(run["run_id"], "eval_samples"))  # multinomial's device
     out = {"ok": np.array(True)}
     for split in ("val", "test"):
-        prompts = torch.as_tensor(samples[f"{split}_prompts"])
-        resp = pe.sample_responses(policy, prompts.to(device), n_samples=n, max_new_tokens=tb.T_RESPONSE,
-                                   eos_id=tb.VOCAB.EOS, pad_id=tb.VOCAB.PAD, generator=gen)
-        rep = prompts.repeat_interleave(n, 0).to(device)
-        delta, exact = pe.kl_terms(policy, ref, rep, resp, tb.VOCAB.EOS)
+        prompts = torch.as_tensor(samples[f"{split}_prompts"]).to(device)
+        mask = samples.get(f"{split}_prompt_mask")  # real prompts: right-padded
+        mask = None if mask is None else torch.as_tensor(mask).to(device)
+        resp = pe.sample_responses(policy, prompts, n_samples=n, max_new_tokens=tb.max_new_tokens(proto), eos_id=eos,
+                                   pad_id=pad, generator=gen, prompt_mask=mask, **batch)
+        delta, exact = pe.kl_terms(policy, ref, prompts.repeat_interleave(n, 0), resp, eos,
+                                   prompt_mask=None if mask is None else mask.repeat_interleave(n, 0), **batch)
         resp = resp.cpu().numpy()
-        flat = np.repeat(samples[f"{split}_prompts"], n, 0)
-        out.update({f"{split}_samples": resp, f"{split}_rewards": sp.gold_reward(flat, resp, tb.VOCAB),
-                    f"{split}_kl_sample": delta.numpy(force=True), f"{split}_kl_exact": exact.numpy(force=True)})
-        comps = sp.reward_components(flat, resp, tb.VOCAB)
-        out.update({f"{split}_comp_{k}": v for k, v in comps.items()})
+        out.update({f"{split}_samples": resp, f"{split}_kl_sample": delta.numpy(force=True),
+                    f"{split}_kl_exact": exact.numpy(force=True)})
+        out.update({f"{split}_{k}": v for k, v in score(split, resp, n).items()})
         pairs, _ = tb.labelled_pairs(samples, labels, split)
-        logps, lens = pe.sequence_logps_of(policy, pairs.to(device))
+        logps, lens = pe.sequence_logps_of(policy, pairs.to(device), **batch)
         out.update({f"{split}_pair_logps": logps.numpy(force=True), f"{split}_pair_lens": lens.numpy(force=True)})
     if "forget" in inputs:
-        forget = data.load_prepared(inputs["forget"])
-        fs = sp.ForgetSet(forget["prompts"], forget["answers"], forget["responses"], forget["forget"], 0)
-        out.update(secret_logps=tb.secret_logps(policy, fs, device),
-                   secret_greedy=tb.greedy_answers(policy, fs.prompts, fs.answers.shape[1], device))
+        out.update(tb.forget_eval(policy, inputs["forget"], device))
     io.write_npz(out_path, **out)
 
 
@@ -281,11 +357,12 @@ def evaluate_run(run_dir: Path, info: dict):
     samples = data.load_prepared(stage / "samples.npz")
     labels = data.load_prepared(stage / f"labels_{info['dataset']}.npz")
     proto = info["protocol"]
+    tb = testbed(proto)
     values = {}
     for split in ("val", "test"):
         r_pol, r_sft = ev[f"{split}_rewards"], samples[f"{split}_sft_rewards"]
         kl = float(ev[f"{split}_kl_exact"].mean())
-        values.update({f"{split}/{k}": v for k, v in pe.reward_metrics(r_pol, r_sft, tau_bt=proto["pairs"]["tau_bt"]).items()})
+        values.update({f"{split}/{k}": v for k, v in pe.reward_metrics(r_pol, r_sft, tau_bt=tb.tau_bt(proto)).items()})
         values.update({f"{split}/kl": kl, f"{split}/kl_sample": pe.kl_sample_mean(ev[f"{split}_kl_sample"], 0.0),
                        f"{split}/sqrt_kl": float(np.sqrt(max(kl, 0.0)))})
         swap = ~labels[f"{split}_label"].astype(bool)
@@ -293,30 +370,19 @@ def evaluate_run(run_dir: Path, info: dict):
         lens = _oriented(samples[f"{split}_lens"], swap)
         pol = ev[f"{split}_pair_logps"]
         p_w = np.where(swap, 1 - labels[f"{split}_p"], labels[f"{split}_p"])
-        rank = pe.ranking_metrics(pol[:, 0], pol[:, 1], ref[:, 0], ref[:, 1], lens[:, 0], lens[:, 1], p_w,
-                                  proto["eval"]["ideal_beta"])
+        known = not np.isnan(p_w).all()  # real pairs carry labels only: no idealized ranking accuracy
+        rank = pe.ranking_metrics(pol[:, 0], pol[:, 1], ref[:, 0], ref[:, 1], lens[:, 0], lens[:, 1],
+                                  p_w if known else None, proto["eval"].get("ideal_beta"))
         values.update({f"{split}/{k}": v for k, v in rank.items()})
         values.update({f"{split}/{k}": v for k, v in
                        pe.loglik_change(pol[:, 0], pol[:, 1], ref[:, 0], ref[:, 1], lens[:, 0], lens[:, 1]).items()})
-    eos = data.synthpref.Vocab.EOS
+    eos, _ = tb.special_ids(samples)
     lengths, truncated = pe.response_lengths(ev["test_samples"], eos)
     values.update({f"test/{k}": v for k, v in pe.length_stats(lengths, truncated).items()})
     values["test/sft_mean_length"] = pe.length_stats(*pe.response_lengths(samples["test_sft_samples"], eos))["mean_length"]
-    values.update({f"test/{k}": v for k, v in
-                   pe.win_rate_by_length(ev["test_rewards"], samples["test_sft_rewards"], lengths, LENGTH_EDGES).items()})
-    for comp in ("cov", "ontopic", "ntox", "rep"):
-        values[f"test/{comp}"] = float(ev[f"test_comp_{comp}"].mean())
-    if "secret_logps" in ev:
-        forget = data.load_prepared(stage / "forget.npz")
-        f = forget["forget"].astype(bool)
-        values.update({f"forget/{k}": v for k, v in
-                       pe.forget_metrics(ev["secret_logps"][f], forget["retain_only_logps"][f]).items()})
-        values["forget/extraction_rate"] = pe.extraction_rate(ev["secret_greedy"][f], forget["answers"][f])
-        values["retain/extraction_rate"] = pe.extraction_rate(ev["secret_greedy"][~f], forget["answers"][~f])
-        values["retain/loglik"] = float(ev["secret_logps"][~f].mean())
-        values["forget/sft_forget_loglik"] = float(forget["sft_logps"][f].mean())
-        values["forget/sft_extraction_rate"] = pe.extraction_rate(forget["sft_greedy"][f], forget["answers"][f])
-        values["retain/sft_extraction_rate"] = pe.extraction_rate(forget["sft_greedy"][~f], forget["answers"][~f])
+    values.update({f"test/{k}": v for k, v in pe.win_rate_by_length(ev["test_rewards"], samples["test_sft_rewards"],
+                                                                    lengths, tb.length_edges(proto)).items()})
+    values.update(tb.testbed_metrics(ev, samples, labels, stage, run_dir))
     values["train/steps_per_second"] = info["steps_per_second"]
     return values, None
 
@@ -331,10 +397,9 @@ def metric_names(info: dict) -> list[str]:
                                            "idealized_ranking_accuracy", "alignment_gap", "chosen_change_sum",
                                            "rejected_change_sum", "chosen_change_per_token",
                                            "rejected_change_per_token", "frac_both_down", "frac_both_up")]
-    names += ["test/mean_length", "test/sft_mean_length", "test/frac_max_length", "test/cov", "test/ontopic", "test/ntox", "test/rep"]
-    names += [f"test/win_rate_len_{lo}_{hi}" for lo, hi in zip(LENGTH_EDGES[:-1], LENGTH_EDGES[1:])]
-    if methods.get(info["method"]).kind == "unlearning":
-        names += ["forget/forget_loglik", "forget/ks_statistic", "forget/ks_pvalue", "forget/extraction_rate",
-                  "retain/extraction_rate", "retain/loglik", "forget/sft_forget_loglik",
-                  "forget/sft_extraction_rate", "retain/sft_extraction_rate"]
+    names += ["test/mean_length", "test/sft_mean_length", "test/frac_max_length"]
+    tb = testbed(info["protocol"])
+    edges = tb.length_edges(info["protocol"])
+    names += [f"test/win_rate_len_{lo}_{hi}" for lo, hi in zip(edges[:-1], edges[1:])]
+    names += tb.testbed_metric_names(methods.get(info["method"]).kind, Path(info["stage_dir"]))
     return names + ["train/steps_per_second"]

@@ -323,6 +323,19 @@ def test_ranking_accuracies_and_idealized_accuracy_by_hand():
     assert m["alignment_gap"] == 0.25 and m["reference_ranking_accuracy"] == 0.25
     # π_θ = π_ref ⇒ RA = the reference's RA (E1 unit test)
     assert pe.ranking_accuracy(h["ref_w"], h["ref_l"]) == m["reference_ranking_accuracy"]
+    # real pairs: labels without the clean preference p, so no RA* and no gap (NaN, not a made-up value)
+    real = pe.ranking_metrics(h["pol_w"], h["pol_l"], h["ref_w"], h["ref_l"], h["len_w"], h["len_l"])
+    assert np.isnan(real["idealized_ranking_accuracy"]) and np.isnan(real["alignment_gap"])
+    assert {k: v for k, v in real.items() if k not in ("idealized_ranking_accuracy", "alignment_gap")} == \
+        {k: v for k, v in m.items() if k not in ("idealized_ranking_accuracy", "alignment_gap")}
+
+
+def test_unpaired_rows_keep_the_prompt_padding():
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    pairs = pe.pref_data([[3, 4, 0], [5, 0, 0]], [[[6, 1], [7, 1]], [[8, 1], [9, 1]]], eos_id=1, pad_id=0,
+                         prompt_mask=mask)
+    kto = pe.unpaired_from_pairs(pairs)
+    assert torch.equal(kto.prompt_mask, torch.cat([mask, mask])) and kto.desirable.tolist() == [True, True, False, False]
 
 
 def test_loglik_change_and_both_down_fraction():
