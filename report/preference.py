@@ -43,6 +43,7 @@ SFT_VALUES = {  # metric of the pseudo-method `sft` (π_ref) -> the metric holdi
     "test/mean_length": "test/sft_mean_length",
     "forget/forget_loglik": "forget/sft_forget_loglik", "forget/extraction_rate": "forget/sft_extraction_rate",
     "retain/extraction_rate": "retain/sft_extraction_rate",
+    "capability/mean_acc": "capability/sft_mean_acc",
 }
 
 

@@ -1,5 +1,6 @@
 """The DAG itself: the smoke profile builds, and a reduced smoke run goes end to end, reruns
 nothing when complete, resumes only what is missing, and gives the same numbers twice."""
+import os
 import shutil
 import subprocess
 import sys
@@ -8,6 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
+from tests.hub_fixtures import (hub_protocol, hub_track, lm_dir, rm_dir, root, task_dir,  # noqa: F401
+                                tokenizer_dir, uf_dir)
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
@@ -44,10 +48,10 @@ def _reduced_config(tmp_path):
     return cfg
 
 
-def _snakemake(cfg, workdir, *extra):
+def _snakemake(cfg, workdir, *extra, env=None):
     cmd = SNAKEMAKE + ["--workflow-profile", "none", "--configfile", str(cfg), "--directory", str(workdir),
                        "--cores", "2", "--force-use-threads", *extra]
-    return subprocess.run(cmd, capture_output=True, text=True)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env)
 
 
 @pytest.mark.slow
@@ -118,3 +122,38 @@ def test_reduced_preference_dag_end_to_end(tmp_path):
     html = (results / "report" / "index.html").read_text()
     for text in ("synthpref @best", "synthpref @matched-kl", "synthpref @unlearning", "frontier", "TGDPO"):
         assert text in html
+
+
+@pytest.mark.slow
+def test_reduced_hub_preference_dag_end_to_end(tmp_path, lm_dir, rm_dir, uf_dir, task_dir):
+    """The real-LM testbed wired by Snakemake, offline on the tiny local stand-ins: π_ref and the judge
+    resolved once, π_ref's capability scored once, one pairs stage for the seed, MADPO's proxy RM,
+    and each run trained, sampled and judged, scored by lm-eval and evaluated into the report."""
+    proto = hub_protocol(lm_dir, rm_dir, uf_dir, task_dir)
+    proto["datasets"] = ["ultrafeedback"]
+    track = hub_track(proto, ["dpo", "madpo"])
+    track.update(sweep={"dpo": {"beta": [0.1]}, "madpo": {"beta": [0.1]}}, dataset_methods={})
+    (tmp_path / "track.yaml").write_text(yaml.safe_dump(track))
+    cfg = tmp_path / "hub.yaml"
+    cfg.write_text(yaml.safe_dump({"profile": "htest", "device": "cpu",
+                                   "tracks": {"preference": str(tmp_path / "track.yaml")}}))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "BENCH_OFFLINE": "1",
+           "HF_DATASETS_CACHE": str(tmp_path / "hf_datasets_cache")}
+    work = tmp_path / "work"
+    out = _snakemake(cfg, work, env=env)
+    assert out.returncode == 0, out.stderr[-4000:]
+    once = ("pref_reference", "pref_ref_capability", "pref_sample", "pref_label", "pref_reward_model")
+    assert all(out.stderr.count(f"rule {r}:") == 1 for r in once)
+    assert all(out.stderr.count(f"rule {r}:") == 2 for r in ("train_run", "pref_sample_eval", "pref_capability"))
+    results = work / "results" / "htest"
+    summary = pd.read_csv(results / "summary.csv")
+    assert set(summary.method) == {"dpo", "madpo"} and set(summary.dataset) == {"ultrafeedback"}
+    values = summary.groupby("metric")["value"]
+    assert values.apply(lambda v: v.between(0, 1).all())[["test/win_rate", "capability/tiny_mc_acc",
+                                                           "test/judge_agreement"]].all()
+    assert values.apply(lambda v: v.isna().all())["test/idealized_ranking_accuracy"]  # SynthPref only
+    assert not summary.metric.isin(["test/cov", "forget/forget_loglik"]).any()
+    html = (results / "report" / "index.html").read_text()
+    assert "ultrafeedback @best" in html and "ultrafeedback @matched-kl" in html and "Capability acc." in html
+    dry = _snakemake(cfg, work, "-n", env=env)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
