@@ -10,8 +10,9 @@ import pytest
 
 import data
 from lossbench import config as lbconfig
-from lossbench import io, runner
+from lossbench import io
 from lossbench.tasks import preference as task
+from tests.preference_runs import run_through
 from tests.hub_fixtures import (hub_protocol, hub_track, lm_dir, rm_dir, root, task_dir, tokenizer,  # noqa: F401
                                 tokenizer_dir, uf_dir)
 
@@ -46,18 +47,7 @@ def stage(track, tmp_path_factory):
 
 
 def _run(track, stage, tmp, method, variant, dataset="ultrafeedback"):
-    run = lbconfig.resolve_run(track, dataset, method, 0, variant)
-    out = tmp / method / variant
-    inputs = task.train_inputs(run, stage, "micro")
-    if "guide" in inputs:  # point TGDPO at the guide trained by this test module
-        inputs["guide"] = str(tmp / "dpo" / "beta0.1" / "train.json")
-    runner.train_run(run, inputs, out)
-    ev = task.sample_eval_inputs(run, out, stage)
-    task.sample_eval(run, ev, out / "eval.npz")
-    task.build_capability(run["protocol"], ev["sft"], out / "policy.pt", out / "capability.json")
-    assert set(task.eval_inputs(run, out, stage)) == {"eval", "samples", "labels", "capability", "ref_capability"}
-    metrics = runner.evaluate_run(out)
-    return dict(zip(metrics.metric, metrics.value)), out
+    return run_through(track, stage, tmp, method, variant, dataset)
 
 
 # ---------------------------------------------------------------------------- config
@@ -193,6 +183,8 @@ def test_policy_is_stored_as_its_change_to_pi_ref(stage, tmp_path):
 @pytest.mark.parametrize("method", ["dpo", "kto", "madpo", "sparsepo"])
 def test_every_hub_method_trains_and_evaluates(track, stage, tmp_path, method):
     values, out = _run(track, stage, tmp_path, method, "beta0.1")
+    run = lbconfig.resolve_run(track, "ultrafeedback", method, 0, "beta0.1")
+    assert set(task.eval_inputs(run, out, stage)) == {"eval", "samples", "labels", "capability", "ref_capability"}
     assert 0 <= values["test/win_rate"] <= 1 and 0 <= values["test/ranking_accuracy"] <= 1
     assert values["test/kl"] >= -1e-6 and math.isfinite(values["test/gold_reward"])
     assert values["test/sft_gold_reward"] == pytest.approx(

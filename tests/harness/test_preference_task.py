@@ -11,8 +11,9 @@ import yaml
 
 import data
 from lossbench import config as lbconfig
-from lossbench import io, runner
+from lossbench import io
 from lossbench.tasks import preference as task
+from tests.preference_runs import run_through
 
 TRACK = "preference"
 
@@ -47,16 +48,7 @@ def stage(track, tmp_path_factory):
 
 
 def _run(track, stage, tmp, method, variant, dataset="synthpref"):
-    run = lbconfig.resolve_run(track, dataset, method, 0, variant)
-    out = tmp / method / variant
-    inputs = task.train_inputs(run, stage, "micro")
-    if "guide" in inputs:  # point TGDPO at the guide trained by this test module
-        inputs["guide"] = str(tmp / "dpo" / "beta0.1" / "train.json")
-    runner.train_run(run, inputs, out)
-    ev = task.sample_eval_inputs(run, out, stage)
-    task.sample_eval(run, ev, out / "eval.npz")
-    metrics = runner.evaluate_run(out)
-    return dict(zip(metrics.metric, metrics.value)), out
+    return run_through(track, stage, tmp, method, variant, dataset)
 
 
 def test_stage_files_and_label_noise(stage):
