@@ -56,10 +56,11 @@ def hub_unsupported(method: str) -> str | None:
 def check_protocol(proto: dict, where: str, track: dict) -> None:
     from lossbench.config import ConfigError, unknown_name, variants
 
-    runs_here = {m for d in proto["datasets"] for m in track.get("dataset_methods", {}).get(d, track["methods"])}
-    _check_testbed(proto, where, [m for m in track["methods"] if m in runs_here])
+    ran = {m for d in proto["datasets"] for m in track.get("dataset_methods", {}).get(d, track["methods"])}
+    runs_here = [m for m in track["methods"] if m in ran]
+    _check_testbed(proto, where, runs_here)
     guide = proto.get("guide")
-    needs_guide = [m for m in track["methods"] if "guide_token_logps" in methods.get(m).needs]
+    needs_guide = [m for m in runs_here if "guide_token_logps" in methods.get(m).needs]
     if needs_guide and guide is None:
         raise ConfigError(f"{where}: {needs_guide} need a guidance policy: set guide: {{method, variant}}")
     if guide is not None:
