@@ -52,8 +52,8 @@ def add_time_to_target(data: dict, track: str) -> None:
         data["summary"] = pd.concat([summary, pd.DataFrame(rows)], ignore_index=True)
 
 
-def figures(ctx, summary: pd.DataFrame, curves: pd.DataFrame, path) -> list[tuple[str, str]]:
-    """(caption, path relative to the report) of the per-domain bars and the weight histograms."""
+def figures(ctx, summary: pd.DataFrame, curves: pd.DataFrame, path) -> list[tuple[str, Path | None]]:
+    """(caption, path or None) of the per-domain bars and the weight histograms."""
     base = ctx.info["baseline"]
     drawn = [("Test loss per domain (mean ± CI over seeds); lower is better. Held-out text of every clean domain; "
               "the redundant and noise parts of the training mixture have no held-out chunks.",
@@ -62,7 +62,7 @@ def figures(ctx, summary: pd.DataFrame, curves: pd.DataFrame, path) -> list[tupl
               "evaluation interval, mean over seeds (w·N = 1 is the uniform weight); and the mean w·N the method "
               "gave to clean, redundant and noise chunks.",
               weight_histograms(curves, path("weights")))]
-    return [(cap, p.relative_to(ctx.out_dir).as_posix()) for cap, p in drawn if p is not None]
+    return drawn
 
 
 def domain_bars(summary: pd.DataFrame, baseline: str, colors: Mapping, level: float, out: Path) -> Path | None:
