@@ -150,6 +150,25 @@ def test_dataset_methods_restrict_runs(pref_track):
         _check(pref_track)
 
 
+def test_a_protocol_may_replace_the_sweep_and_seeds_for_its_datasets(pref_track):
+    noisy = copy.deepcopy(pref_track["protocols"]["synthpref_tiny"])
+    pref_track["protocols"]["synthpref_tiny"]["datasets"] = ["synthpref"]
+    del noisy["guide"]  # TGDPO does not run on it
+    noisy.update(datasets=["synthpref_eps20"], seeds=[7],
+                 sweep={m: {"beta": [0.1], "lr": [1e-5, 3e-5]} for m in ("dpo", "cdpo", "rdpo")})
+    pref_track["protocols"]["noisy"] = noisy
+    _check(pref_track)
+    runs = lbconfig.runs({"preference": pref_track})
+    assert {(m, v, s) for _, d, m, v, s in runs if d == "synthpref_eps20"} == {
+        (m, v, 7) for m in ("dpo", "cdpo", "rdpo") for v in ("beta0.1-lr1e-05", "beta0.1-lr3e-05")}
+    assert {s for _, d, _, _, s in runs if d == "synthpref"} == set(pref_track["seeds"])
+    run = lbconfig.resolve_run(pref_track, "synthpref_eps20", "dpo", 7, "beta0.1-lr3e-05")
+    assert run["protocol"]["optimizer"]["lr"] == 3e-5 and not {"sweep", "seeds"} & set(run["protocol"])
+    noisy["sweep"]["rdpo"] = {"beta": [0.1]}  # fair tuning within the protocol's methods
+    with pytest.raises(lbconfig.ConfigError, match="protocols/noisy: sweep: grids must have the same size"):
+        _check(pref_track)
+
+
 def test_guide_must_be_a_run_variant(pref_track):
     pref_track["protocols"]["synthpref_tiny"]["guide"]["variant"] = "beta0.2"
     with pytest.raises(lbconfig.ConfigError, match="unknown guide variant 'beta0.2'"):
