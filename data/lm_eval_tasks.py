@@ -55,6 +55,9 @@ def write_lm_eval_tasks(prepared: dict, out_dir, *, seed: int, n_docs: int, pref
     ppl = [{"text": texts[i]} for i in np.sort(rng.choice(len(texts), min(n_docs, len(texts)), replace=False))]
 
     parts = [p for p in map(cloze_parts, texts) if p is not None]
+    if len(parts) < N_CHOICES:  # lm-eval would fail later on an empty file, without saying why
+        raise ValueError(f"{prefix}_cloze: only {len(parts)} of {len(texts)} test passages have {CONTEXT_CHARS} "
+                         f"characters of lines then {CONTINUATION_CHARS} more; {N_CHOICES} are needed")
     endings = sorted({ending for _, ending in parts})
     cloze = []
     for i in np.sort(rng.choice(len(parts), min(n_docs, len(parts)), replace=False)):

@@ -157,3 +157,35 @@ def test_reduced_hub_preference_dag_end_to_end(tmp_path, lm_dir, rm_dir, uf_dir,
     assert "ultrafeedback @best" in html and "ultrafeedback @matched-kl" in html and "Capability acc." in html
     dry = _snakemake(cfg, work, "-n", env=env)
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+@pytest.mark.slow
+def test_reduced_lm_pretraining_dag_end_to_end(tmp_path):
+    """The LM track wired by Snakemake on the embedded Shakespeare mixture: the corpus prepared once,
+    one reference stage per seed read only by the methods that need it, every run evaluated, and
+    the report's LM section (time to target, per-domain bars, weight histograms)."""
+    track = yaml.safe_load((ROOT / "config/tracks/lm_pretraining/smoke.yaml").read_text())
+    track["methods"], track["seeds"] = ["uniform", "dlsr_linupper", "preselect"], [0, 1]
+    track["method_hparams"] = {}
+    track["protocols"]["t0_mix"].update(
+        model={"arch": "gpt2", "d_model": 16, "layers": 1, "heads": 2, "context": 160},
+        budget={"steps": 6, "batch_size": 8}, data={"pool_chunks": 200},
+        eval={"every": 3, "chunks_per_domain": 4, "lm_eval": {"tasks": ["shakespeare_cloze"], "local": True,
+                                                             "docs": 8, "limit": 8}},
+        reference={"steps": 8, "checkpoints": 3, "projection": [4, 4]})
+    (tmp_path / "track.yaml").write_text(yaml.safe_dump(track))
+    cfg = tmp_path / "lm.yaml"
+    cfg.write_text(yaml.safe_dump({"profile": "ltest", "device": "cpu",
+                                   "tracks": {"lm_pretraining": str(tmp_path / "track.yaml")}}))
+    work = tmp_path / "work"
+    out = _snakemake(cfg, work)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert out.stderr.count("rule prepare_source:") == 1 and out.stderr.count("rule lm_reference:") == 2
+    assert out.stderr.count("rule train_run:") == 6
+    summary = pd.read_csv(work / "results" / "ltest" / "summary.csv")
+    assert set(summary.method) == {"uniform", "dlsr_linupper", "preselect"}
+    kept = summary[summary.metric == "train/kept_fraction"].set_index(["method", "seed"])["value"]
+    assert (kept.loc["preselect"] == 0.5).all() and (kept.loc["uniform"] == 1.0).all()
+    html = (work / "results" / "ltest" / "report" / "index.html").read_text()
+    for text in ("lm_pretraining", "Tokens to target", "Test loss per domain", "weights over training", "Sow et al."):
+        assert text in html, text
