@@ -18,6 +18,7 @@ from lossbench.stats import better_worse, diverged_counts, paired_diff
 from report.tables import fmt_number
 
 CLAIMS_PATH = Path(__file__).with_name("claims.yaml")
+MIN_SEEDS_FOR_NULL = 3  # paired seeds below which a non-significant difference gets no verdict
 REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_TESTABLE = (
     "reproduced", "partly", "not reproduced", "not testable at this scale")
 
@@ -28,7 +29,7 @@ RULE = (
     "at least one does, or all point the claimed direction without significance; <b>not "
     "reproduced</b> = none is significant in the claimed direction (the reason says whether any is "
     "significantly opposite); <b>not testable at this scale</b> = the entry gives a reason or "
-    "there are no runs. Listed datasets without runs are named in the reason and left out. For "
+    "there are no runs, or nothing is significant with fewer than 3 paired seeds. Listed datasets without runs are named in the reason and left out. For "
     "an “≈ baseline” claim (direction <i>equal</i>, margin m): reproduced = every CI lies "
     "within ±m; partly = no CI excludes zero but some reach beyond ±m (inconclusive); not "
     "reproduced = some CI excludes zero. In the measured column ✓/✗ mark a CI that excludes zero on the "
@@ -90,6 +91,12 @@ def verdict(cells: list[dict], direction: str, margin: float | None = None,
     pointing = np.array([c["mean"] for c in cells], dtype=float) * sign > 0
     sig = [c for c, b in zip(cells, better) if b]
     opposite = [c for c, w in zip(cells, worse) if w]
+    if not sig and not opposite and max(c["n"] for c in cells) < MIN_SEEDS_FOR_NULL:
+        # with one degree of freedom the t-CI spans ±12.7 standard deviations: "no significant
+        # difference" says nothing, so it is not read as "not reproduced"
+        return NOT_TESTABLE, (f"only {max(c['n'] for c in cells)} paired seeds and no significant difference: "
+                              f"too few to tell (the claimed direction {'holds' if pointing.all() else 'does not hold'} "
+                              "on the means)")
     if len(sig) == len(cells):
         return REPRODUCED, ("significant in the claimed direction on every dataset run "
                             f"({_names(cells)})")

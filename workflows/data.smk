@@ -12,6 +12,9 @@ rule prepare_source:
         source_archive,
     output:
         "resources/data/{source}/prepared.npz",
+    params:
+        entry=lambda wc: datasets.source_entry(wc.source),  # editing a source's recipe re-prepares it
+    priority: 30  # every run of the source waits for it
     log:
         "results/logs/prepare_source/{source}.log",
     run:

@@ -14,6 +14,7 @@ rule lm_reference:
         "results/{profile}/stages/{track}/{protocol}/seed{seed}/reference_{dataset}.npz",
     params:
         proto=lm_protocol,  # a protocol change reruns the stage
+    priority: 20  # a stage gates many runs: start it before independent runs
     log:
         "results/{profile}/logs/lm_reference/{track}/{protocol}/{dataset}/seed{seed}.log",
     threads: 1

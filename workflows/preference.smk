@@ -58,6 +58,7 @@ rule pref_sft:
         forget=f"{STAGE}/forget.npz",
     params:
         cfg=pref_stage_params("model", "sft"),
+    priority: 20  # a stage gates many runs: start it before independent runs
     log:
         "results/{profile}/logs/pref_sft/{track}/{protocol}/seed{seed}.log",
     resources:
@@ -76,6 +77,7 @@ rule pref_sample:
         f"{STAGE}/samples.npz",
     params:
         cfg=pref_stage_params("pairs", "eval"),
+    priority: 20  # a stage gates many runs: start it before independent runs
     log:
         "results/{profile}/logs/pref_sample/{track}/{protocol}/seed{seed}.log",
     resources:
@@ -95,6 +97,7 @@ rule pref_label:
     params:
         cfg=pref_stage_params("pairs"),
         dataset=lambda wc: datasets.dataset_entry(wc.dataset),
+    priority: 20  # a stage gates many runs: start it before independent runs
     log:
         "results/{profile}/logs/pref_label/{track}/{protocol}/seed{seed}/{dataset}.log",
     run:
@@ -113,6 +116,7 @@ rule pref_reward_model:
         f"{STAGE}/reward_model_{{dataset}}.pt",
     params:
         cfg=pref_stage_params("model", "reward_model"),
+    priority: 20  # a stage gates many runs: start it before independent runs
     log:
         "results/{profile}/logs/pref_reward_model/{track}/{protocol}/seed{seed}/{dataset}.log",
     resources:

@@ -170,6 +170,11 @@ def _cell(name, mean, half, n=3):
     ([_cell("a", 0.001, 0.005), _cell("b", -0.002, 0.004)], "equal", "reproduced"),
     ([_cell("a", 0.001, 0.05)], "equal", "partly"),
     ([_cell("a", 0.05, 0.01)], "equal", "not reproduced"),
+    # two paired seeds: a null result says nothing, a significant one still counts
+    ([_cell("a", -0.01, 0.5, n=2)], "higher", "not testable at this scale"),
+    ([_cell("a", 0.01, 0.5, n=2)], "higher", "not testable at this scale"),
+    ([_cell("a", 0.05, 0.01, n=2)], "higher", "reproduced"),
+    ([_cell("a", -0.05, 0.01, n=2)], "higher", "not reproduced"),
 ])
 def test_verdict_rule(cells, direction, expected):
     label, reason = claims.verdict(cells, direction, margin=0.01)
