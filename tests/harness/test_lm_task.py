@@ -29,8 +29,8 @@ PROTO = {
     "reference": {"steps": 8, "checkpoints": 3, "projection": [4, 4]},
     "selection": {"ratio": 0.5},
 }
-METHODS = ["uniform", "dlsr_linupper", "prior", "zloss", "temp_upweight", "cooldown", "preselect", "tarot",
-           "random_select"]
+METHODS = ["uniform", "dlsr_linupper", "dlsr_quadratic", "dlsr_extremes", "curriculum", "prior", "zloss",
+           "temp_sample", "temp_upweight", "cooldown", "cooldown_linear", "preselect", "tarot", "random_select"]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def prepared(tmp_path_factory):
 def _track(methods):
     return {"track": "lm_pretraining", "version": 1, "task": "lm_pretraining", "baseline": "uniform",
             "methods": methods, "seeds": [0, 1], "protocols": {"micro": PROTO}, "stats": {"ci": 0.95},
-            "method_hparams": {"cooldown": {"tau_start": 5.0, "tau_end": 1.0, "switch": 0.5}}}
+            "method_hparams": {m: {"tau_start": 5.0, "tau_end": 1.0, "switch": 0.5} for m in ("cooldown", "cooldown_linear")}}
 
 
 @pytest.fixture(scope="module")
