@@ -3,7 +3,8 @@
 A *source* is prepared once into `prepared.npz` (train split + held-out split). A *dataset* is a
 variant of a source built at run time from the run's data seed: long-tailed subsample and/or
 corrupted training labels, plus a balanced val/test cut of the held-out split. Sources of the
-lm_pretraining task are token corpora instead (layout in data/lm_corpus.py), used as prepared.
+lm_pretraining task are token corpora instead (layout in data/lm_corpus.py), used as prepared; those
+of the grokking task hold every example of an algorithmic task (data/algorithmic.py).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ PREPARED_KEYS = {
     "lm_pretraining": {"train_tokens", "train_domain", "train_flag", "val_tokens", "val_domain", "test_tokens",
                        "test_domain", "domain_names", "seq_len", "tokenizer_json", "tokenizer_sha256", "eos_token",
                        "test_texts"},
+    "grokking": {"x", "y", "num_classes"},  # every example; runs split by train_fraction (data/algorithmic.py)
 }
 
 
@@ -75,6 +77,9 @@ def describe(dataset: str) -> str:
         parts.append(f"{n['kind']} label noise at rate {n['rate']} on the training set")
     if entry.get("task") == "lm_pretraining":
         return "; ".join(parts) + "; " + _lm_summary(source_entry(entry["source"]).get("params", {}))
+    if entry.get("task") == "grokking":
+        return "; ".join(parts) + (f"; a random {entry['train_fraction']:.0%} of the examples train, the rest test "
+                                   "(split by the run's data seed, shared by every method)")
     if entry.get("task") == "preference":
         flip = entry.get("label_noise", 0.0)
         return "; ".join(parts) + f"; train preference labels flipped at rate {flip}; held-out pairs clean"
