@@ -11,12 +11,18 @@ Labels arrive already shifted: `labels[b, t]` is the target of position t, and p
 - "chunked": the same function over `chunk_size` rows at a time, each chunk checkpointed, so at
   most one chunk's [chunk, V] logits is alive in the forward *and* in the backward. Plain slicing
   without checkpointing would keep every chunk's logits for the backward and save nothing.
+- `upcast="inputs"` (default) multiplies float32 copies of hidden and weight; `upcast="logits"`
+  multiplies in the inputs' dtype (float32 accumulation on tensor cores) and upcasts the logits,
+  as `F.cross_entropy(logits.float())` baselines and CCE do (the kernels track times that).
+- `compile=True` runs the per-chunk (or whole) logits-to-loss function under `torch.compile`;
+  the first call per shape compiles (seconds to minutes on CPU).
 - "cce": Cut Cross-Entropy (`cut_cross_entropy.linear_cross_entropy`, Wijmans et al., ICLR 2025),
   which never materialises the logits. CUDA only; its kernels take the inputs' dtype and
   accumulate in float32 (upcasting bf16 inputs first would cost the memory CCE is there to save).
 """
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -25,30 +31,36 @@ from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100
 IMPLS = ("torch", "chunked", "cce")
+UPCASTS = ("inputs", "logits")
 CHUNK_SIZE = 4096  # rows per chunk: 4096 x 50257 float32 logits is 0.8 GB
 
 
-def token_losses(hidden, weight, labels, *, impl: str = "torch", bias=None, chunk_size: int = CHUNK_SIZE):
+def token_losses(hidden, weight, labels, *, impl: str = "torch", bias=None, chunk_size: int = CHUNK_SIZE,
+                 upcast: str = "inputs", compile: bool = False):
     """Per-token CE and log-partition of the linear head `hidden @ weight.T (+ bias)`.
 
     hidden [B, T, D], weight [V, D], labels [B, T] (shifted; IGNORE_INDEX = not a target),
     bias [V] or None. Returns `(ce, lse)`, both float32 [B, T] and 0 at ignored positions, with
-    ce = lse − z_y. Differentiable wrt hidden, weight and bias.
+    ce = lse − z_y. Differentiable wrt hidden, weight and bias. `upcast` and `compile` apply to
+    "torch" and "chunked" (see the module docstring).
     """
     if impl not in IMPLS:
         raise ValueError(f"token_losses: impl {impl!r} not in {IMPLS}")
+    if upcast not in UPCASTS:
+        raise ValueError(f"token_losses: upcast {upcast!r} not in {UPCASTS}")
     if hidden.dim() != 3 or labels.shape != hidden.shape[:2] or weight.shape[1] != hidden.shape[2]:
         raise ValueError(f"token_losses: shapes hidden {tuple(hidden.shape)}, weight {tuple(weight.shape)}, "
                          f"labels {tuple(labels.shape)} do not fit [B,T,D], [V,D], [B,T]")
     rows, targets = hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1)
     # Autocast would run the head matmul in bf16 whatever we cast to: the loss math is float32.
     with torch.autocast(device_type=hidden.device.type, enabled=False):
+        ce_lse = _ce_lse_fn(upcast == "inputs", compile)
         if impl == "torch":
-            ce, lse = _ce_lse(rows, weight, targets, bias)
+            ce, lse = ce_lse(rows, weight, targets, bias)
         elif impl == "chunked":
             if chunk_size < 1:
                 raise ValueError(f"token_losses: chunk_size must be >= 1, got {chunk_size}")
-            parts = [checkpoint(_ce_lse, rows[i:i + chunk_size], weight, targets[i:i + chunk_size], bias,
+            parts = [checkpoint(ce_lse, rows[i:i + chunk_size], weight, targets[i:i + chunk_size], bias,
                                 use_reentrant=False)
                      for i in range(0, len(rows), chunk_size)]
             ce, lse = (torch.cat(p) for p in zip(*parts))
@@ -58,11 +70,22 @@ def token_losses(hidden, weight, labels, *, impl: str = "torch", bias=None, chun
     return ce.view(labels.shape), lse.view(labels.shape)
 
 
-def _ce_lse(rows, weight, targets, bias):
-    """(ce, lse) [n] of rows [n, D] in float32 over materialised logits."""
-    logits = rows.float() @ weight.float().T
+@functools.cache
+def _ce_lse_fn(upcast_inputs: bool, compiled: bool):
+    """The logits-to-(ce, lse) function for one setting; cached so torch.compile compiles it once."""
+    fn = functools.partial(_ce_lse, upcast_inputs=upcast_inputs)
+    return torch.compile(fn) if compiled else fn
+
+
+def _ce_lse(rows, weight, targets, bias, upcast_inputs=True):
+    """(ce, lse) [n] of rows [n, D] in float32 (float64 inputs stay float64) over materialised logits."""
+    if upcast_inputs:
+        logits = rows.float() @ weight.float().T
+    else:
+        logits = rows @ weight.T
+        logits = logits if logits.dtype == torch.float64 else logits.float()
     if bias is not None:
-        logits = logits + bias.float()
+        logits = logits + bias.to(logits.dtype)
     ce = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="none")
     return ce, torch.logsumexp(logits, dim=-1)
 

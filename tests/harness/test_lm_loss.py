@@ -113,3 +113,21 @@ def test_cce_matches_torch_on_gpu(bias):
         results[impl] = (ce.detach(), lse.detach(), *(x.grad for x in leaves))
     for a, c in zip(results["torch"], results["cce"]):
         _close(c, a, atol=1e-4, rtol=1e-4)
+
+
+def test_upcast_logits_matches_and_keeps_float64():
+    # upcast="logits" (the kernels track's setting) multiplies in the inputs' dtype; in float32 it is
+    # the default path, and float64 inputs stay float64 (the kernels benchmark's reference).
+    hidden, weight, labels, bias = _inputs(seed=5, bias=True)
+    ref_ce, ref_lse = token_losses(hidden, weight, labels, bias=bias)
+    for kw in (dict(impl="torch"), dict(impl="chunked", chunk_size=4)):
+        ce, lse = token_losses(hidden, weight, labels, bias=bias, upcast="logits", **kw)
+        _close(ce, ref_ce, atol=1e-6)
+        _close(lse, ref_lse, atol=1e-6)
+    ce64, lse64 = token_losses(hidden.double(), weight.double(), labels, bias=bias.double(), upcast="logits")
+    assert ce64.dtype == lse64.dtype == torch.float64
+    exp_ce, exp_lse = _expected(hidden, weight, labels, bias)
+    _close(ce64, exp_ce, atol=1e-12, rtol=1e-12)
+    _close(lse64, exp_lse, atol=1e-12, rtol=1e-12)
+    with pytest.raises(ValueError, match="upcast"):
+        token_losses(hidden, weight, labels, upcast="half")
