@@ -86,7 +86,7 @@ def build_optimizer(params, cfg: dict):
         cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
         # fused kernels: about half the per-step optimiser overhead of the default for tiny models
         return cls(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0),
-                   betas=tuple(cfg.get("betas", (0.9, 0.999))), fused=True)
+                   betas=tuple(cfg.get("betas", (0.9, 0.999))), eps=cfg.get("eps", 1e-8), fused=True)
     raise KeyError(f"unknown optimizer {name!r}; valid: sgd, adam, adamw")
 
 

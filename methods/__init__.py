@@ -71,6 +71,13 @@ REGISTRY: dict[str, str] = {
     "preselect": "methods.preselect:SPEC",  # L4
     "tarot": "methods.tarot:SPEC",  # L5
     "zloss": "methods.zloss:SPEC",  # L8 (PaLM z-loss, not zloss_spherical)
+    # --- grokking (shared/methods/grokking.md); the track's baseline is erm (float32 softmax CE) ---
+    "ce_fp64": "methods.softmax_ce:CE_FP64",  # G4 ablation: softmax in float64
+    "ce_fp16": "methods.softmax_ce:CE_FP16",  # G4: softmax in float16
+    "ce_wd": "methods.softmax_ce:CE_WD",  # G1 regularised control: AdamW weight decay
+    "stablemax": "methods.stablemax:SPEC",  # G2
+    "orthograd": "methods.orthograd:SPEC",  # G3 ⊥Grad per tensor (⊥AdamW / ⊥SGD by the protocol's optimiser)
+    "orthograd_global": "methods.orthograd:GLOBAL",  # G3 over all parameters as one vector
 }
 
 _cache: dict[str, MethodSpec] = {}

@@ -61,6 +61,21 @@ selection      fn(ratio=..., **needs, **hp) over D training chunks          keep
                                                                             by lower index)
 =============  ===========================================================  =====================
 
+Grokking kinds (lossbench/grokking.py, full-batch training; `loss` methods run there too):
+
+==============  ==========================================================  =====================
+grad_transform  fn(params [list of tensors], grads [same shapes], **hp)     new gradients [same],
+                (detached; one entry per parameter tensor)                  handed to the base
+                                                                            optimiser (the loss
+                                                                            is softmax CE)
+==============  ==========================================================  =====================
+
+`optimizer_hparams` names hyperparameters (keys of `defaults`) that configure the optimiser instead
+of being passed to `fn` — e.g. the weight decay of the "CE + weight decay" control, or the Adam
+betas a paper ran its loss with. They override the protocol's optimiser for that method's runs;
+only tasks whose `METHOD_OPTIMIZER` is true (grokking) build an optimiser per method, and the
+config check refuses such methods elsewhere.
+
 Domain mixing needs no kind of its own: the trainer passes domains as classes to the `sampler` and
 `reweight` specs (temperature sampling, Cooldown, scalarization), class_counts = chunks per domain.
 
@@ -83,7 +98,8 @@ from typing import Any, Callable, Mapping
 
 KINDS = ("loss", "batch_loss", "reweight", "sampler",  # classification
          "pairwise", "listwise", "unpaired", "unlearning",  # preference optimisation
-         "sample_weight", "token_weight", "token_penalty", "selection")  # LM pretraining
+         "sample_weight", "token_weight", "token_penalty", "selection",  # LM pretraining
+         "grad_transform")  # grokking
 NEEDS = ("class_counts", "progress", "example_state",
          "token_logps", "token_kl", "guide_token_logps", "rm_margin", "token_masks", "degree_logits",
          "ref_losses", "ref_scores", "chunk_features", "target_features", "num_chunks", "seed")
@@ -142,6 +158,7 @@ class MethodSpec:
     init_state: Callable[..., float] | None = None
     validate: Callable[[dict], None] | None = None
     summary: str = ""  # one line for the report and `lossbench list`
+    optimizer_hparams: tuple[str, ...] = ()  # keys of `defaults` the optimiser gets instead of `fn`
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -151,6 +168,14 @@ class MethodSpec:
             raise ValueError(f"{self.name}: unknown needs {sorted(unknown)}; valid: {NEEDS}")
         if "example_state" in self.needs and self.init_state is None:
             raise ValueError(f"{self.name}: needs example_state but has no init_state")
+        undefined = set(self.optimizer_hparams) - set(self.defaults)
+        if undefined:
+            raise ValueError(f"{self.name}: optimizer_hparams {sorted(undefined)} have no default")
+
+    def split_hparams(self, hp: Mapping[str, Any]) -> tuple[dict, dict]:
+        """(hyperparameters for `fn`, overrides of the optimiser) of a resolved `hp`."""
+        return ({k: v for k, v in hp.items() if k not in self.optimizer_hparams},
+                {k: v for k, v in hp.items() if k in self.optimizer_hparams})
 
     def hparams(self, overrides: Mapping[str, Any] | None = None) -> dict:
         """Defaults updated with `overrides`; unknown keys and `validate` failures raise."""

@@ -14,6 +14,7 @@ T = 7  # response tokens per sequence in the random preference batches
 PREFERENCE = ("pairwise", "listwise", "unpaired", "unlearning")
 LM = ("sample_weight", "token_weight", "token_penalty", "selection")
 D, M, RATIO = 24, 6, 0.5  # training chunks, reference checkpoints and kept fraction for `selection`
+SHAPES = [(4, 3), (3,), (2, 2)]  # parameter tensors of the random `grad_transform` inputs
 
 
 def _batch(seed=0, scale=3.0, dtype=torch.float32):
@@ -101,8 +102,18 @@ def _lm(kind, seed=0, scale=1.0, dtype=torch.float32):
     return features, []
 
 
+def _grad_transform(seed=0, scale=1.0, dtype=torch.float32):
+    """Random parameters and gradients (one entry per tensor of SHAPES) for a `grad_transform`."""
+    g = torch.Generator().manual_seed(seed)
+    draw = lambda: [(torch.randn(s, generator=g) * scale).to(dtype) for s in SHAPES]  # noqa: E731
+    return dict(params=draw(), grads=draw())
+
+
 def _data(spec: MethodSpec, seed=0, scale=None, dtype=torch.float32):
-    """Inputs for the kind of `spec`: classification (logits, targets, counts), or preference / LM kwargs."""
+    """Inputs for the kind of `spec`: classification (logits, targets, counts), or preference / LM /
+    grad_transform kwargs."""
+    if spec.kind == "grad_transform":
+        return _grad_transform(seed=seed, scale=1.0 if scale is None else scale, dtype=dtype)
     if spec.kind in LM:
         return _lm(spec.kind, seed=seed, scale=1.0 if scale is None else scale, dtype=dtype)[0]
     if spec.kind in PREFERENCE:
@@ -112,8 +123,9 @@ def _data(spec: MethodSpec, seed=0, scale=None, dtype=torch.float32):
 
 def _call(spec: MethodSpec, *data, progress=0.5):
     """The method's output for a batch, called the way the trainer calls it."""
-    hp = spec.hparams()
-    if spec.kind in PREFERENCE:  # data = (kwargs,): PairBatch, or the list / unpaired / forget tensors
+    hp = spec.split_hparams(spec.hparams())[0]  # optimiser hyperparameters never reach fn
+    if spec.kind in PREFERENCE or spec.kind == "grad_transform":  # data = (kwargs,): PairBatch, the
+        # list / unpaired / forget tensors, or a grad_transform's params and grads
         (kwargs,) = data
         return spec.fn(**kwargs, **hp)
     if spec.kind in LM:  # data = (kwargs,), called as lossbench/lm_pretrain.py calls each kind
@@ -166,6 +178,13 @@ def test_shapes_finite_and_gradients(name, scale):
     spec = methods.get(name)
     if spec.kind in LM:
         _check_lm_contract(spec, scale)
+        return
+    if spec.kind == "grad_transform":  # detached new gradients, one per tensor, same shape and dtype
+        kwargs = _grad_transform(scale=scale)
+        out = _call(spec, kwargs)
+        assert isinstance(out, tuple) and len(out) == len(SHAPES)
+        for o, gr in zip(out, kwargs["grads"]):
+            assert o.shape == gr.shape and o.dtype == gr.dtype and not o.requires_grad and torch.all(torch.isfinite(o))
         return
     if spec.kind in PREFERENCE:
         kwargs, leaves = _preference(spec.kind, scale=scale)
@@ -239,14 +258,22 @@ def test_deterministic(name):
 def test_methods_of_one_kind_differ():
     """A broken dispatch that silently ran the baseline would make two methods agree."""
     logits, targets, counts = _batch(seed=7)
-    outs = {}
+    outs, optim = {}, {}
     for name in NAMES:
         spec = methods.get(name)
         if spec.kind == "loss" and spec.predict is None:
             outs[name] = _call(spec, logits, targets, counts)
-    same = {frozenset((a, b)) for a in outs for b in outs if a < b and torch.allclose(outs[a], outs[b])}
-    # logit adjustment with tau=1 and balanced softmax are the same loss by construction (card C4)
-    assert same <= {frozenset(("logit_adjust", "balanced_softmax"))}, same
+            optim[name] = spec.split_hparams(spec.hparams())[1]  # ce_wd: erm's loss, its own weight decay
+    same = {frozenset((a, b)) for a in outs for b in outs
+            if a < b and torch.allclose(outs[a], outs[b]) and optim[a] == optim[b]}
+    # logit adjustment with tau=1 and balanced softmax are the same loss by construction (card C4);
+    # a float64 softmax equals the float32 one away from Softmax Collapse (tests/methods/test_softmax_ce.py)
+    assert same <= {frozenset(("logit_adjust", "balanced_softmax")), frozenset(("erm", "ce_fp64"))}, same
+    kwargs = _grad_transform(seed=7)
+    outs = {n: _call(methods.get(n), kwargs) for n in NAMES if methods.get(n).kind == "grad_transform"}
+    same = {frozenset((a, b)) for a in outs for b in outs
+            if a < b and all(torch.allclose(x, y) for x, y in zip(outs[a], outs[b]))}
+    assert not same, f"grad_transform: {same}"
     # Preference kinds: every pair of methods of one kind must differ on a shared batch (no exceptions).
     for kind in PREFERENCE:
         kwargs, _ = _preference(kind, seed=7)

@@ -1,0 +1,71 @@
+"""⊥Grad: project out the gradient's component along the weights before the optimiser step.
+Prieto et al., ICLR 2025, "Grokking at the Edge of Numerical Stability" (arXiv:2501.04697), §6,
+Eq. 12 and Proposition 2 (the orthogonal part is still a descent direction); card G3.
+
+    g⊥ = g − (⟨θ, g⟩ / (⟨θ, θ⟩ + 1e−30)) θ,   then   g⊥ ← g⊥ · ‖g‖ / (‖g⊥‖ + 1e−30)
+
+For a positively homogeneous net (the bias-free ReLU MLP) the component along θ only scales the
+logits — naïve loss minimisation, which drives Softmax Collapse — so removing it keeps the update
+on what changes predictions. The base optimiser is the protocol's (AdamW: ⊥AdamW; SGD: ⊥SGD)
+with its betas/eps passed explicitly: the reference script's wrapper silently stepped an inner
+AdamW with library defaults (card §1.4, "reproduction trap"); ours steps exactly what the protocol
+says. Weight decay is left to the base optimiser (0 in the card's runs).
+
+`orthograd` projects per parameter tensor, as the reference `orthograd.py` does;
+`orthograd_global` projects the concatenation of all parameters (the paper's θ as one vector),
+a separate spec because the two differ whenever the layers' cosines differ. The projection is
+computed in float64 and cast back, so the result is orthogonal to ~1e-16 rather than ~1e-7.
+"""
+import torch
+
+from methods.base import MethodSpec
+from methods.softmax_ce import PAPER, URL
+
+EPS = 1e-30  # the reference's guard for θ = 0 and g⊥ = 0
+
+
+def _project(w, g, rescale: bool):
+    """g⊥ of flat float64 vectors w, g (rescaled to ‖g‖ when `rescale`)."""
+    out = g - (torch.dot(w, g) / (torch.dot(w, w) + EPS)) * w
+    if rescale:
+        out = out * (g.norm() / (out.norm() + EPS))
+    return out
+
+
+def orthograd(params, grads, *, rescale: bool = True):
+    """⊥Grad per parameter tensor: a tuple of new gradients, one per (param, grad)."""
+    return tuple(_project(p.detach().double().flatten(), g.double().flatten(), rescale).view_as(g).to(g.dtype)
+                 for p, g in zip(params, grads))
+
+
+def orthograd_global(params, grads, *, rescale: bool = True):
+    """⊥Grad over the concatenation of every parameter: one projection, one rescale."""
+    flat = _project(torch.cat([p.detach().double().flatten() for p in params]),
+                    torch.cat([g.double().flatten() for g in grads]), rescale)
+    return tuple(part.view_as(g).to(g.dtype) for part, g in zip(flat.split([g.numel() for g in grads]), grads))
+
+
+def _reference():
+    # Card G3: θ = [1, 0], g = [1, 1] → g − 1·θ = [0, 1], rescaled to ‖g‖ = √2: [0, 1.414214].
+    return dict(params=[torch.tensor([1.0, 0.0])], grads=[torch.tensor([1.0, 1.0])]), (torch.tensor([0.0, 1.414214]),)
+
+
+def _reference_global():
+    # θ = ([1], [1]), g = ([1], [0]) as two tensors; globally θ = [1, 1], g = [1, 0]:
+    # ⟨θ,g⟩/⟨θ,θ⟩ = 1/2, g⊥ = [1/2, −1/2], norm 1/√2, rescaled to ‖g‖ = 1: [0.707107, −0.707107].
+    # (Per tensor the first gradient would be projected to 0 and the second left at 0.)
+    params, grads = [torch.tensor([1.0]), torch.tensor([1.0])], [torch.tensor([1.0]), torch.tensor([0.0])]
+    return dict(params=params, grads=grads), (torch.tensor([0.707107]), torch.tensor([-0.707107]))
+
+
+SPEC = MethodSpec(
+    name="orthograd", kind="grad_transform", fn=orthograd, defaults={"rescale": True},
+    paper=PAPER, url=URL, card="G3", reference=_reference,
+    summary="⊥Grad: gradient projected orthogonal to each weight tensor, rescaled to its norm (⊥AdamW under AdamW)",
+)
+
+GLOBAL = MethodSpec(
+    name="orthograd_global", kind="grad_transform", fn=orthograd_global, defaults={"rescale": True},
+    paper=PAPER, url=URL, card="G3", reference=_reference_global,
+    summary="⊥Grad over all parameters as one vector (the per-tensor reference code's global variant)",
+)
