@@ -74,10 +74,13 @@ def check_track(track: dict, where: str = "track") -> None:
     except KeyError as e:
         raise ConfigError(f"{where}: task: {e.args[0]}") from None
     for m in track["methods"]:
-        kind = methods.get(m).kind
-        if kind not in task.METHOD_KINDS:
-            raise ConfigError(f"{where}: method {m!r} is a {kind!r} method; task {track['task']!r} runs "
+        spec = methods.get(m)
+        if spec.kind not in task.METHOD_KINDS:
+            raise ConfigError(f"{where}: method {m!r} is a {spec.kind!r} method; task {track['task']!r} runs "
                               f"kinds {', '.join(task.METHOD_KINDS)}")
+        if spec.optimizer_hparams and not getattr(task, "METHOD_OPTIMIZER", False):
+            raise ConfigError(f"{where}: method {m!r} sets the optimiser ({', '.join(spec.optimizer_hparams)}); "
+                              f"task {track['task']!r} trains every method with the protocol's optimiser")
     _check_sweep(track, where)
     for d, subset in track.get("dataset_methods", {}).items():
         for m in subset:

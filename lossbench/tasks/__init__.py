@@ -8,6 +8,9 @@ A task module provides:
   train_run(run, inputs, out_dir, device, log)   -> dict written to train.json
   eval_inputs(run, run_dir, stage_dir) -> {name: path}  extra files evaluation reads ({} if none)
   evaluate_run(run_dir, info)               -> (dict metric -> value, per-class DataFrame or None)
+and optionally
+  METHOD_OPTIMIZER     true when the trainer builds the optimiser per run, so methods may set
+                       `optimizer_hparams` (methods/base.py); other tasks refuse such methods
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ TASKS = {
     "classification": "lossbench.tasks.classification",
     "preference": "lossbench.tasks.preference",
     "lm_pretraining": "lossbench.tasks.lm_pretraining",
+    "grokking": "lossbench.tasks.grokking",
 }
 
 
