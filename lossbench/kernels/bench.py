@@ -2,7 +2,8 @@
 against the device's ceilings, and error against float64, per grid point and implementation.
 
     python -m lossbench.kernels.bench --grid smoke --out results/kernels/smoke.csv
-    python -m lossbench.kernels.bench --grid full --out full.csv --impls cce,liger_flce --dtypes bfloat16
+    python -m lossbench.kernels.bench --grid full --out full.csv --impls cce,liger_flce --dtypes bfloat16 \
+        --tokens 8192 --reps 20     # a slice: the whole full grid at 50 reps takes hours
 
 Writes one tidy CSV (COLUMNS; one row per grid point × implementation × metric, METRICS says
 what each metric is), a JSON of provenance next to it (same name, .json), and prints a table.
@@ -23,7 +24,7 @@ import math
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -101,8 +102,9 @@ class Grid:
 def _full_points():
     pairs = ((50257, 768), (32000, 4096), (128256, 2048), (128256, 4096), (256000, 2304))
     tokens = (4096, 8192, 16384, 32768, 65536)
-    main = [Point("linear_ce", n, v, d, dt) for v, d in pairs for n in tokens
-            for dt in ("bfloat16", "float16", "float32")]
+    # N innermost: consecutive points share the float64-checked sub-problem (it does not depend on N).
+    main = [Point("linear_ce", n, v, d, dt) for v, d in pairs for dt in ("bfloat16", "float16", "float32")
+            for n in tokens]
     # The reweighting track's path and padding, at the CCE benchmark's size in the main dtype.
     side = [Point("linear_ce", 8192, v, d, "bfloat16", red, ign) for v, d in pairs
             for red, ign in (("none", 0.0), ("mean", 0.2))]
@@ -164,7 +166,7 @@ class Runner:
     def __init__(self, grid: Grid, device: torch.device, seed: int):
         self.grid, self.device, self.seed = grid, device, seed
         self._errors = {}  # (impl, sub-problem key) -> error metrics
-        self._refs = {}  # sub-problem key -> float64 (loss, dE, dC)
+        self._ref = (None, None)  # (sub-problem key, float64 (loss, dE, dC)): dC is V×D float64, keep one
         self.ceilings = {}  # copy_gbps, gemm_tflops per dtype
 
     def device_rows(self, dtypes):
@@ -230,10 +232,11 @@ class Runner:
         if key not in self._errors:
             sub = linear_ce_inputs(n, p.v, p.d, getattr(torch, p.dtype), p.ignore_frac, self.device, self.seed,
                                    tag="error")
-            if key[1:] not in self._refs:
+            if self._ref[0] != key[1:]:
+                self._ref = (None, None)  # free the old one first
                 as64 = [sub[0].double(), sub[1].double(), sub[2], sub[3].double()]
-                self._refs[key[1:]] = loss_and_grads(ce_eager, *as64, p.reduction)
-            ref_loss, ref_de, ref_dc = self._refs[key[1:]]
+                self._ref = (key[1:], loss_and_grads(ce_eager, *as64, p.reduction))
+            ref_loss, ref_de, ref_dc = self._ref[1]
             loss, de, dc = loss_and_grads(impl.fn, *sub, p.reduction)
             err = abs(loss.double().item() - ref_loss.item())
             e_abs, e_rel, e_cos = _max_err(de, ref_de)
@@ -326,8 +329,8 @@ def table(df: pd.DataFrame) -> str:
     ceilings = df[df.bench == "device"]
     head = "ceilings: " + ", ".join(f"{r.metric}{'[' + r.dtype + ']' if r.dtype else ''}={r.value:.4g}"
                                     for r in ceilings.itertuples())
-    skipped = df[df.status != "ok"][["impl", "dtype", "n", "v", "d", "status", "note"]].drop_duplicates()
-    tail = "" if skipped.empty else "\nnot run:\n" + skipped.to_string(index=False)
+    not_run = df[df.status != "ok"].groupby(["impl", "status", "note"]).size().rename("points")
+    tail = "" if not_run.empty else "\nnot run:\n" + not_run.reset_index().to_string(index=False)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
         return f"{head}\n{wide.to_string()}{tail}"
 
@@ -356,9 +359,12 @@ def main(argv=None):
     ap.add_argument("--impls", help=f"comma-separated subset of: {', '.join(registry.names())}")
     ap.add_argument("--dtypes", help="comma-separated subset of the grid's dtypes, e.g. bfloat16")
     ap.add_argument("--bench", choices=("linear_ce", "softmax"), help="only one of the two benchmarks")
+    ap.add_argument("--tokens", help="comma-separated subset of the grid's N (tokens, or softmax rows)")
+    ap.add_argument("--warmup", type=int, help="override the grid's warm-up calls")
+    ap.add_argument("--reps", type=int, help="override the grid's timed calls")
     ap.add_argument("--compile", action="store_true", help="also run the torch.compile'd implementations on CPU")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, help="torch CPU threads (on a shared machine 1 times more steadily)")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (on a busy shared machine, 1 thread times more steadily)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -367,6 +373,10 @@ def main(argv=None):
         registry.get(name)  # an unknown name fails here, listing the valid ones
     t0 = time.perf_counter()
     grid = GRIDS[args.grid]
+    tokens = {int(n) for n in args.tokens.split(",")} if args.tokens else None
+    grid = replace(grid, warmup=grid.warmup if args.warmup is None else args.warmup,
+                   reps=grid.reps if args.reps is None else args.reps,
+                   points=tuple(p for p in grid.points if tokens is None or p.n in tokens))
     rows = run(grid, args.device, impls=impls, compile_on_cpu=args.compile, seed=args.seed,
                dtypes=args.dtypes.split(",") if args.dtypes else None,
                benches=[args.bench] if args.bench else None, log=lambda s: print(s, file=sys.stderr))

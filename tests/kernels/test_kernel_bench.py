@@ -80,11 +80,13 @@ def test_inputs_are_seeded():
 def test_main_writes_csv_and_provenance(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(bench.GRIDS, "tiny", TINY)
     out = tmp_path / "kernels.csv"
-    bench.main(["--grid", "tiny", "--out", str(out), "--impls", "ce_eager,softmax_2p_online"])
+    bench.main(["--grid", "tiny", "--out", str(out), "--impls", "ce_eager,softmax_2p_online",
+                "--tokens", "16", "--reps", "2"])
     df = pd.read_csv(out)
-    assert tuple(df.columns) == COLUMNS and set(df.impl.dropna()) == {"ce_eager", "softmax_2p_online"}
+    assert tuple(df.columns) == COLUMNS and set(df.impl.dropna()) == {"softmax_2p_online"}  # N=16: softmax only
     meta = json.loads(out.with_suffix(".json").read_text())
-    assert meta["grid"] == "tiny" and "torch" in meta["versions"] and "copy_gbps" in meta["metrics"]
+    assert meta["grid"] == "tiny" and meta["reps"] == 2 and meta["warmup"] == TINY.warmup
+    assert "torch" in meta["versions"] and "copy_gbps" in meta["metrics"]
     assert "softmax_2p_online" in capsys.readouterr().out
     with pytest.raises(KeyError, match="Valid: ce_eager"):
         bench.main(["--grid", "tiny", "--out", str(out), "--impls", "naive"])
