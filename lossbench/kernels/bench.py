@@ -49,7 +49,7 @@ METRICS = {
     "datasheet_gbps": ("GB/s", "vendor HBM bandwidth of a known GPU, unverified (device row)"),
     "datasheet_tflops": ("TFLOP/s", "vendor dense BF16 throughput of a known GPU, unverified (device row)"),
     "first_call_s": ("s", "first call (fw+bw for linear_ce), compile time included"),
-    "t_fw_ms": ("ms", "median forward time (softmax: the whole op)"),
+    "t_fw_ms": ("ms", "median forward time (softmax: the whole op; liger_flce's mean computes the gradients here)"),
     "t_fw_iqr_ms": ("ms", "interquartile range of the forward time"),
     "t_fwbw_ms": ("ms", "median forward + backward time (linear_ce)"),
     "t_fwbw_iqr_ms": ("ms", "interquartile range of the forward + backward time"),
@@ -364,7 +364,8 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, help="override the grid's timed calls")
     ap.add_argument("--compile", action="store_true", help="also run the torch.compile'd implementations on CPU")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, help="torch CPU threads (on a busy shared machine, 1 thread times more steadily)")
+    ap.add_argument("--threads", type=int,
+                    help="torch CPU threads (on a busy shared machine, 1 thread times more steadily)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

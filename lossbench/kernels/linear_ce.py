@@ -96,5 +96,7 @@ def _liger_loss(reduction):
 
 
 def liger_flce(hidden, weight, labels, reduction: str = "mean"):
+    """With reduction="mean" Liger computes the gradients in the forward (so a forward-only time
+    includes them); with "none" it defers them to the backward, recomputing the chunks."""
     _check(reduction)
     return _liger_loss(reduction)(weight, hidden, labels).float()  # Liger takes the weight first

@@ -101,9 +101,9 @@ def test_lce_chunked_does_not_depend_on_the_chunk_size(dtype, tol):
     # Normwise (max |Δ| / max |x|). Not bitwise in float64, nor 1e-6 in float32, as the card hoped:
     # BLAS picks its kernel (and summation order) by shape (chunk 1 is a matrix-vector product;
     # dE differed by 1.4e-6 normwise), and dC sums the chunks' contributions in another order.
-    hidden, weight, labels, w = _inputs(seed=1, dtype=dtype)
+    hidden, weight, labels, w = (t[:32] if t.shape[0] == N else t for t in _inputs(seed=1, dtype=dtype))
     runs = [_run(lambda *a, cs=cs: lce_chunked(*a, chunk_size=cs), hidden, weight, labels, w, "none")
-            for cs in (1, 7, 64, 4096)]
+            for cs in (1, 5, 4096)]
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             assert (b - a).abs().max() <= tol * a.abs().max()
