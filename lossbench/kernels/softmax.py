@@ -73,6 +73,14 @@ def _times_pow2(m, k):
     return m * torch.exp2(k)
 
 
+def _write_pass(x, block, value):
+    """One read of x and one write of y: y[:, s] = value(x[:, s] in float32), block by block."""
+    y = torch.empty_like(x)
+    for s in _blocks(x.shape[1], block):
+        y[:, s] = value(x[:, s].float())
+    return y
+
+
 def _row_max(x, block):
     m = x.new_full((x.shape[0], 1), _NEG_INF, dtype=torch.float32)
     for s in _blocks(x.shape[1], block):
@@ -86,10 +94,7 @@ def three_pass_recompute(x, block: int = BLOCK):
     sigma = x.new_zeros((x.shape[0], 1), dtype=torch.float32)
     for s in _blocks(x.shape[1], block):                                     # pass 2
         sigma += torch.exp(x[:, s].float() - mu).sum(-1, keepdim=True)
-    y = torch.empty_like(x)
-    for s in _blocks(x.shape[1], block):                                     # pass 3
-        y[:, s] = _divide(torch.exp(x[:, s].float() - mu), sigma)
-    return y
+    return _write_pass(x, block, lambda xb: _divide(torch.exp(xb - mu), sigma))  # pass 3
 
 
 def three_pass_reload(x, block: int = BLOCK):
@@ -148,11 +153,12 @@ def two_pass_extexp(x, block: int = BLOCK):
     """K2: 2 reads + 1 write; y_i = (p_i/m_Σ)·2^(n_i − e_Σ) recomputes (p_i, n_i) from x_i."""
     m_sum, e_sum = extexp_sum(x, block)                                      # pass 1
     shift = _finite_or_zero(e_sum)
-    y = torch.empty_like(x)
-    for s in _blocks(x.shape[1], block):                                     # pass 2
-        p, n = extexp(x[:, s].float())
-        y[:, s] = _times_pow2(_divide(p, m_sum), n.sub_(shift))
-    return y
+
+    def normalised(xb):
+        p, n = extexp(xb)
+        return _times_pow2(_divide(p, m_sum), n.sub_(shift))
+
+    return _write_pass(x, block, normalised)                                 # pass 2
 
 
 def merge_online(a, b):
@@ -181,10 +187,7 @@ def two_pass_online(x, block: int = BLOCK):
     """K3: 2 reads + 1 write."""
     m, d = online_normalizer(x, block)                                       # pass 1
     shift = _finite_or_zero(m)
-    y = torch.empty_like(x)
-    for s in _blocks(x.shape[1], block):                                     # pass 2
-        y[:, s] = _divide(torch.exp(x[:, s].float() - shift), d)
-    return y
+    return _write_pass(x, block, lambda xb: _divide(torch.exp(xb - shift), d))  # pass 2
 
 
 def torch_softmax(x, block: int = BLOCK):
