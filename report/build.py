@@ -21,7 +21,7 @@ import pandas as pd
 from lossbench.stats import leaderboard
 from report import claims as claims_mod
 from report import plots
-from report import lm_pretraining, preference
+from report import grokking, lm_pretraining, preference
 from report.tables import (LAYOUT_PATH, fmt_mapping, legend, load_layout, markdown_table,
                            table_rows, track_layout)
 
@@ -146,10 +146,13 @@ def _figures(ctx: TrackContext, dataset: str, order: list[str], rows: pd.DataFra
          plots.per_class(pick(data["per_class"]), baseline, ctx.colors, path("per_class"))),
         ("Training curves, mean and CI band over seeds (diverged runs left out)",
          plots.curves(pick(data["curves"]), ctx.layout.get("curves", []), ctx.metrics, baseline,
-                      ctx.colors, ctx.level, path("curves"), x=ctx.layout.get("curves_x", "step"))),
+                      ctx.colors, ctx.level, path("curves"), x=ctx.layout.get("curves_x", "step"),
+                      log_x=ctx.layout.get("curves_log_x", False))),
     ]
     if lm_pretraining.is_lm(data, track):
         drawn += lm_pretraining.figures(ctx, pick(data["summary"]), pick(data["curves"]), path)
+    if grokking.is_grokking(data, track):
+        drawn += grokking.figures(ctx, pick(data["curves"]), path)
     return [(cap, p.relative_to(ctx.out_dir).as_posix()) for cap, p in drawn if p is not None]
 
 
@@ -179,8 +182,14 @@ def track_section(track: str, board: pd.DataFrame, data: Mapping, layout: Mappin
         diverged = any(r["n_diverged"] for r in table)
         md += [f"## {dataset}", description,
                markdown_table(table, headers_of(cols), info["baseline"], diverged)]
+        extra = []  # a track's own tables under the leaderboard (grokking: steps to grok)
+        if grokking.is_grokking(data, track):
+            own = data["summary"]
+            extra.append(grokking.steps_table(own[(own["track"] == track) & (own["dataset"] == dataset)],
+                                              [r["method"] for r in table]))
+            md += [grokking.markdown(x) for x in extra]
         datasets.append({"name": dataset, "description": description, "rows": table, "headers": headers_of(cols),
-                         "show_diverged": diverged,
+                         "show_diverged": diverged, "extra_tables": extra,
                          "figures": _figures(ctx, dataset, [r["method"] for r in table], rows,
                                              data)})
     _write(out_dir / "tables" / f"{track}.md", "\n\n".join(s for s in md if s) + "\n")

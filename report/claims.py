@@ -56,9 +56,12 @@ def _cells(summary: pd.DataFrame, method: str, test: Mapping, level: float) -> l
     names = _datasets(test["datasets"], sorted(summary["dataset"].unique()))
     diff = paired_diff(sub, test["baseline"], level)
     diverged = diverged_counts(sub)
+    baseline_ran = set(sub.loc[sub["method"] == test["baseline"], "dataset"])
     cells = []
     for dataset in names:
         rows = diff[(diff["dataset"] == dataset) & (diff["method"] == method)]
+        if dataset not in baseline_ran:  # the method alone ran: "no runs" (of the pair), not "no finite values"
+            rows = rows.iloc[:0]
         for r in rows.to_dict("records") or [{"track": None, "diff_n": 0}]:
             cells.append({"dataset": dataset, "track": r["track"], "n": int(r["diff_n"]),
                           "diverged": int(diverged.get((r["track"], dataset, method), 0)),

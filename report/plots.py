@@ -107,8 +107,10 @@ def per_class(rows: pd.DataFrame, baseline: str | None, colors: Mapping, path: P
 
 
 def curves(rows: pd.DataFrame, panels: list[str], metrics: Mapping, baseline: str | None,
-           colors: Mapping, level: float, path: Path, x: str = "step") -> Path | None:
-    """One panel per curve metric: mean over seeds per `x` (step, or tokens seen) with a t-CI band."""
+           colors: Mapping, level: float, path: Path, x: str = "step", log_x: bool = False) -> Path | None:
+    """One panel per curve metric: mean over seeds per `x` (step, or tokens seen) with a t-CI band.
+    `log_x`: symmetric-log x axis (linear on [0, 1], so step 0 stays), for runs whose early steps
+    matter as much as the late ones (grokking's log-spaced logging)."""
     panels = [p for p in panels if (rows["metric"] == p).any()]
     if not panels:
         return None
@@ -117,12 +119,16 @@ def curves(rows: pd.DataFrame, panels: list[str], metrics: Mapping, baseline: st
         meta = metrics.get(metric, {})
         scale = meta.get("scale", 1)
         band = summarize(rows[rows["metric"] == metric], ["method", x], "value", level)
+        low, high = meta.get("bounds", (None, None))  # a t-CI of 2 seeds can leave [0, 100]%: clip it
         for method, part in _by_method(band, colors):
             style = line_style(method, baseline, colors)
             ax.plot(part[x], part["mean"] * scale, **style)
-            ax.fill_between(part[x], part["ci_low"] * scale, part["ci_high"] * scale,
+            ax.fill_between(part[x], part["ci_low"].clip(low, high) * scale, part["ci_high"].clip(low, high) * scale,
                             color=style["color"], alpha=0.12, lw=0)
-        ax.set(xlabel="tokens seen" if x == "tokens" else x, title=meta.get("display", metric))
+        ax.set(xlabel=("tokens seen" if x == "tokens" else x) + (" (log)" if log_x else ""),
+               title=meta.get("display", metric))
+        if log_x:
+            ax.set_xscale("symlog", linthresh=1)
         ax.grid(alpha=0.3)
     _legend_right(fig, axes[0][0])
     return save_figure(fig, path)

@@ -189,3 +189,32 @@ def test_reduced_lm_pretraining_dag_end_to_end(tmp_path):
     html = (work / "results" / "ltest" / "report" / "index.html").read_text()
     for text in ("lm_pretraining", "Tokens to target", "Test loss per domain", "weights over training", "Sow et al."):
         assert text in html, text
+
+
+@pytest.mark.slow
+def test_reduced_grokking_dag_end_to_end(tmp_path):
+    """The grokking track wired by Snakemake: the modular-arithmetic source prepared once, every run
+    trained and evaluated, and the report's grokking section (steps-to-grok table, diagnostics, claims)."""
+    track = yaml.safe_load((ROOT / "config/tracks/grokking/smoke.yaml").read_text())
+    track["methods"] = ["erm", "orthograd", "stablemax"]
+    track["protocols"]["grok_smoke"].update(model={"hidden": [16]}, budget={"steps": 12},
+                                            eval={"every": 4, "early_points": 2})
+    (tmp_path / "track.yaml").write_text(yaml.safe_dump(track))
+    cfg = tmp_path / "grok.yaml"
+    cfg.write_text(yaml.safe_dump({"profile": "gtest", "device": "cpu", "tracks": {"grokking": str(tmp_path / "track.yaml")}}))
+    work = tmp_path / "work"
+    out = _snakemake(cfg, work)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert out.stderr.count("rule prepare_source:") == 1 and out.stderr.count("rule train_run:") == 6
+    results = work / "results" / "gtest"
+    summary = pd.read_csv(results / "summary.csv")
+    assert set(summary.method) == {"erm", "orthograd", "stablemax"} and set(summary.seed) == {0, 1}
+    assert {"test/steps_to_grok", "test/grokked", "train/first_collapse_step"} <= set(summary.metric)
+    curves = pd.read_csv(results / "curves.csv")
+    assert sorted(curves.step.unique()) == [0, 1, 2, 4, 8, 12]
+    html = (results / "report" / "index.html").read_text()
+    for text in ("Track grokking", "Steps to grok", "grokked seeds", "Softmax Collapse", "⊥Grad", "StableMax"):
+        assert text in html, text
+    assert (results / "report" / "figures" / "grokking__mod113_add_f40__diagnostics.png").exists()
+    dry = _snakemake(cfg, work, "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
