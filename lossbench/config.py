@@ -49,6 +49,14 @@ def validate_schema(cfg: dict, name: str, where: str) -> None:
         raise ConfigError(f"{where}: {path}: {e.message}{hint}") from None
 
 
+def require_dataset_task(proto: dict, where: str, task: str) -> None:
+    """Raise ConfigError for the first dataset of a protocol registered for another task."""
+    for d in proto["datasets"]:
+        own = data.dataset_entry(d).get("task", "classification")
+        if own != task:
+            raise ConfigError(f"{where}/datasets: {d!r} is a {own} dataset, not {task}")
+
+
 def unknown_name(kind: str, name: str, valid, where: str) -> ConfigError:
     close = difflib.get_close_matches(name, list(valid), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""

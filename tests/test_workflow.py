@@ -24,13 +24,20 @@ def test_smoke_dag_builds():
     assert "train_run" in out.stdout and "build_report" in out.stdout
 
 
+def _profile(tmp_path, track: dict, profile: str) -> Path:
+    """A profile config that runs `track` alone, its results under results/<profile>/."""
+    (tmp_path / "track.yaml").write_text(yaml.safe_dump(track))
+    cfg = tmp_path / f"{profile}.yaml"
+    cfg.write_text(yaml.safe_dump({"profile": profile, "device": "cpu",
+                                   "tracks": {track["track"]: str(tmp_path / "track.yaml")}}))
+    return cfg
+
+
 def test_config_typo_stops_the_dag(tmp_path):
     track = yaml.safe_load((ROOT / "config/tracks/classification/smoke.yaml").read_text())
     track["methods"].append("focall")
-    (tmp_path / "track.yaml").write_text(yaml.safe_dump(track))
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(
-        {"profile": "typo", "device": "cpu", "tracks": {"classification": str(tmp_path / "track.yaml")}}))
-    out = subprocess.run(SNAKEMAKE + ["-n", "--workflow-profile", "none", "--configfile", str(tmp_path / "cfg.yaml")],
+    cfg = _profile(tmp_path, track, "typo")
+    out = subprocess.run(SNAKEMAKE + ["-n", "--workflow-profile", "none", "--configfile", str(cfg)],
                          cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode != 0
     assert "unknown method 'focall'" in out.stdout + out.stderr
@@ -41,11 +48,7 @@ def _reduced_config(tmp_path):
     track["methods"] = ["erm", "logit_adjust", "resample"]
     track["seeds"] = [0, 1]
     track["protocols"]["mlp_adam"].update(datasets=["digits_lt10"], budget={"steps": 40, "batch_size": 64})
-    (tmp_path / "track.yaml").write_text(yaml.safe_dump(track))
-    cfg = tmp_path / "itest.yaml"
-    cfg.write_text(yaml.safe_dump({"profile": "itest", "device": "cpu",
-                                   "tracks": {"classification": str(tmp_path / "track.yaml")}}))
-    return cfg
+    return _profile(tmp_path, track, "itest")
 
 
 def _snakemake(cfg, workdir, *extra, env=None):
@@ -108,10 +111,7 @@ def test_reduced_preference_dag_end_to_end(tmp_path):
         sft={"prompts": 300, "secrets": 6, "forget": 2, "repeats": 5, "steps": 30, "batch_size": 32, "lr": 3e-3},
         pairs={"train": 40, "val": 16, "test": 16, "list_size": 3, "tau_bt": 0.25},
         train={"steps": 4, "batch_size": 4, "probe_every": 2, "probe_pairs": 4})
-    (tmp_path / "track.yaml").write_text(yaml.safe_dump(track))
-    cfg = tmp_path / "pref.yaml"
-    cfg.write_text(yaml.safe_dump({"profile": "ptest", "device": "cpu",
-                                   "tracks": {"preference": str(tmp_path / "track.yaml")}}))
+    cfg = _profile(tmp_path, track, "ptest")
     work = tmp_path / "work"
     out = _snakemake(cfg, work)
     assert out.returncode == 0, out.stderr[-4000:]
@@ -133,10 +133,7 @@ def test_reduced_hub_preference_dag_end_to_end(tmp_path, lm_dir, rm_dir, uf_dir,
     proto["datasets"] = ["ultrafeedback"]
     track = hub_track(proto, ["dpo", "madpo"])
     track.update(sweep={"dpo": {"beta": [0.1]}, "madpo": {"beta": [0.1]}}, dataset_methods={})
-    (tmp_path / "track.yaml").write_text(yaml.safe_dump(track))
-    cfg = tmp_path / "hub.yaml"
-    cfg.write_text(yaml.safe_dump({"profile": "htest", "device": "cpu",
-                                   "tracks": {"preference": str(tmp_path / "track.yaml")}}))
+    cfg = _profile(tmp_path, track, "htest")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "BENCH_OFFLINE": "1",
            "HF_DATASETS_CACHE": str(tmp_path / "hf_datasets_cache")}
     work = tmp_path / "work"
@@ -173,10 +170,7 @@ def test_reduced_lm_pretraining_dag_end_to_end(tmp_path):
         eval={"every": 3, "chunks_per_domain": 4, "lm_eval": {"tasks": ["shakespeare_cloze"], "local": True,
                                                              "docs": 8, "limit": 8}},
         reference={"steps": 8, "checkpoints": 3, "projection": [4, 4]})
-    (tmp_path / "track.yaml").write_text(yaml.safe_dump(track))
-    cfg = tmp_path / "lm.yaml"
-    cfg.write_text(yaml.safe_dump({"profile": "ltest", "device": "cpu",
-                                   "tracks": {"lm_pretraining": str(tmp_path / "track.yaml")}}))
+    cfg = _profile(tmp_path, track, "ltest")
     work = tmp_path / "work"
     out = _snakemake(cfg, work)
     assert out.returncode == 0, out.stderr[-4000:]
@@ -199,9 +193,7 @@ def test_reduced_grokking_dag_end_to_end(tmp_path):
     track["methods"] = ["erm", "orthograd", "stablemax"]
     track["protocols"]["grok_smoke"].update(model={"hidden": [16]}, budget={"steps": 12},
                                             eval={"every": 4, "early_points": 2})
-    (tmp_path / "track.yaml").write_text(yaml.safe_dump(track))
-    cfg = tmp_path / "grok.yaml"
-    cfg.write_text(yaml.safe_dump({"profile": "gtest", "device": "cpu", "tracks": {"grokking": str(tmp_path / "track.yaml")}}))
+    cfg = _profile(tmp_path, track, "gtest")
     work = tmp_path / "work"
     out = _snakemake(cfg, work)
     assert out.returncode == 0, out.stderr[-4000:]

@@ -19,11 +19,9 @@ METRICS = [f"test/{m}" for m in ("accuracy", "balanced_accuracy", "worst_class_a
 
 
 def check_protocol(proto: dict, where: str, track: dict) -> None:
-    from lossbench.config import ConfigError, unknown_name
+    from lossbench.config import ConfigError, require_dataset_task, unknown_name
 
-    for d in proto["datasets"]:
-        if data.dataset_entry(d).get("task", "classification") != "classification":
-            raise ConfigError(f"{where}/datasets: {d!r} is a {data.dataset_entry(d)['task']} dataset, not classification")
+    require_dataset_task(proto, where, "classification")
     if proto["model"]["name"] not in MODELS:
         raise unknown_name("model", proto["model"]["name"], MODELS, f"{where}/model")
     sched = proto["schedule"]

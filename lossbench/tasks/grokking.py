@@ -25,12 +25,9 @@ OPTIMIZER_KEYS = {"adamw": {"lr", "betas", "eps", "weight_decay"}, "adam": {"lr"
 
 
 def check_protocol(proto: dict, where: str, track: dict) -> None:
-    from lossbench.config import ConfigError
+    from lossbench.config import ConfigError, require_dataset_task
 
-    for d in proto["datasets"]:
-        task = data.dataset_entry(d).get("task", "classification")
-        if task != "grokking":
-            raise ConfigError(f"{where}/datasets: {d!r} is a {task} dataset, not grokking")
+    require_dataset_task(proto, where, "grokking")
     name = proto["optimizer"]["name"]
     for m in track["methods"]:
         spec = methods.get(m)

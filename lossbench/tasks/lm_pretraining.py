@@ -28,12 +28,9 @@ def needs_reference(method: str) -> bool:
 
 
 def check_protocol(proto: dict, where: str, track: dict) -> None:
-    from lossbench.config import ConfigError
+    from lossbench.config import ConfigError, require_dataset_task
 
-    for d in proto["datasets"]:
-        task = data.dataset_entry(d).get("task", "classification")
-        if task != "lm_pretraining":
-            raise ConfigError(f"{where}/datasets: {d!r} is a {task} dataset, not lm_pretraining")
+    require_dataset_task(proto, where, "lm_pretraining")
     uses_ref = [m for m in track["methods"] if needs_reference(m)]
     if uses_ref and "reference" not in proto:
         raise ConfigError(f"{where}: {uses_ref} need a reference LM: add a reference block "
