@@ -51,6 +51,15 @@ def _reduced_config(tmp_path):
     return _profile(tmp_path, track, "itest")
 
 
+def _run_track(tmp_path, track: dict, profile: str, env=None):
+    """Run `track` alone through the whole DAG in tmp_path/work and check that it succeeded;
+    (profile config, work folder, the finished process) for further checks and dry runs."""
+    cfg, work = _profile(tmp_path, track, profile), tmp_path / "work"
+    out = _snakemake(cfg, work, env=env)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return cfg, work, out
+
+
 def _snakemake(cfg, workdir, *extra, env=None):
     cmd = SNAKEMAKE + ["--workflow-profile", "none", "--configfile", str(cfg), "--directory", str(workdir),
                        "--cores", "2", "--force-use-threads", *extra]
@@ -111,10 +120,7 @@ def test_reduced_preference_dag_end_to_end(tmp_path):
         sft={"prompts": 300, "secrets": 6, "forget": 2, "repeats": 5, "steps": 30, "batch_size": 32, "lr": 3e-3},
         pairs={"train": 40, "val": 16, "test": 16, "list_size": 3, "tau_bt": 0.25},
         train={"steps": 4, "batch_size": 4, "probe_every": 2, "probe_pairs": 4})
-    cfg = _profile(tmp_path, track, "ptest")
-    work = tmp_path / "work"
-    out = _snakemake(cfg, work)
-    assert out.returncode == 0, out.stderr[-4000:]
+    cfg, work, out = _run_track(tmp_path, track, "ptest")
     assert out.stderr.count("rule pref_sft:") == 2 and out.stderr.count("rule pref_sample_eval:") == 16
     results = work / "results" / "ptest"
     summary = pd.read_csv(results / "summary.csv")
@@ -133,12 +139,9 @@ def test_reduced_hub_preference_dag_end_to_end(tmp_path, lm_dir, rm_dir, uf_dir,
     proto["datasets"] = ["ultrafeedback"]
     track = hub_track(proto, ["dpo", "madpo"])
     track.update(sweep={"dpo": {"beta": [0.1]}, "madpo": {"beta": [0.1]}}, dataset_methods={})
-    cfg = _profile(tmp_path, track, "htest")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "BENCH_OFFLINE": "1",
            "HF_DATASETS_CACHE": str(tmp_path / "hf_datasets_cache")}
-    work = tmp_path / "work"
-    out = _snakemake(cfg, work, env=env)
-    assert out.returncode == 0, out.stderr[-4000:]
+    cfg, work, out = _run_track(tmp_path, track, "htest", env=env)
     once = ("pref_reference", "pref_ref_capability", "pref_sample", "pref_label", "pref_reward_model")
     assert all(out.stderr.count(f"rule {r}:") == 1 for r in once)
     assert all(out.stderr.count(f"rule {r}:") == 2 for r in ("train_run", "pref_sample_eval", "pref_capability"))
@@ -170,10 +173,7 @@ def test_reduced_lm_pretraining_dag_end_to_end(tmp_path):
         eval={"every": 3, "chunks_per_domain": 4, "lm_eval": {"tasks": ["shakespeare_cloze"], "local": True,
                                                              "docs": 8, "limit": 8}},
         reference={"steps": 8, "checkpoints": 3, "projection": [4, 4]})
-    cfg = _profile(tmp_path, track, "ltest")
-    work = tmp_path / "work"
-    out = _snakemake(cfg, work)
-    assert out.returncode == 0, out.stderr[-4000:]
+    cfg, work, out = _run_track(tmp_path, track, "ltest")
     assert out.stderr.count("rule prepare_source:") == 1 and out.stderr.count("rule lm_reference:") == 2
     assert out.stderr.count("rule train_run:") == 6
     summary = pd.read_csv(work / "results" / "ltest" / "summary.csv")
@@ -193,10 +193,7 @@ def test_reduced_grokking_dag_end_to_end(tmp_path):
     track["methods"] = ["erm", "orthograd", "stablemax"]
     track["protocols"]["grok_smoke"].update(model={"hidden": [16]}, budget={"steps": 12},
                                             eval={"every": 4, "early_points": 2})
-    cfg = _profile(tmp_path, track, "gtest")
-    work = tmp_path / "work"
-    out = _snakemake(cfg, work)
-    assert out.returncode == 0, out.stderr[-4000:]
+    cfg, work, out = _run_track(tmp_path, track, "gtest")
     assert out.stderr.count("rule prepare_source:") == 1 and out.stderr.count("rule train_run:") == 6
     results = work / "results" / "gtest"
     summary = pd.read_csv(results / "summary.csv")
