@@ -2,7 +2,11 @@
 # -> tables and plots -> static report. `snakemake --cores N` runs the offline smoke profile
 # (config/smoke.yaml, workflow profile profiles/default); see README for the full and SLURM runs.
 
-configfile: "config/smoke.yaml"
+# A profile given with --configfile stands alone: merged into the smoke profile it would also
+# inherit the smoke profile's tracks.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/smoke.yaml"
 
 
 include: "workflows/common.smk"
