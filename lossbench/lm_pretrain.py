@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from lossbench.lm import eval_mode
 from lossbench.lm_loss import token_losses
 from lossbench.seeding import generator
 from lossbench.train import batch_indices, build_optimizer, optimizer_step
@@ -124,16 +125,14 @@ def batch_objective(spec, hp, ce, lse, *, progress, domain, counts, ref_logp=Non
 @torch.no_grad()
 def domain_losses(model, chunks, domains, n_domains: int, impl="torch", batch: int = 128) -> np.ndarray:
     """Mean token loss per domain [D] (NaN for a domain without chunks)."""
-    was = model.training
-    model.eval()
     total = torch.zeros(n_domains, dtype=torch.float64)
     count = torch.zeros(n_domains, dtype=torch.float64)
-    for i in range(0, len(chunks), batch):
-        ce, _ = forward_losses(model, chunks[i:i + batch], impl)
-        d = domains[i:i + batch].cpu()
-        total.index_add_(0, d, ce.sum(1).double().cpu())
-        count.index_add_(0, d, torch.full((len(d),), float(ce.shape[1]), dtype=torch.float64))
-    model.train(was)
+    with eval_mode(model):
+        for i in range(0, len(chunks), batch):
+            ce, _ = forward_losses(model, chunks[i:i + batch], impl)
+            d = domains[i:i + batch].cpu()
+            total.index_add_(0, d, ce.sum(1).double().cpu())
+            count.index_add_(0, d, torch.full((len(d),), float(ce.shape[1]), dtype=torch.float64))
     return (total / count).numpy()  # 0/0 -> NaN for an absent domain
 
 

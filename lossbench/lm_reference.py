@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from lossbench import io
-from lossbench.lm import build_causal_lm
+from lossbench.lm import build_causal_lm, eval_mode
 from lossbench.lm_pretrain import domain_losses, forward_losses, train_lm
 from lossbench.seeding import derive_seed, generator
 
@@ -33,11 +33,8 @@ def checkpoint_steps(total: int, n: int) -> list[int]:
 @torch.no_grad()
 def chunk_losses(model, chunks, impl="torch", batch: int = 256) -> torch.Tensor:
     """Per-token losses [N, L] of every chunk's targets (eval mode, no grad)."""
-    was = model.training
-    model.eval()
-    out = [forward_losses(model, chunks[i:i + batch], impl)[0] for i in range(0, len(chunks), batch)]
-    model.train(was)
-    return torch.cat(out)
+    with eval_mode(model):
+        return torch.cat([forward_losses(model, chunks[i:i + batch], impl)[0] for i in range(0, len(chunks), batch)])
 
 
 @torch.no_grad()
@@ -45,18 +42,16 @@ def head_gradient_features(model, chunks, proj_a, proj_b, batch: int = 128) -> t
     """Projected LM-head gradient of each chunk's mean loss: with g_t = softmax(z_t) − e_{y_t} and
     h_t the final hidden state, ∂ℓ/∂W = (1/L)·Σ_t g_t h_tᵀ, and Aᵀ(∂ℓ/∂W)B = (1/L)·Σ_t (Aᵀg_t)(Bᵀh_t)ᵀ
     [a, b] is computed without forming the V×D gradient. Returned flattened [N, a·b] float32."""
-    was = model.training
-    model.eval()
     weight = model.get_output_embeddings().weight
     feats = []
-    for i in range(0, len(chunks), batch):
-        c = chunks[i:i + batch]
-        h = model.base_model(input_ids=c[:, :-1], use_cache=False).last_hidden_state.float()
-        probs = (h @ weight.float().T).softmax(-1)
-        ga = probs @ proj_a - proj_a[c[:, 1:]]  # Aᵀ(p − e_y): [B, L, a]
-        hb = h @ proj_b  # [B, L, b]
-        feats.append(torch.einsum("bla,blc->bac", ga, hb).flatten(1) / (c.shape[1] - 1))
-    model.train(was)
+    with eval_mode(model):
+        for i in range(0, len(chunks), batch):
+            c = chunks[i:i + batch]
+            h = model.base_model(input_ids=c[:, :-1], use_cache=False).last_hidden_state.float()
+            probs = (h @ weight.float().T).softmax(-1)
+            ga = probs @ proj_a - proj_a[c[:, 1:]]  # Aᵀ(p − e_y): [B, L, a]
+            hb = h @ proj_b  # [B, L, b]
+            feats.append(torch.einsum("bla,blc->bac", ga, hb).flatten(1) / (c.shape[1] - 1))
     return torch.cat(feats)
 
 

@@ -23,5 +23,5 @@ rule lm_reference:
     run:
         from lossbench.tasks import lm_pretraining
 
-        run_job(lm_pretraining.build_reference, wildcards.track, wildcards.protocol, params.proto,
-                int(wildcards.seed), wildcards.dataset, input.data, output[0], device=config["device"])
+        run_job(lm_pretraining.build_reference, wildcards.track, params.proto, int(wildcards.seed),
+                wildcards.dataset, input.data, output[0], device=config["device"])

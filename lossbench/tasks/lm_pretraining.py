@@ -61,12 +61,6 @@ def eval_inputs(run: dict, run_dir, stage_dir) -> dict:
     return {}  # train_run writes final.json beside train.json
 
 
-def _corpus(arrays, run_or_proto: dict, data_seed: int, device):
-    from lossbench.lm_pretrain import load_corpus
-
-    return load_corpus(arrays, run_or_proto, data_seed, device)
-
-
 def shared_seed(run: dict, purpose: str) -> int:
     """A seed shared by every method of (track, dataset, seed): init and data order are paired."""
     from lossbench.seeding import derive_seed
@@ -74,19 +68,19 @@ def shared_seed(run: dict, purpose: str) -> int:
     return derive_seed(run["seeds"]["data"], purpose)
 
 
-def build_reference(track: str, protocol_name: str, proto: dict, seed: int, dataset: str, data_path, out_path,
-                    device: str = "cpu") -> None:
+def build_reference(track: str, proto: dict, seed: int, dataset: str, data_path, out_path, device: str = "cpu") -> None:
     """The reference stage (lossbench.lm_reference) for one (protocol, dataset, seed)."""
     from data import lm_corpus
     from lossbench import lm_reference
-    from lossbench.runner import resolve_device, run_logger
     from lossbench.config import data_seed as run_data_seed
+    from lossbench.lm_pretrain import load_corpus
+    from lossbench.runner import resolve_device, run_logger
 
     device = resolve_device(device)
     log = run_logger(Path(out_path).with_suffix(".log"))
     arrays = data.load_prepared(data_path)
     data_seed = run_data_seed(track, dataset, seed)  # the runs' seeds["data"]: same pool and held-out chunks
-    corpus = _corpus(arrays, proto, data_seed, device)
+    corpus = load_corpus(arrays, proto, data_seed, device)
     vocab = len(lm_corpus.load_tokenizer(arrays))
     lm_reference.build_reference(corpus, vocab, proto, data_seed, out_path, log.info)
 
@@ -101,11 +95,11 @@ def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
     import torch
 
     from data import lm_corpus
-    from lossbench.lm_pretrain import FLAGS, train_lm
+    from lossbench.lm_pretrain import FLAGS, load_corpus, train_lm
 
     spec, hp, proto = methods.get(run["method"]), run["hparams"], run["protocol"]
     arrays = data.load_prepared(inputs["data"])
-    corpus = _corpus(arrays, proto, run["seeds"]["data"], device)
+    corpus = load_corpus(arrays, proto, run["seeds"]["data"], device)
     tokenizer = lm_corpus.load_tokenizer(arrays)
     model = _model(proto, len(tokenizer), shared_seed(run, "init"), device)
     features = {"num_chunks": len(corpus.train), "seed": shared_seed(run, "selection")}
