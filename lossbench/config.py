@@ -188,7 +188,7 @@ def load_track(path) -> dict:
 def load_tracks(cfg: dict, where: str = "config") -> dict:
     """{track name: validated track config} for a validated profile config."""
     tracks = {}
-    for name, track_path in cfg["tracks"].items():
+    for name, track_path in (cfg.get("tracks") or {}).items():
         track = load_track(ROOT / track_path)
         if track["track"] != name:
             raise ConfigError(f"{where}: tracks/{name} points at a file for track {track['track']!r}")
@@ -266,3 +266,38 @@ def resolve_run(track: dict, dataset: str, method: str, seed: int, variant: str 
     blob = json.dumps(run, sort_keys=True, default=str).encode()
     run["run_id"] = hashlib.sha256(blob).hexdigest()[:12]
     return run
+
+
+def load_benchmark(path) -> dict:
+    """A validated benchmark track (config/schema/benchmark_kernels.schema.yaml): schema, then the
+    implementation names and baselines against the kernels registry."""
+    from lossbench.kernels import registry
+
+    track = _load_yaml(path)
+    validate_schema(track, "benchmark_kernels", str(path))
+    impls = track.get("impls") or registry.names()
+    for name in impls:
+        if name not in registry.IMPLS:
+            raise unknown_name("kernel implementation", name, registry.IMPLS, f"{path}: impls")
+    for bench, name in track["baselines"].items():
+        if name not in impls or registry.IMPLS[name].kind != bench:
+            raise unknown_name(f"{bench} baseline", name, [n for n in impls if registry.IMPLS[n].kind == bench],
+                               f"{path}: baselines")
+    for sname, spec in track["slices"].items():
+        where = f"{path}: slices/{sname}"
+        if spec["bench"] == "linear_ce" and "vd" not in spec and not ("v" in spec and "d" in spec):
+            raise ConfigError(f"{where}: a linear_ce slice needs vd pairs, or both v and d")
+        if spec["bench"] == "softmax" and ("v" not in spec or {"d", "vd", "reduction", "ignore_frac"} & set(spec)):
+            raise ConfigError(f"{where}: a softmax slice takes n, v and dtype only")
+    return track
+
+
+def load_benchmarks(cfg: dict, where: str = "config") -> dict:
+    """{benchmark name: validated benchmark config} of a profile's optional `benchmarks`."""
+    out = {}
+    for name, path in (cfg.get("benchmarks") or {}).items():
+        track = load_benchmark(ROOT / path)
+        if track["track"] != name:
+            raise ConfigError(f"{where}: benchmarks/{name} points at a file for track {track['track']!r}")
+        out[name] = track
+    return out

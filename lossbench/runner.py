@@ -14,6 +14,8 @@ import methods
 from lossbench import io, tasks
 
 RUN_KEYS = ["track", "dataset", "method", "variant", "seed"]
+SUMMARY_COLUMNS = ["track", "track_version", "dataset", "method", "method_version", "variant", "seed", "metric",
+                   "value", "run_id", "status"]
 
 
 def resolve_device(device: str) -> str:
@@ -72,11 +74,9 @@ def evaluate_run(run_dir) -> pd.DataFrame:
     info = io.read_json(run_dir / "train.json")
     values, per_class = tasks.get(info["task"]).evaluate_run(run_dir, info)
     values["train/wall_seconds"] = info["wall_seconds"]
-    rows = [{"track": info["track"], "track_version": info["track_version"], "dataset": info["dataset"],
-             "method": info["method"], "method_version": info["method_version"], "variant": info["variant"],
-             "seed": info["seed"],
-             "metric": m, "value": v, "run_id": info["run_id"], "status": info["status"]} for m, v in values.items()]
-    metrics = pd.DataFrame(rows)
+    rows = [{**{k: info[k] for k in SUMMARY_COLUMNS if k in info}, "metric": m, "value": v}
+            for m, v in values.items()]
+    metrics = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     io.write_csv(run_dir / "metrics.csv", metrics)
     io.write_csv(run_dir / "per_class.csv", per_class if per_class is not None else pd.DataFrame())
     io.write_json(run_dir / "run.json", {**info, "metrics": values})
@@ -95,6 +95,14 @@ def aggregate(run_dirs, out_dir, provenance: dict) -> None:
     """Merge runs into the tidy tables the report reads; checks one row per key."""
     out_dir = Path(out_dir)
     run_dirs = [Path(d) for d in run_dirs]
+    if not run_dirs:  # a profile of benchmark tracks only: empty tables, so the report still builds
+        for name, columns in (("summary", SUMMARY_COLUMNS), ("curves", ["track", "dataset", "method", "seed"]),
+                              ("per_class", ["track", "dataset", "method", "seed"])):
+            io.write_csv(out_dir / f"{name}.csv", pd.DataFrame(columns=columns))
+        io.write_json(out_dir / "runs.json", [])
+        io.write_json(out_dir / "methods.json", {})
+        io.write_json(out_dir / "provenance.json", provenance)
+        return
     summary = pd.concat([pd.read_csv(d / "metrics.csv") for d in run_dirs], ignore_index=True)
     dup = summary.duplicated(RUN_KEYS + ["metric"])
     if dup.any():
@@ -115,6 +123,19 @@ def aggregate(run_dirs, out_dir, provenance: dict) -> None:
     io.write_json(out_dir / "runs.json", runs)
     io.write_json(out_dir / "methods.json", method_meta)
     io.write_json(out_dir / "provenance.json", provenance)
+
+
+def aggregate_kernels(slice_csvs, out_csv, out_json, baselines: dict) -> None:
+    """One tidy table of every benchmark slice (bench track name in `track`) and their provenance:
+    {"baselines": {track: {bench: impl}}, "slices": {track: {slice: the slice's .json}}}."""
+    frames, meta = [], {}
+    for path in map(Path, slice_csvs):
+        track = path.parent.name
+        frames.append(pd.read_csv(path).assign(track=track))
+        meta.setdefault(track, {})[path.stem] = io.read_json(path.with_suffix(".json"))
+    table = pd.concat(frames, ignore_index=True)
+    io.write_csv(out_csv, table[["track", *[c for c in table.columns if c != "track"]]])
+    io.write_json(out_json, {"baselines": baselines, "slices": meta})
 
 
 def provenance(cfg: dict, tracks: dict, command: str, runs) -> dict:

@@ -3,7 +3,8 @@
     python -m report.build RESULTS_DIR OUT_DIR [--title T] [--note N] [--level 0.95]
 
 Reads only the tidy files the pipeline writes under results/<profile>/ (summary.csv, curves.csv,
-per_class.csv, runs.json, provenance.json, methods.json) plus report/leaderboard.yaml and
+per_class.csv, runs.json, provenance.json, methods.json, and kernels.csv/json where a benchmark
+ran) plus report/leaderboard.yaml and
 report/claims.yaml; no number is typed by hand (conventions §7).
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pandas as pd
 from lossbench.stats import leaderboard
 from report import claims as claims_mod
 from report import plots
-from report import grokking, lm_pretraining, preference
+from report import grokking, kernels, lm_pretraining, preference
 from report.tables import (LAYOUT_PATH, fmt_mapping, legend, load_layout, markdown_table,
                            table_rows, track_layout)
 
@@ -229,10 +230,17 @@ def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "los
     expected = {}
     for r in data["runs"]:  # methods that ran (or failed) anywhere in the track get a row
         expected.setdefault(r["track"], []).append(r["method"])
-    board = preference.trim_board(leaderboard(summary, baselines, level, layout["metrics"], expected), data)
+    board = (preference.trim_board(leaderboard(summary, baselines, level, layout["metrics"], expected), data)
+             if tracks else pd.DataFrame(columns=["track", "dataset", "method"]))
+    kernel_rows, kernel_meta = kernels.load(results_dir)
+    kernel_ctx = None
+    if kernel_rows is not None:
+        kernel_ctx = kernels.section(kernel_rows, kernel_meta, out)
+        _write(out / "tables" / "kernels.md", kernels.markdown(kernel_ctx))
+        _write(out / "tables" / "kernels.csv", kernels.wide(kernel_rows).to_csv(index=False, float_format="%.6g"))
 
     claims = claims_mod.evaluate(claims_mod.load_claims(claims_path), summary, level,
-                                 layout["metrics"])
+                                 layout["metrics"], kernel_rows)
     for c in claims:  # link a claim to its first method's paper when the entry gives no url
         c["url"] = c["url"] or next((data["methods"].get(r["method"], {}).get("url")
                                      for r in c["rows"] if r["method"] in data["methods"]), "")
@@ -240,7 +248,7 @@ def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "los
                              trim_blocks=True, lstrip_blocks=True)
     html = env.get_template("index.html.j2").render(
         title=title, note=note, level=level, provenance=prov,
-        tracks=[track_section(t, board, data, layout, level, out) for t in tracks],
+        tracks=[track_section(t, board, data, layout, level, out) for t in tracks], kernels=kernel_ctx,
         methods=data["methods"], fmt_mapping=fmt_mapping, legend=legend(level),
         claims=claims, claims_rule=claims_mod.RULE)
     _write(out / "index.html", html)

@@ -169,12 +169,16 @@ def _row(method: str, test: Mapping, entry: Mapping, summary: pd.DataFrame, leve
 
 
 def evaluate(claims: list[dict], summary: pd.DataFrame, level: float,
-             metrics: Mapping) -> list[dict]:
-    """Per claim: its text plus one row per (test, method) with the measured cells and verdict."""
+             metrics: Mapping, kernels: pd.DataFrame | None = None) -> list[dict]:
+    """Per claim: its text plus one row per (test, method) with the measured cells and verdict.
+    A test with a `bench` key reads the kernels benchmark's table (report/kernels.py)."""
+    from report import kernels as kernel_claims
+
     out = []
     for entry in claims:
         tests = entry.get("tests") or ([entry["test"]] if entry.get("test") else [])
-        rows = [_row(m, t, entry, summary, level, metrics) for t in tests for m in entry["methods"]]
+        rows = [kernel_claims.claim_row(m, t, entry, kernels) if "bench" in t else
+                _row(m, t, entry, summary, level, metrics) for t in tests for m in entry["methods"]]
         if not tests:  # a claim with nothing to measure at all
             rows = [{"method": m, "baseline": "", "direction": "", "metric": "", "measured": [],
                      "verdict": NOT_TESTABLE, "reason": entry.get("not_testable_reason", "no test")}

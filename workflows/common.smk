@@ -13,10 +13,11 @@ from lossbench import config as lbconfig  # noqa: E402
 try:  # lossbench's checks first: same schema, plus valid keys and close names in the message
     lbconfig.validate_schema(config, "config", "config")
     TRACKS = lbconfig.load_tracks(config)
+    BENCHES = lbconfig.load_benchmarks(config)
 except lbconfig.ConfigError as _e:
     raise WorkflowError(f"config error: {_e}")
 validate(config, os.path.join(workflow.basedir, "config/schema/config.schema.yaml"))
-for _track in TRACKS.values():
+for _track in TRACKS.values():  # (benchmark tracks were validated by load_benchmarks)
     validate(_track, os.path.join(workflow.basedir, "config/schema/track.schema.yaml"))
 PROFILE = config["profile"]
 RUNS = lbconfig.runs(TRACKS, config.get("datasets"))
@@ -31,6 +32,8 @@ wildcard_constraints:
     protocol="[a-z0-9_]+",
     source="[a-z0-9_]+",
     seed=r"\d+",
+    bench="[a-z0-9_]+",
+    slice="[a-z0-9_]+",
 
 
 def source_archive(wildcards):

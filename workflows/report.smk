@@ -21,6 +21,7 @@ rule aggregate_results:
 rule build_report:
     input:
         rules.aggregate_results.output,
+        rules.aggregate_kernels.output if BENCHES else [],
     output:
         "results/{profile}/report/index.html",
     log:

@@ -2,10 +2,12 @@
 against the device's ceilings, and error against float64, per grid point and implementation.
 
     python -m lossbench.kernels.bench --grid smoke --out results/kernels/smoke.csv
-    python -m lossbench.kernels.bench --grid full --out full.csv --impls cce,liger_flce --dtypes bfloat16 \
-        --tokens 8192 --reps 20     # a slice: the whole full grid at 50 reps takes hours
+    python -m lossbench.kernels.bench --grid full --out full.csv --slices gemma2_2b --impls cce,ce_eager \
+        --dtypes bfloat16 --tokens 8192 --reps 20     # a slice: the whole full grid at 50 reps takes hours
 
-Writes one tidy CSV (COLUMNS; one row per grid point × implementation × metric, METRICS says
+The grids are the DAG's benchmark configs (config/tracks/kernels/<grid>.yaml: slices of points,
+implementations, measurement settings); the DAG runs one slice per job (`run_slice`,
+workflows/kernels.smk). Writes one tidy CSV (COLUMNS; one row per grid point × implementation × metric, METRICS says
 what each metric is), a JSON of provenance next to it (same name, .json), and prints a table.
 
 Inputs are seeded randn scaled by D^(-1/4) for E and C (as CCE's benchmark generator, so logits
@@ -20,6 +22,7 @@ an out-of-memory is a result (status "oom"), as the card asks.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
@@ -34,12 +37,12 @@ import torch
 from lossbench import io
 from lossbench.kernels import registry, roofline
 from lossbench.kernels.linear_ce import ce_eager
-from lossbench.kernels.measure import median_iqr, peak_bytes, synchronize, time_ms
+from lossbench.kernels.measure import median_ci, median_iqr, peak_bytes, synchronize, time_ms
 from lossbench.kernels.softmax import softmax_float64
 from lossbench.lm_loss import IGNORE_INDEX
 from lossbench.seeding import derive_seed, generator
 
-COLUMNS = ("bench", "impl", "device", "dtype", "n", "v", "d", "reduction", "ignore_frac", "seed",
+COLUMNS = ("slice", "bench", "impl", "device", "dtype", "n", "v", "d", "reduction", "ignore_frac", "seed",
            "metric", "value", "unit", "status", "note")
 
 # metric -> (unit, meaning). bench "device" rows carry the ceilings; the others one (point, impl).
@@ -51,10 +54,15 @@ METRICS = {
     "first_call_s": ("s", "first call (fw+bw for linear_ce), compile time included"),
     "t_fw_ms": ("ms", "median forward time (softmax: the whole op; liger_flce's mean computes the gradients here)"),
     "t_fw_iqr_ms": ("ms", "interquartile range of the forward time"),
+    "t_fw_ci_low_ms": ("ms", "lower end of the median forward time's distribution-free CI (order statistics)"),
+    "t_fw_ci_high_ms": ("ms", "upper end of the median forward time's CI"),
     "t_fwbw_ms": ("ms", "median forward + backward time (linear_ce)"),
     "t_fwbw_iqr_ms": ("ms", "interquartile range of the forward + backward time"),
+    "t_fwbw_ci_low_ms": ("ms", "lower end of the median forward + backward time's CI"),
+    "t_fwbw_ci_high_ms": ("ms", "upper end of the median forward + backward time's CI"),
     "op_mem_mb": ("MB", "peak bytes allocated during one fw+bw (softmax: one op) above those before, /1e6"),
     "excess_mem_mb": ("MB", "op_mem minus the outputs (dE, dC and the loss; softmax: y), /1e6"),
+    "out_mem_mb": ("MB", "the unavoidable outputs (dE, dC and the loss; softmax: y): the memory floor, /1e6"),
     "bytes_floor": ("B", "minimum traffic: 3·s·(N+V)·D + 8N (linear_ce), 2·R·V·s (softmax)"),
     "bytes_model": ("B", "the algorithm's traffic: floor + 4·s·N·V if logits go through memory; passes·R·V·s"),
     "gbps": ("GB/s", "bytes_model / median time"),
@@ -97,32 +105,40 @@ class Grid:
     err_tokens: int  # size of the float64-checked sub-problem (tokens or rows)
     copy_bytes: int  # size of the copy measuring the bandwidth bound
     gemm_n: int
+    chunk_size: int = 4096  # token chunk of the chunked implementations
+    ci: float = 0.95  # level of each median time's CI
+    slices: tuple[str, ...] = ()  # the config slice of each point ("" when built by hand)
 
 
-def _full_points():
-    pairs = ((50257, 768), (32000, 4096), (128256, 2048), (128256, 4096), (256000, 2304))
-    tokens = (4096, 8192, 16384, 32768, 65536)
-    # N innermost: consecutive points share the float64-checked sub-problem (it does not depend on N).
-    main = [Point("linear_ce", n, v, d, dt) for v, d in pairs for dt in ("bfloat16", "float16", "float32")
-            for n in tokens]
-    # The reweighting track's path and padding, at the CCE benchmark's size in the main dtype.
-    side = [Point("linear_ce", 8192, v, d, "bfloat16", red, ign) for v, d in pairs
-            for red, ign in (("none", 0.0), ("mean", 0.2))]
-    softmax = [Point("softmax", 8192, v, None, dt) for v in (32768, 262144) for dt in ("float32", "bfloat16")]
-    return tuple(main + side + softmax)
+def slice_points(spec: dict) -> tuple[Point, ...]:
+    """The grid points of one slice of a benchmark config: the product of its lists, with N
+    innermost so consecutive points share the float64-checked sub-problem (it does not depend on N)."""
+    if spec["bench"] == "softmax":
+        return tuple(Point("softmax", n, v, None, dt) for v in spec["v"] for dt in spec["dtype"] for n in spec["n"])
+    pairs = [tuple(p) for p in spec["vd"]] if "vd" in spec else [(v, d) for v in spec["v"] for d in spec["d"]]
+    return tuple(Point("linear_ce", n, v, d, dt, red, float(ign)) for v, d in pairs for dt in spec["dtype"]
+                 for red in spec.get("reduction", ["mean"]) for ign in spec.get("ignore_frac", [0.0])
+                 for n in spec["n"])
 
 
-GRIDS = {
-    # CPU, seconds: the card's smoke shape (both reductions), a larger one, a 32 MB softmax (the
-    # size of this machine's L3; the card's out-of-cache claim is for the GPU grid).
-    "smoke": Grid(points=(Point("linear_ce", 256, 1000, 64, "float32"),
-                          Point("linear_ce", 256, 1000, 64, "float32", "none", 0.2),
-                          Point("linear_ce", 512, 8192, 128, "float32"),
-                          Point("softmax", 256, 32768, None, "float32")),
-                  warmup=2, reps=7, err_tokens=256, copy_bytes=256 << 20, gemm_n=1024),
-    # The card's grid (GPU): 10 warm-ups, 50 reps, 4 GiB copy, 8192³ GEMM.
-    "full": Grid(points=_full_points(), warmup=10, reps=50, err_tokens=256, copy_bytes=4 << 30, gemm_n=8192),
-}
+def grid_of(track: dict, slices=None) -> Grid:
+    """The Grid of a validated benchmark config (lossbench.config.load_benchmark), restricted to `slices`."""
+    names = list(track["slices"]) if slices is None else list(slices)
+    for name in names:
+        if name not in track["slices"]:
+            raise KeyError(f"unknown slice {name!r}; valid: {', '.join(track['slices'])}")
+    m = {**MEASURE_DEFAULTS, **track["measure"]}
+    points = tuple((name, p) for name in names for p in slice_points(track["slices"][name]))
+    return Grid(points=tuple(p for _, p in points), slices=tuple(name for name, _ in points),
+                warmup=m["warmup"], reps=m["reps"], err_tokens=m["err_tokens"], copy_bytes=m["copy_bytes"],
+                gemm_n=m["gemm_n"], chunk_size=m["chunk_size"], ci=m["ci"])
+
+
+# the schema's defaults (config/schema/benchmark_kernels.schema.yaml), for keys a config leaves out
+MEASURE_DEFAULTS = {"err_tokens": 256, "copy_bytes": 256 << 20, "gemm_n": 1024, "chunk_size": 4096,
+                    "compile": False, "seed": 0, "ci": 0.95}
+ROOT = Path(__file__).resolve().parents[2]
+GRID_CONFIGS = {name: ROOT / "config" / "tracks" / "kernels" / f"{name}.yaml" for name in ("smoke", "full")}
 
 
 # ---------------------------------------------------------------------------------------- inputs
@@ -182,8 +198,11 @@ class Runner:
         return [dict(bench="device", dtype=dt, metric=m, value=v, status="ok") for dt, m, v in rows]
 
     def _timings(self, fn, prefix, before=None):
-        q50, iqr = median_iqr(time_ms(fn, self.device, warmup=self.grid.warmup, reps=self.grid.reps, before=before))
-        return {f"t_{prefix}_ms": q50, f"t_{prefix}_iqr_ms": iqr}
+        times = time_ms(fn, self.device, warmup=self.grid.warmup, reps=self.grid.reps, before=before)
+        q50, iqr = median_iqr(times)
+        low, high = median_ci(times, self.grid.ci)
+        return {f"t_{prefix}_ms": q50, f"t_{prefix}_iqr_ms": iqr, f"t_{prefix}_ci_low_ms": low,
+                f"t_{prefix}_ci_high_ms": high}
 
     def _first_call(self, fn):
         synchronize(self.device)
@@ -203,12 +222,17 @@ class Runner:
             out["flops_frac"] = out["tflops"] * 1e12 / peak
         return out
 
+    def _fn(self, impl):
+        """The implementation's function, with the grid's chunk size where it takes one."""
+        return functools.partial(impl.fn, chunk_size=self.grid.chunk_size) if impl.chunked else impl.fn
+
     def linear_ce(self, impl, p: Point, inputs):
         hidden, weight, labels, w = inputs
         dtype = getattr(torch, p.dtype)
+        fn = self._fn(impl)
 
         def forward():
-            out = impl.fn(hidden, weight, labels, p.reduction)
+            out = fn(hidden, weight, labels, p.reduction)
             return out if p.reduction == "mean" else (out * w).sum()
 
         def clear():
@@ -221,7 +245,7 @@ class Runner:
         clear()
         mem = peak_bytes(lambda: forward().backward(), self.device)
         outputs = dtype.itemsize * (p.n + p.v) * p.d + 4 * (p.n if p.reduction == "none" else 1)
-        m |= {"op_mem_mb": mem / 1e6, "excess_mem_mb": (mem - outputs) / 1e6}
+        m |= {"op_mem_mb": mem / 1e6, "excess_mem_mb": (mem - outputs) / 1e6, "out_mem_mb": outputs / 1e6}
         floor, model = roofline.linear_ce_bytes(p.n, p.v, p.d, dtype.itemsize, impl.materialises_logits)
         m |= self._limits(m["t_fwbw_ms"], floor, model, roofline.linear_ce_flops(p.n, p.v, p.d), p.dtype)
         return m | self._linear_ce_errors(impl, p)
@@ -237,7 +261,7 @@ class Runner:
                 as64 = [sub[0].double(), sub[1].double(), sub[2], sub[3].double()]
                 self._ref = (key[1:], loss_and_grads(ce_eager, *as64, p.reduction))
             ref_loss, ref_de, ref_dc = self._ref[1]
-            loss, de, dc = loss_and_grads(impl.fn, *sub, p.reduction)
+            loss, de, dc = loss_and_grads(self._fn(impl), *sub, p.reduction)
             err = abs(loss.double().item() - ref_loss.item())
             e_abs, e_rel, e_cos = _max_err(de, ref_de)
             c_abs, c_rel, c_cos = _max_err(dc, ref_dc)
@@ -251,7 +275,8 @@ class Runner:
         y, first = self._first_call(lambda: impl.fn(x))
         m = {"first_call_s": first, **self._timings(lambda: impl.fn(x), "fw")}
         mem = peak_bytes(lambda: impl.fn(x), self.device)
-        m |= {"op_mem_mb": mem / 1e6, "excess_mem_mb": (mem - x.numel() * itemsize) / 1e6}
+        out = x.numel() * itemsize
+        m |= {"op_mem_mb": mem / 1e6, "excess_mem_mb": (mem - out) / 1e6, "out_mem_mb": out / 1e6}
         m |= self._limits(m["t_fw_ms"], *roofline.softmax_bytes(p.n, p.v, itemsize, impl.passes), 0.0, p.dtype)
         k = min(self.grid.err_tokens, p.n)  # rows are independent: check the first k against float64
         ref, got = softmax_float64(x[:k]), y[:k].double()
@@ -265,14 +290,16 @@ class Runner:
 def run(grid: Grid, device, *, impls=None, compile_on_cpu=False, seed=0, dtypes=None, benches=None, log=print):
     """All rows (dicts with COLUMNS) of `grid` on `device`, for `impls` (default: all registered)."""
     device = torch.device(device)
-    points = [p for p in grid.points if (dtypes is None or p.dtype in dtypes) and
+    slices = grid.slices or ("",) * len(grid.points)
+    points = [(name, p) for name, p in zip(slices, grid.points) if (dtypes is None or p.dtype in dtypes) and
               (benches is None or p.bench in benches)]
     chosen = [registry.get(name) for name in (impls or registry.names())]
     runner = Runner(grid, device, seed)
-    rows = runner.device_rows({p.dtype for p in points})
-    for p in points:
-        log(f"{p.bench} n={p.n} v={p.v} d={p.d} {p.dtype} {p.reduction} ignore={p.ignore_frac}")
-        key = asdict(p) | {"seed": seed}
+    rows = [r | {"slice": ",".join(dict.fromkeys(name for name, _ in points))}  # the ceilings of these slices
+            for r in runner.device_rows({p.dtype for _, p in points})]
+    for name, p in points:
+        log(f"{name}: {p.bench} n={p.n} v={p.v} d={p.d} {p.dtype} {p.reduction} ignore={p.ignore_frac}")
+        key = asdict(p) | {"seed": seed, "slice": name}
         if p.bench == "softmax":  # no hidden size, reduction or targets: empty, not a made-up value
             key |= {"d": "", "reduction": "", "ignore_frac": ""}
         try:
@@ -335,7 +362,7 @@ def table(df: pd.DataFrame) -> str:
         return f"{head}\n{wide.to_string()}{tail}"
 
 
-def provenance(grid_name, grid, device, args, wall_s):
+def provenance(config_name, grid, device, options: dict, wall_s):
     versions = io.package_versions()
     for name in ("triton", "cut-cross-entropy", "liger-kernel"):
         try:
@@ -343,48 +370,88 @@ def provenance(grid_name, grid, device, args, wall_s):
         except metadata.PackageNotFoundError:
             versions[name] = None
     device = torch.device(device)
-    return {"grid": grid_name, "warmup": grid.warmup, "reps": grid.reps, "err_tokens": grid.err_tokens,
-            "copy_bytes": grid.copy_bytes, "gemm_n": grid.gemm_n, "device": str(device),
+    return {"config": config_name, "slices": sorted(set(grid.slices)), "warmup": grid.warmup, "reps": grid.reps,
+            "err_tokens": grid.err_tokens, "copy_bytes": grid.copy_bytes, "gemm_n": grid.gemm_n,
+            "chunk_size": grid.chunk_size, "ci": grid.ci, "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else io.hardware(),
             "torch_threads": torch.get_num_threads(), "hardware": io.hardware(), "versions": versions,
-            **io.git_state(), "args": vars(args), "wall_s": wall_s,
+            **io.git_state(), "options": options, "wall_s": wall_s,
             "metrics": {k: {"unit": u, "meaning": m} for k, (u, m) in METRICS.items()}}
+
+
+def write_results(out: Path, rows, meta) -> pd.DataFrame:
+    """The tidy CSV and its provenance JSON (same name, .json), each written atomically."""
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    io.write_csv(out, df)
+    io.write_json(Path(out).with_suffix(".json"), meta)
+    return df
+
+
+def run_slice(track: dict, slice_name: str, device: str, out_csv, log_path=None) -> None:
+    """One DAG job: slice `slice_name` of benchmark config `track` on `device`, to `out_csv` (+ .json).
+    The config's `threads` apply for the job only (a pool worker keeps its own setting afterwards)."""
+    measure = {**MEASURE_DEFAULTS, **track["measure"]}
+    threads = torch.get_num_threads()
+    log_file = open(log_path, "w") if log_path else sys.stderr
+    t0 = time.perf_counter()
+    try:
+        if measure.get("threads"):
+            torch.set_num_threads(measure["threads"])
+        grid = grid_of(track, [slice_name])
+        rows = run(grid, device, impls=track.get("impls"), compile_on_cpu=measure["compile"],
+                   seed=measure["seed"], log=lambda s: print(s, file=log_file, flush=True))
+        meta = provenance(track["track"], grid, device, {"slice": slice_name, "measure": measure},
+                          time.perf_counter() - t0)
+        write_results(Path(out_csv), rows, meta)
+    finally:
+        torch.set_num_threads(threads)
+        if log_path:
+            log_file.close()
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m lossbench.kernels.bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--grid", choices=sorted(GRIDS), default="smoke")
+    ap.add_argument("--grid", choices=sorted(GRID_CONFIGS), default="smoke",
+                    help="config/tracks/kernels/<grid>.yaml, the DAG's own benchmark configs")
+    ap.add_argument("--config", type=Path, help="another benchmark config (instead of --grid)")
+    ap.add_argument("--slices", help="comma-separated subset of the config's slices")
     ap.add_argument("--out", required=True, type=Path, help="CSV path; provenance goes next to it as .json")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--impls", help=f"comma-separated subset of: {', '.join(registry.names())}")
     ap.add_argument("--dtypes", help="comma-separated subset of the grid's dtypes, e.g. bfloat16")
     ap.add_argument("--bench", choices=("linear_ce", "softmax"), help="only one of the two benchmarks")
     ap.add_argument("--tokens", help="comma-separated subset of the grid's N (tokens, or softmax rows)")
-    ap.add_argument("--warmup", type=int, help="override the grid's warm-up calls")
-    ap.add_argument("--reps", type=int, help="override the grid's timed calls")
+    ap.add_argument("--warmup", type=int, help="override the config's warm-up calls")
+    ap.add_argument("--reps", type=int, help="override the config's timed calls")
     ap.add_argument("--compile", action="store_true", help="also run the torch.compile'd implementations on CPU")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, help="override the config's input seed")
     ap.add_argument("--threads", type=int,
                     help="torch CPU threads (on a busy shared machine, 1 thread times more steadily)")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    impls = args.impls.split(",") if args.impls else None
+    from lossbench import config
+
+    track = config.load_benchmark(args.config or GRID_CONFIGS[args.grid])
+    measure = {**MEASURE_DEFAULTS, **track["measure"]}
+    threads = args.threads or measure.get("threads")
+    if threads:
+        torch.set_num_threads(threads)
+    impls = args.impls.split(",") if args.impls else track.get("impls")
     for name in impls or ():
         registry.get(name)  # an unknown name fails here, listing the valid ones
     t0 = time.perf_counter()
-    grid = GRIDS[args.grid]
+    grid = grid_of(track, args.slices.split(",") if args.slices else None)
     tokens = {int(n) for n in args.tokens.split(",")} if args.tokens else None
+    keep = [i for i, p in enumerate(grid.points) if tokens is None or p.n in tokens]
     grid = replace(grid, warmup=grid.warmup if args.warmup is None else args.warmup,
                    reps=grid.reps if args.reps is None else args.reps,
-                   points=tuple(p for p in grid.points if tokens is None or p.n in tokens))
-    rows = run(grid, args.device, impls=impls, compile_on_cpu=args.compile, seed=args.seed,
+                   points=tuple(grid.points[i] for i in keep), slices=tuple(grid.slices[i] for i in keep))
+    seed = measure["seed"] if args.seed is None else args.seed
+    rows = run(grid, args.device, impls=impls, compile_on_cpu=args.compile or measure["compile"], seed=seed,
                dtypes=args.dtypes.split(",") if args.dtypes else None,
                benches=[args.bench] if args.bench else None, log=lambda s: print(s, file=sys.stderr))
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    io.write_csv(args.out, df)
-    io.write_json(args.out.with_suffix(".json"), provenance(args.grid, grid, args.device, args,
-                                                            time.perf_counter() - t0))
+    meta = provenance(track["track"], grid, args.device, vars(args) | {"config": str(args.config or args.grid)},
+                      time.perf_counter() - t0)
+    df = write_results(args.out, rows, meta)
     print(table(df))
     print(f"wrote {args.out} ({len(df)} rows) in {time.perf_counter() - t0:.1f} s")
 

@@ -8,6 +8,7 @@ profiler API is missing).
 """
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -85,3 +86,19 @@ def _cpu_peak_bytes(fn) -> float:
         live += size
         peak = max(peak, live)
     return float(peak)
+
+
+def median_ci(times, level: float = 0.95) -> tuple[float, float]:
+    """Distribution-free CI of the median: the narrowest pair of order statistics (x_(k), x_(n+1-k))
+    covering it with probability ≥ `level` (binomial, p = 1/2); timings are skewed, so no t-interval.
+    Too few calls for the level give the full range (min, max)."""
+    x = sorted(times)
+    n = len(x)
+    if n == 0:
+        return float("nan"), float("nan")
+    cdf = 1 / 2**n  # P(Bin(n, 1/2) <= k - 1) for the next k: (x_(k+1), x_(n-k)) covers with 1 - 2·cdf
+    k = 1
+    while k < (n + 1) // 2 and 1 - 2 * (cdf + math.comb(n, k) / 2**n) >= level:
+        cdf += math.comb(n, k) / 2**n
+        k += 1
+    return float(x[k - 1]), float(x[n - k])

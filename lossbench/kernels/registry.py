@@ -29,6 +29,7 @@ class KernelImpl:
     grads: bool = True  # differentiable wrt its inputs (hidden and weight for linear_ce)
     package: str | None = None  # module that must import
     compiled: bool = False  # torch.compile inside: the first call per shape compiles (opt-in on CPU)
+    chunked: bool = False  # takes a `chunk_size` (tokens per chunk)
     min_capability: tuple[int, int] | None = None  # CUDA compute capability the kernels need
     # Traffic model: linear_ce materialises the [N, V] logits in memory or keeps tiles on chip;
     # softmax makes (reads, writes) passes over the [R, V] array.
@@ -47,9 +48,9 @@ def _sm(name, fn, card):
 IMPLS: dict[str, KernelImpl] = {impl.name: impl for impl in (
     _ce("ce_eager", linear_ce.ce_eager, "K4a", materialises_logits=True),
     _ce("ce_compiled", linear_ce.ce_compiled, "K4a", compiled=True, materialises_logits=True),
-    _ce("lce_chunked", linear_ce.lce_chunked, "K4b-ii", materialises_logits=True),
+    _ce("lce_chunked", linear_ce.lce_chunked, "K4b-ii", materialises_logits=True, chunked=True),
     _ce("lce_chunked_compiled", linear_ce.lce_chunked_compiled, "K4b-ii", compiled=True,
-        materialises_logits=True),
+        materialises_logits=True, chunked=True),
     _ce("cce", linear_ce.cce, "K1", devices=("cuda",), package="cut_cross_entropy",
         min_capability=(8, 0)),
     _ce("cce_exact", linear_ce.cce_exact, "K1", devices=("cuda",), package="cut_cross_entropy",

@@ -77,23 +77,84 @@ def test_inputs_are_seeded():
     assert torch.allclose(a[3].sum(), torch.tensor(1.0), atol=0.6)  # weights average 1 over valid tokens
 
 
-def test_main_writes_csv_and_provenance(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(bench.GRIDS, "tiny", TINY)
+TINY_CONFIG = """
+track: kernels
+version: 1
+task: kernels
+baselines: {linear_ce: ce_eager, softmax: softmax_3p_recompute}
+measure: {warmup: 1, reps: 3, err_tokens: 32, copy_bytes: 1048576, gemm_n: 64}
+slices:
+  ce: {bench: linear_ce, n: [64], v: [300], d: [16], dtype: [float32]}
+  sm: {bench: softmax, n: [16], v: [500], dtype: [float32]}
+"""
+
+
+def test_main_writes_csv_and_provenance(tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_CONFIG)
     out = tmp_path / "kernels.csv"
-    bench.main(["--grid", "tiny", "--out", str(out), "--impls", "ce_eager,softmax_2p_online",
+    bench.main(["--config", str(cfg), "--out", str(out), "--impls", "ce_eager,softmax_2p_online",
                 "--tokens", "16", "--reps", "2"])
     df = pd.read_csv(out)
     assert tuple(df.columns) == COLUMNS and set(df.impl.dropna()) == {"softmax_2p_online"}  # N=16: softmax only
+    assert set(df.slice) == {"sm"}
     meta = json.loads(out.with_suffix(".json").read_text())
-    assert meta["grid"] == "tiny" and meta["reps"] == 2 and meta["warmup"] == TINY.warmup
+    assert meta["config"] == "kernels" and meta["reps"] == 2 and meta["warmup"] == 1
     assert "torch" in meta["versions"] and "copy_gbps" in meta["metrics"]
     assert "softmax_2p_online" in capsys.readouterr().out
     with pytest.raises(KeyError, match="Valid: ce_eager"):
-        bench.main(["--grid", "tiny", "--out", str(out), "--impls", "naive"])
+        bench.main(["--config", str(cfg), "--out", str(out), "--impls", "naive"])
+    with pytest.raises(KeyError, match="valid: ce, sm"):
+        bench.main(["--config", str(cfg), "--out", str(out), "--slices", "c"])
+
+
+def test_run_slice_writes_one_slice_and_keeps_the_threads(tmp_path):
+    from lossbench import config
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_CONFIG.replace("gemm_n: 64}", "gemm_n: 64, threads: 1, chunk_size: 16}"))
+    track = config.load_benchmark(cfg)
+    before = torch.get_num_threads()
+    bench.run_slice(track, "ce", "cpu", tmp_path / "ce.csv", log_path=tmp_path / "ce.log")
+    assert torch.get_num_threads() == before
+    df = pd.read_csv(tmp_path / "ce.csv")
+    assert set(df.slice) == {"ce"} and set(df[df.bench != "device"].bench) == {"linear_ce"}
+    ok = df[(df.status == "ok") & (df.impl == "lce_chunked")].set_index("metric").value
+    assert ok["err_loss_rel"] < 1e-5 and ok["t_fwbw_ci_low_ms"] <= ok["t_fwbw_ms"] <= ok["t_fwbw_ci_high_ms"]
+    assert json.loads((tmp_path / "ce.json").read_text())["chunk_size"] == 16
+    assert "linear_ce n=64" in (tmp_path / "ce.log").read_text()
+
+
+def test_benchmark_config_errors_name_the_valid_choices(tmp_path):
+    from lossbench import config
+
+    bad = {"impls: [ce_eager, softmax_2p_online, cce_fast]": "unknown kernel implementation 'cce_fast'",
+           "baselines: {linear_ce: softmax_2p_online, softmax: softmax_3p_recompute}": "linear_ce baseline",
+           "slices: {x: {bench: softmax, n: [4], v: [8], d: [2], dtype: [float32]}}": "softmax slice takes",
+           "slices: {x: {bench: linear_ce, n: [4], v: [8], dtype: [float32]}}": "needs vd pairs",
+           "measure: {warmup: 1, reps: 2}": "reps"}
+    for line, message in bad.items():  # TINY_CONFIG with one top-level entry replaced by `line`
+        key = line.split(":")[0]
+        drop = ("slices", "  ce:", "  sm:") if key == "slices" else (key,)
+        cfg = tmp_path / "bad.yaml"
+        cfg.write_text("\n".join(ln for ln in TINY_CONFIG.splitlines() if not ln.startswith(drop)) + f"\n{line}\n")
+        with pytest.raises(config.ConfigError, match=message):
+            config.load_benchmark(cfg)
+
+
+def test_median_ci_is_the_order_statistics_interval():
+    from lossbench.kernels.measure import median_ci
+
+    # n = 9: (x2, x8) covers the median with 1 - 2·10/512 = 96.1% >= 95%; (x3, x7) only 82%
+    assert median_ci(list(range(1, 10))) == (2.0, 8.0)
+    assert median_ci([5.0, 1.0, 3.0]) == (1.0, 5.0)  # too few calls: the full range
+    assert median_ci(list(range(1, 51))) == (18.0, 33.0)  # n = 50: 96.7% (19-32 would be 93.5%)
 
 
 def test_full_grid_is_the_cards():
-    points = bench.GRIDS["full"].points
+    from lossbench import config
+
+    points = bench.grid_of(config.load_benchmark(bench.GRID_CONFIGS["full"])).points
     ce = [p for p in points if p.bench == "linear_ce"]
     assert {(p.v, p.d) for p in ce} == {(50257, 768), (32000, 4096), (128256, 2048), (128256, 4096), (256000, 2304)}
     assert {p.n for p in ce} == {4096, 8192, 16384, 32768, 65536}
