@@ -45,7 +45,7 @@ def wide(df: pd.DataFrame) -> pd.DataFrame:
 def _fmt(x, digits=3) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "—"
-    return f"{x:.{digits}g}"
+    return f"{x:,.0f}" if abs(x) >= 10**digits else f"{x:.{digits}g}"  # 28,000 rather than 2.8e+04
 
 
 def _pct(x) -> str:

@@ -207,3 +207,39 @@ def test_reduced_grokking_dag_end_to_end(tmp_path):
     assert (results / "report" / "figures" / "grokking__mod113_add_f40__diagnostics.png").exists()
     dry = _snakemake(cfg, work, "-n")
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+@pytest.mark.slow
+def test_reduced_kernels_dag_end_to_end(tmp_path):
+    """A benchmarks-only profile: one kernel_bench job per slice, the aggregated table, the report's
+    kernels section with its figure and claims, nothing to redo when complete, and a changed
+    measurement setting reruns every slice."""
+    track = yaml.safe_load((ROOT / "config/tracks/kernels/smoke.yaml").read_text())
+    track["measure"].update(reps=3, copy_bytes=1 << 20, gemm_n=64, err_tokens=16)
+    track["impls"] = ["ce_eager", "lce_chunked", "cce", "softmax_3p_recompute", "softmax_2p_extexp"]
+    track["slices"] = {"ce": {"bench": "linear_ce", "n": [32], "v": [100, 400], "d": [8], "dtype": ["float32"]},
+                       "sm": {"bench": "softmax", "n": [8], "v": [64, 256], "dtype": ["float32"]}}
+    (tmp_path / "kernels.yaml").write_text(yaml.safe_dump(track))
+    cfg = tmp_path / "ktest.yaml"
+    cfg.write_text(yaml.safe_dump({"profile": "ktest", "device": "cpu",
+                                   "benchmarks": {"kernels": str(tmp_path / "kernels.yaml")}}))
+    work = tmp_path / "work"
+    out = _snakemake(cfg, work)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert out.stderr.count("rule kernel_bench:") == 2 and "rule train_run:" not in out.stderr
+    results = work / "results" / "ktest"
+    table = pd.read_csv(results / "kernels.csv")
+    assert set(table.track) == {"kernels"} and set(table.slice) == {"ce", "sm"}
+    ok = table[(table.status == "ok") & (table.bench != "device")]
+    assert set(ok.impl) == {"ce_eager", "lce_chunked", "softmax_3p_recompute", "softmax_2p_extexp"}
+    assert table[table.impl == "cce"].note.unique().tolist() == ["cce runs on cuda only"]
+    html = (results / "report" / "index.html").read_text()
+    for text in ("Benchmark kernels", "Distance from the bound", "cce runs on cuda only", "Cut Your Losses"):
+        assert text in html, text
+    assert list((results / "report" / "figures").glob("kernels__linear_ce_*.png"))
+    dry = _snakemake(cfg, work, "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    track["measure"]["reps"] = 4
+    (tmp_path / "kernels.yaml").write_text(yaml.safe_dump(track))
+    dry = _snakemake(cfg, work, "-n")
+    assert (dry.stdout + dry.stderr).count("rule kernel_bench:") == 2
