@@ -91,6 +91,7 @@ def _run(args):
 
 
 TIDY_FILES = ("summary.csv", "curves.csv", "per_class.csv", "runs.json", "methods.json", "provenance.json")
+BENCHMARK_FILES = ("kernels.csv", "kernels.json")  # where the profile ran a benchmark track
 
 
 def _publish(args):
@@ -107,10 +108,11 @@ def _publish(args):
     if prov.get("git_dirty"):
         raise SystemExit("these results come from a dirty working tree; rerun from a clean commit to publish")
     (dest / "config").mkdir(parents=True)
-    for name in TIDY_FILES:
+    for name in TIDY_FILES + tuple(n for n in BENCHMARK_FILES if (src / n).exists()):
         shutil.copy2(src / name, dest / name)
     shutil.copy2(args.config, dest / "config" / Path(args.config).name)
-    for track_path in lbconfig.load_profile(args.config)[0]["tracks"].values():
+    cfg = lbconfig.load_profile(args.config)[0]
+    for track_path in [*(cfg.get("tracks") or {}).values(), *(cfg.get("benchmarks") or {}).values()]:
         shutil.copy2(lbconfig.ROOT / track_path, dest / "config" / Path(track_path).name)
     build_report(dest, dest / "report", title=f"lossbench — published: {args.name}", note=args.note)
     print(f"published {src} -> {dest}; report {dest / 'report' / 'index.html'}")

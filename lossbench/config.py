@@ -200,6 +200,7 @@ def load_profile(path) -> tuple[dict, dict]:
     """(profile config, {track name: track config}) with everything validated."""
     cfg = _load_yaml(path)
     validate_schema(cfg, "config", str(path))
+    load_benchmarks(cfg, str(path))  # validated here too; the DAG reads them itself
     return cfg, load_tracks(cfg, str(path))
 
 

@@ -13,7 +13,18 @@ PROFILES = sorted((ROOT / "config").glob("*.yaml"))
 @pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.name)
 def test_shipped_profiles_validate(path):
     cfg, tracks = lbconfig.load_profile(path)
-    assert tracks and lbconfig.runs(tracks)
+    benches = lbconfig.load_benchmarks(cfg)
+    assert (tracks and lbconfig.runs(tracks)) or benches  # something to run: training runs or a benchmark
+
+
+def test_a_profile_needs_tracks_or_benchmarks(tmp_path):
+    cfg = tmp_path / "empty.yaml"
+    cfg.write_text("profile: empty\ndevice: cpu\n")
+    with pytest.raises(lbconfig.ConfigError, match="tracks"):
+        lbconfig.load_profile(cfg)
+    cfg.write_text("profile: k\ndevice: cpu\nbenchmarks: {kernels: config/tracks/grokking/smoke.yaml}\n")
+    with pytest.raises(lbconfig.ConfigError, match="task"):  # a training track is no benchmark config
+        lbconfig.load_profile(cfg)
 
 
 @pytest.fixture
