@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from lossbench.kernels import linear_ce, softmax
+from lossbench.kernels import csoftmax, linear_ce, softmax
 
 LOW = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -30,6 +30,7 @@ class KernelImpl:
     package: str | None = None  # module that must import
     compiled: bool = False  # torch.compile inside: the first call per shape compiles (opt-in on CPU)
     chunked: bool = False  # takes a `chunk_size` (tokens per chunk)
+    requires: Callable[[], str | None] | None = None  # another check: why it cannot run, or None
     min_capability: tuple[int, int] | None = None  # CUDA compute capability the kernels need
     # Traffic model: linear_ce materialises the [N, V] logits in memory or keeps tiles on chip;
     # softmax makes (reads, writes) passes over the [R, V] array.
@@ -41,8 +42,14 @@ def _ce(name, fn, card, **kw):
     return KernelImpl(name, "linear_ce", fn, card, **kw)
 
 
-def _sm(name, fn, card):
-    return KernelImpl(name, "softmax", fn, card, grads=False, passes=softmax.PASSES[fn.__name__])
+def _sm(name, fn, card, **kw):
+    return KernelImpl(name, "softmax", fn, card, grads=False, passes=softmax.PASSES[fn.__name__.removeprefix("c_")],
+                      **kw)
+
+
+def _c_sm(name, fn, card):
+    """A C loop per pass (csoftmax.c): float32 on the CPU, built with the system compiler."""
+    return _sm(name, fn, card, devices=("cpu",), dtypes=(torch.float32,), requires=csoftmax.unavailable)
 
 
 IMPLS: dict[str, KernelImpl] = {impl.name: impl for impl in (
@@ -64,6 +71,10 @@ IMPLS: dict[str, KernelImpl] = {impl.name: impl for impl in (
     _sm("softmax_2p_extexp", softmax.two_pass_extexp, "K2"),
     _sm("softmax_2p_online", softmax.two_pass_online, "K3"),
     _sm("torch_softmax", softmax.torch_softmax, "K2/K3 baseline"),
+    _c_sm("softmax_c_3p_recompute", csoftmax.c_three_pass_recompute, "K2"),
+    _c_sm("softmax_c_3p_reload", csoftmax.c_three_pass_reload, "K2"),
+    _c_sm("softmax_c_2p_extexp", csoftmax.c_two_pass_extexp, "K2"),
+    _c_sm("softmax_c_2p_online", csoftmax.c_two_pass_online, "K3"),
 )}
 
 
@@ -88,6 +99,8 @@ def unavailable(impl: KernelImpl, device: str | torch.device, dtype: torch.dtype
         return f"{impl.name} does not take {dtype}"
     if impl.package and importlib.util.find_spec(impl.package) is None:
         return f"{impl.name} needs the {impl.package} package"
+    if impl.requires and (reason := impl.requires()):
+        return reason
     if device.type == "cuda":
         if not torch.cuda.is_available():
             return "CUDA is not available"
