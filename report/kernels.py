@@ -307,8 +307,9 @@ def claim_row(method: str, test: Mapping, entry: Mapping, df: pd.DataFrame | Non
     if sig_all:
         return row | {"verdict": REPRODUCED, "reason": f"at every point run, by ≥ {factor:g}×"}
     if sig_any or toward_any:
-        return row | {"verdict": PARTLY, "reason": "the claimed direction holds, but not significantly or "
-                                                   f"not by {factor:g}× at every point"}
+        short = "the CIs overlap" + (f" or the ratio is below {factor:g}×" if factor != 1 else "")
+        return row | {"verdict": PARTLY, "reason": f"the claimed direction holds on the medians, but {short} "
+                                                   "at some point"}
     return row | {"verdict": NOT_REPRODUCED, "reason": "the claimed direction does not hold"
                   + ("; significantly opposite" if opposite_any else "")}
 
