@@ -185,15 +185,21 @@ def load_track(path) -> dict:
     return track
 
 
+def _load_named(cfg: dict, key: str, loader, where: str) -> dict:
+    """{name: loader(path)} for a profile's `key` mapping (tracks, benchmarks); each file must name
+    the track it is listed as."""
+    out = {}
+    for name, path in (cfg.get(key) or {}).items():
+        track = loader(ROOT / path)
+        if track["track"] != name:
+            raise ConfigError(f"{where}: {key}/{name} points at a file for track {track['track']!r}")
+        out[name] = track
+    return out
+
+
 def load_tracks(cfg: dict, where: str = "config") -> dict:
     """{track name: validated track config} for a validated profile config."""
-    tracks = {}
-    for name, track_path in (cfg.get("tracks") or {}).items():
-        track = load_track(ROOT / track_path)
-        if track["track"] != name:
-            raise ConfigError(f"{where}: tracks/{name} points at a file for track {track['track']!r}")
-        tracks[name] = track
-    return tracks
+    return _load_named(cfg, "tracks", load_track, where)
 
 
 def load_profile(path) -> tuple[dict, dict]:
@@ -295,10 +301,4 @@ def load_benchmark(path) -> dict:
 
 def load_benchmarks(cfg: dict, where: str = "config") -> dict:
     """{benchmark name: validated benchmark config} of a profile's optional `benchmarks`."""
-    out = {}
-    for name, path in (cfg.get("benchmarks") or {}).items():
-        track = load_benchmark(ROOT / path)
-        if track["track"] != name:
-            raise ConfigError(f"{where}: benchmarks/{name} points at a file for track {track['track']!r}")
-        out[name] = track
-    return out
+    return _load_named(cfg, "benchmarks", load_benchmark, where)
