@@ -37,10 +37,15 @@ def schema(name: str) -> dict:
 
 
 def validate_schema(cfg: dict, name: str, where: str) -> None:
+    _validate_part(cfg, schema(name), where)
+
+
+def _validate_part(cfg: dict, subschema: dict, where: str) -> None:
+    """jsonschema validation with the error's path, message and, for an unknown key, the valid keys."""
     import jsonschema
 
     try:
-        jsonschema.validate(cfg, schema(name))
+        jsonschema.validate(cfg, subschema)
     except jsonschema.ValidationError as e:
         path = "/".join(map(str, e.absolute_path)) or "(top level)"
         hint = ""
@@ -90,6 +95,7 @@ def check_track(track: dict, where: str = "track") -> None:
             raise ConfigError(f"{where}: method {m!r} sets the optimiser ({', '.join(spec.optimizer_hparams)}); "
                               f"task {track['task']!r} trains every method with the protocol's optimiser")
     _check_sweep(track, where)
+    _check_optimizer_axis(track, where, task)
     for d, subset in track.get("dataset_methods", {}).items():
         for m in subset:
             if m not in track["methods"]:
@@ -117,6 +123,8 @@ DEFAULT_VARIANT = "default"
 # below a from-scratch toy's, and a GPU-heavy protocol may afford fewer seeds than a CPU one.
 PROTOCOL_OVERRIDES = ("sweep", "seeds")
 SWEEP_LR = "lr"  # a sweep key that sets the protocol's learning rate instead of a method hyperparameter
+OPTIMIZER_KEY = "optimizer"  # a variant key naming an optimizer_axis entry (replaces the protocol's optimizer)
+NOT_HPARAMS = (SWEEP_LR, OPTIMIZER_KEY)  # variant keys that configure the run, not the method
 
 
 def variant_slug(point: dict) -> str:
@@ -127,6 +135,21 @@ def variant_slug(point: dict) -> str:
 
 
 def variants(track: dict, method: str) -> dict[str, dict]:
+    """{slug: grid point} of `method`: its sweep (or the default only), and for a method on the
+    track's optimizer_axis each of those once more per axis optimizer (key OPTIMIZER_KEY)."""
+    base = sweep_variants(track, method)
+    axis = track.get("optimizer_axis")
+    if not axis or method not in axis["methods"]:
+        return base
+    out = dict(base)
+    for name in axis["optimizers"]:
+        for point in base.values():
+            point = {**point, OPTIMIZER_KEY: name}
+            out[variant_slug(point)] = point
+    return out
+
+
+def sweep_variants(track: dict, method: str) -> dict[str, dict]:
     """{slug: grid point} of `method`'s sweep, or the default only. A sweep entry is a mapping
     (hyperparameter -> values, product taken) or a list of explicit points."""
     grid = track.get("sweep", {}).get(method)
@@ -166,16 +189,36 @@ def _check_sweep(track: dict, where: str, names: list[str] | None = None) -> Non
     missing = [m for m in names if m not in sweep]
     if missing:
         raise ConfigError(f"{where}: sweep: every method needs a grid (fair tuning); missing {missing}")
-    sizes = {m: len(variants(track, m)) for m in names}
+    sizes = {m: len(sweep_variants(track, m)) for m in names}
     if len(set(sizes.values())) > 1:
         raise ConfigError(f"{where}: sweep: grids must have the same size for every method (fair tuning); got {sizes}")
     for m in names:
-        for slug, point in variants(track, m).items():
+        for slug, point in sweep_variants(track, m).items():
             try:
                 methods.get(m).hparams({**track.get("method_hparams", {}).get(m, {}),
-                                        **{k: v for k, v in point.items() if k != SWEEP_LR}})
+                                        **{k: v for k, v in point.items() if k not in NOT_HPARAMS}})
             except ValueError as e:
                 raise ConfigError(f"{where}: sweep/{m} ({slug}): {e}") from None
+
+
+def _check_optimizer_axis(track: dict, where: str, task) -> None:
+    axis = track.get("optimizer_axis")
+    if not axis:
+        return
+    if not getattr(task, "OPTIMIZER_AXIS", False):
+        raise ConfigError(f"{where}: optimizer_axis: task {track['task']!r} has no optimizer axis")
+    for m in axis["methods"]:
+        if m not in track["methods"]:
+            raise unknown_name("method in optimizer_axis", m, track["methods"], where)
+    if axis["baseline"] not in axis["optimizers"]:
+        raise unknown_name("optimizer_axis baseline", axis["baseline"], axis["optimizers"], where)
+    from lossbench.optim import OPTIMIZERS
+
+    for name, cfg in axis["optimizers"].items():
+        if cfg["name"] not in OPTIMIZERS:
+            raise unknown_name(f"optimizer in optimizer_axis/{name}", cfg["name"], OPTIMIZERS, where)
+        _validate_part(cfg, schema(task.PROTOCOL_SCHEMA)["properties"]["optimizer"],
+                       f"{where}: optimizer_axis/optimizers/{name}")
 
 
 def load_track(path) -> dict:
@@ -255,6 +298,10 @@ def resolve_run(track: dict, dataset: str, method: str, seed: int, variant: str 
         raise unknown_name(f"variant of {method}", variant, grid, name)
     point = grid[variant]
     protocol = protocol_for(track, dataset)
+    if OPTIMIZER_KEY in point:
+        axis = track["optimizer_axis"]
+        protocol = {**protocol, "optimizer": dict(axis["optimizers"][point[OPTIMIZER_KEY]]),
+                    "model": dict(axis.get("model", protocol["model"]))}
     if SWEEP_LR in point:
         protocol = json.loads(json.dumps(protocol))
         protocol.setdefault("optimizer", {})["lr"] = point[SWEEP_LR]
@@ -262,7 +309,7 @@ def resolve_run(track: dict, dataset: str, method: str, seed: int, variant: str 
         "track": name, "track_version": track["version"], "task": track["task"], "dataset": dataset,
         "method": method, "method_version": spec.version, "seed": seed, "variant": variant,
         "hparams": spec.hparams({**track.get("method_hparams", {}).get(method, {}),
-                                 **{k: v for k, v in point.items() if k != SWEEP_LR}}),
+                                 **{k: v for k, v in point.items() if k not in NOT_HPARAMS}}),
         "protocol_name": protocol_name(track, dataset), "protocol": protocol,
         "seeds": {
             "data": data_seed(name, dataset, seed),  # same for every method: paired runs

@@ -19,10 +19,13 @@ Labels arrive already shifted: `labels[b, t]` is the target of position t, and p
 - "cce": Cut Cross-Entropy (`cut_cross_entropy.linear_cross_entropy`, Wijmans et al., ICLR 2025),
   which never materialises the logits. CUDA only; its kernels take the inputs' dtype and
   accumulate in float32 (upcasting bf16 inputs first would cost the memory CCE is there to save).
+- "auto": the fastest correct implementation for the device and shape, picked by `resolve_impl`
+  from the kernels benchmark's findings (card K1-K2; `lossbench/kernels`).
 """
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 
 import torch
@@ -31,8 +34,40 @@ from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100
 IMPLS = ("torch", "chunked", "cce")
+CHOICES = (*IMPLS, "auto")
 UPCASTS = ("inputs", "logits")
 CHUNK_SIZE = 4096  # rows per chunk: 4096 x 50257 float32 logits is 0.8 GB
+# "auto" materialises float32 logits up to this size. On CPU the kernels benchmark times eager
+# CE at 2-3x the speed of the checkpointed chunks (which recompute each chunk's logits in the
+# backward), at ~3x the memory: memory, not speed, is the reason to chunk.
+AUTO_MAX_LOGITS_BYTES = 1 << 30
+CCE_MIN_CAPABILITY = (8, 0)  # CCE's Triton kernels target Ampere and newer (bf16 tensor cores)
+
+
+def cce_usable(device: torch.device | str) -> bool:
+    """True where impl="cce" can run: a CUDA device of compute capability ≥ 8.0 with the
+    cut-cross-entropy package importable."""
+    device = torch.device(device)
+    return (device.type == "cuda" and torch.cuda.is_available()
+            and torch.cuda.get_device_capability(device) >= CCE_MIN_CAPABILITY
+            and importlib.util.find_spec("cut_cross_entropy") is not None)
+
+
+def resolve_impl(impl: str, device: torch.device | str, rows: int, vocab: int,
+                 max_logits_bytes: int = AUTO_MAX_LOGITS_BYTES) -> str:
+    """The implementation `impl` stands for on `device` with a [rows, vocab] head.
+
+    A named implementation is returned as is. "auto" picks CCE where it runs (the paper's
+    claim: faster and without the logits, card K1) and otherwise materialised logits unless
+    their float32 copy would exceed `max_logits_bytes`, then the chunked path.
+    """
+    if impl not in CHOICES:
+        raise ValueError(f"token_losses: impl {impl!r} not in {CHOICES}")
+    if impl != "auto":
+        return impl
+    if cce_usable(device):
+        return "cce"
+    return "chunked" if rows * vocab * 4 > max_logits_bytes else "torch"
 
 
 def token_losses(hidden, weight, labels, *, impl: str = "torch", bias=None, chunk_size: int = CHUNK_SIZE,
@@ -42,10 +77,10 @@ def token_losses(hidden, weight, labels, *, impl: str = "torch", bias=None, chun
     hidden [B, T, D], weight [V, D], labels [B, T] (shifted; IGNORE_INDEX = not a target),
     bias [V] or None. Returns `(ce, lse)`, both float32 [B, T] and 0 at ignored positions, with
     ce = lse − z_y. Differentiable wrt hidden, weight and bias. `upcast` and `compile` apply to
-    "torch" and "chunked" (see the module docstring).
+    "torch" and "chunked" (see the module docstring); "auto" resolves per call (`resolve_impl`).
     """
-    if impl not in IMPLS:
-        raise ValueError(f"token_losses: impl {impl!r} not in {IMPLS}")
+    impl = resolve_impl(impl, hidden.device, hidden.shape[0] * hidden.shape[1] if hidden.dim() == 3 else 0,
+                        weight.shape[0])
     if upcast not in UPCASTS:
         raise ValueError(f"token_losses: upcast {upcast!r} not in {UPCASTS}")
     if hidden.dim() != 3 or labels.shape != hidden.shape[:2] or weight.shape[1] != hidden.shape[2]:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from lossbench.lm import eval_mode
-from lossbench.lm_loss import token_losses
+from lossbench.lm_loss import resolve_impl, token_losses
 from lossbench.seeding import generator
 from lossbench.train import batch_indices, build_optimizer, optimizer_step
 
@@ -191,6 +191,7 @@ class LMResult:
     diverged_at_step: int | None = None
     kept_chunks: int = 0
     kept_by_flag: dict = field(default_factory=dict)
+    loss_impl: str = ""  # the token_losses implementation training used ("auto" resolved)
 
 
 def select_pool(spec, hp, corpus: Corpus, features: dict | None, ratio: float) -> torch.Tensor:
@@ -224,10 +225,13 @@ def train_lm(model, corpus: Corpus, spec, hp: dict, proto: dict, *, order_seed: 
     budget, sched, impl = proto["budget"], proto["schedule"], proto.get("loss_impl", "torch")
     total, batch = budget["steps"], budget["batch_size"]
     seq = corpus.train.shape[1] - 1
+    # resolved once for the training batch; evaluation batches resolve "auto" for their own size
+    train_impl = resolve_impl(impl, device, batch * seq, model.get_output_embeddings().weight.shape[0])
     opt = build_optimizer(model.parameters(), proto["optimizer"])
     base_lr = [g["lr"] for g in opt.param_groups]
     pool = select_pool(spec, hp, corpus, features, proto.get("selection", {}).get("ratio", 1.0))
-    result = LMResult(status="ok", kept_chunks=len(pool))
+    result = LMResult(status="ok", kept_chunks=len(pool), loss_impl=train_impl)
+    log(f"loss layer: {train_impl}" + (" (auto)" if impl == "auto" else ""))
     result.kept_by_flag = {f: int((corpus.flag[pool] == i).sum()) for i, f in enumerate(FLAGS)}
     dom_cpu = corpus.domain[pool].cpu()
     counts_cpu = torch.bincount(dom_cpu, minlength=corpus.n_domains).float()
@@ -245,7 +249,7 @@ def train_lm(model, corpus: Corpus, spec, hp: dict, proto: dict, *, order_seed: 
             g["lr"] = base * lr_factor(step, total, sched["warmup_steps"], sched["min_lr_ratio"])
         local = batch_indices(spec, hp, dom_cpu, counts_cpu, progress, len(pool), batch, gen, perm_state).to(device)
         idx = pool[local]
-        ce, lse = forward_losses(model, corpus.train[idx], impl)
+        ce, lse = forward_losses(model, corpus.train[idx], train_impl)
         loss, w = batch_objective(spec, hp, ce, lse, progress=progress, domain=corpus.domain[idx], counts=counts,
                                   ref_logp=None if ref_logp is None else ref_logp[idx])
         if w is not None:

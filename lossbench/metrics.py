@@ -63,3 +63,38 @@ def classification_metrics(scores: np.ndarray, y: np.ndarray, train_counts: np.n
         **shot_accuracy(recall, np.asarray(train_counts)),
     }
     return {f"{prefix}/{name}": float(v) for name, v in out.items()}, recall
+
+
+COVERAGE_N = (1, 4, 16)  # pass@N-style budgets of the coverage metric (card C10)
+
+
+def coverage_metrics(scores: np.ndarray, y: np.ndarray, prefix: str = "test") -> dict:
+    """Sampled coverage mean_i 1 − (1 − p_{y_i})^N (the chance that N samples from softmax(scores)
+    include the label: DCO's target, card C10) and top-5 accuracy (when there are > 5 classes)."""
+    logp_y = log_softmax(scores.astype(np.float64), axis=1)[np.arange(len(y)), y]
+    out = {f"{prefix}/coverage_n{n}": float(np.mean(-np.expm1(n * np.log1p(-np.exp(logp_y)))))
+           for n in COVERAGE_N}
+    if scores.shape[1] > 5:
+        top5 = np.argsort(-scores, axis=1, kind="stable")[:, :5]
+        out[f"{prefix}/top5_accuracy"] = float((top5 == y[:, None]).any(1).mean())
+    return out
+
+
+def robust_metrics(robust_scores: np.ndarray, y: np.ndarray, num_classes: int, prefix: str = "test"):
+    """Accuracy under the protocol's PGD attack (card P3 adversarial extras): overall, balanced and
+    worst class; returns (dict, per-class robust recall)."""
+    pred = robust_scores.argmax(1)
+    recall = per_class_recall(pred, y, num_classes)
+    present = np.bincount(y, minlength=num_classes) > 0
+    return ({f"{prefix}/robust_accuracy": float((pred == y).mean()),
+             f"{prefix}/robust_balanced_accuracy": float(recall[present].mean()),
+             f"{prefix}/robust_worst_class_accuracy": float(recall[present].min())}, recall)
+
+
+def teacher_metrics(scores: np.ndarray, teacher_scores: np.ndarray, prefix: str = "test") -> dict:
+    """Student–teacher top-1 agreement and KL(teacher ‖ student) of the softmaxes (card P3
+    distillation extras)."""
+    logq = log_softmax(teacher_scores.astype(np.float64), axis=1)
+    logp = log_softmax(scores.astype(np.float64), axis=1)
+    return {f"{prefix}/teacher_agreement": float((scores.argmax(1) == teacher_scores.argmax(1)).mean()),
+            f"{prefix}/kl_teacher": float((np.exp(logq) * (logq - logp)).sum(1).mean())}

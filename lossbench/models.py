@@ -10,10 +10,18 @@ import torch.nn.functional as F
 
 
 class Classifier(nn.Module):
+    """`body` → features → linear `head`; with `aux_head`, a second linear head on the same features
+    (Dual-Head KD) that trains with the model but never predicts."""
+
     def __init__(self, body: nn.Module, feature_dim: int, num_classes: int):
         super().__init__()
         self.body = body
         self.head = nn.Linear(feature_dim, num_classes)
+        self.aux_head = None
+
+    def add_aux_head(self) -> "Classifier":
+        self.aux_head = nn.Linear(self.head.in_features, self.head.out_features)
+        return self
 
     def features(self, x):
         return self.body(x)
@@ -22,10 +30,19 @@ class Classifier(nn.Module):
         return self.head(self.body(x))
 
 
-def mlp(input_shape, num_classes, *, hidden=(256, 256)):
+NORMS = {"none": None, "batchnorm": nn.BatchNorm1d, "layernorm": nn.LayerNorm}
+
+
+def mlp(input_shape, num_classes, *, hidden=(256, 256), norm="none"):
+    """ReLU MLP; `norm` after each hidden Linear makes that Linear's weight scale-invariant (the
+    setting AdamP/SGDP are about)."""
+    if norm not in NORMS:
+        raise ValueError(f"mlp: norm {norm!r} not in {sorted(NORMS)}")
     layers, width = [nn.Flatten()], int(torch.tensor(input_shape).prod())
     for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU()]
+        layers += [nn.Linear(width, h, bias=NORMS[norm] is None)]
+        layers += [NORMS[norm](h)] if NORMS[norm] is not None else []
+        layers += [nn.ReLU()]
         width = h
     return Classifier(nn.Sequential(*layers), width, num_classes)
 
@@ -87,7 +104,7 @@ def resnet_cifar(input_shape, num_classes, *, depth=32, widths=(16, 32, 64)):
 MODELS = {"mlp": mlp, "cnn1d": cnn1d, "resnet32": resnet_cifar}
 
 
-def build_model(cfg: dict, input_shape, num_classes: int) -> Classifier:
+def build_model(cfg: dict, input_shape, num_classes: int, aux_head: bool = False) -> Classifier:
     cfg = dict(cfg)
     name = cfg.pop("name")
     if name not in MODELS:
@@ -95,4 +112,5 @@ def build_model(cfg: dict, input_shape, num_classes: int) -> Classifier:
         raise KeyError(f"unknown model {name!r}{' (did you mean ' + ', '.join(close) + '?)' if close else ''}; valid: {sorted(MODELS)}")
     if "hidden" in cfg:
         cfg["hidden"] = tuple(cfg["hidden"])
-    return MODELS[name](tuple(input_shape), num_classes, **cfg)
+    model = MODELS[name](tuple(input_shape), num_classes, **cfg)
+    return model.add_aux_head() if aux_head else model

@@ -151,6 +151,7 @@ def provenance(cfg: dict, tracks: dict, command: str, runs) -> dict:
             "task": track["task"], "version": track["version"], "baseline": track["baseline"], "seeds": track["seeds"],
             "datasets": {d: data.describe(d) for p in protocols.values() for d in p["datasets"] if d in ran},
             "budget": {p: {k: v for k, v in proto.items() if k != "datasets"} for p, proto in protocols.items()},
+            **({"optimizer_axis": track["optimizer_axis"]} if "optimizer_axis" in track else {}),
         }
     return {
         "profile": cfg["profile"], "command": command, **io.git_state(Path(__file__).parent),

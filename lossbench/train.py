@@ -14,10 +14,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lossbench.adversarial import pgd_attack
 from lossbench.models import build_model
-from lossbench.seeding import generator, seeded_build
+from lossbench.optim import build_optimizer, state_bytes
+from lossbench.seeding import derive_seed, generator, seeded_build
 from methods.base import MethodSpec
-from methods.erm import cross_entropy
+from methods.erm import SPEC as ERM, cross_entropy
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -33,6 +35,10 @@ class TrainResult:
     train_seconds: float = 0.0
     samples_per_second: float = 0.0
     diverged_at_step: int | None = None
+    robust_test_scores: np.ndarray | None = None  # scores of PGD test inputs (protocol `attack`)
+    optimizer_state_bytes: int = 0
+    rounds: int = 1  # training runs this result took (self-distillation: rounds + 1)
+    model: torch.nn.Module | None = None  # the trained model (a later round's teacher), not saved
 
 
 # ---------------------------------------------------------------- inputs and augmentation
@@ -53,13 +59,23 @@ class InputPipeline:
             t = t.permute(0, 3, 1, 2).contiguous()  # stored NHWC uint8 -> NCHW uint8
         return t.to(self.device)
 
-    def __call__(self, xb: torch.Tensor, train: bool) -> torch.Tensor:
+    @property
+    def bounds(self) -> tuple[float, float] | None:
+        """Valid range of raw inputs (an attack must stay inside): pixels in [0, 1]."""
+        return (0.0, 1.0) if self.modality == "image" else None
+
+    def raw(self, xb: torch.Tensor, train: bool) -> torch.Tensor:
+        """Float inputs before normalisation (augmented when training): what an attack perturbs."""
         if self.modality != "image":
             return xb.float()
         x = xb.float() / 255.0
-        if train and self.augment == "crop_flip":
-            x = self._crop_flip(x)
-        return (x - self.mean) / self.std
+        return self._crop_flip(x) if train and self.augment == "crop_flip" else x
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std if self.modality == "image" else x
+
+    def __call__(self, xb: torch.Tensor, train: bool) -> torch.Tensor:
+        return self.normalize(self.raw(xb, train))
 
     def _crop_flip(self, x):
         b, _, h, w = x.shape
@@ -75,21 +91,7 @@ class InputPipeline:
         return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
-# ---------------------------------------------------------------- optimiser and schedule
-def build_optimizer(params, cfg: dict):
-    cfg = dict(cfg)
-    name = cfg.pop("name")
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.0),
-                               nesterov=cfg.get("nesterov", False), weight_decay=cfg.get("weight_decay", 0.0))
-    if name in ("adam", "adamw"):
-        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-        # fused kernels: about half the per-step optimiser overhead of the default for tiny models
-        return cls(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0),
-                   betas=tuple(cfg.get("betas", (0.9, 0.999))), eps=cfg.get("eps", 1e-8), fused=True)
-    raise KeyError(f"unknown optimizer {name!r}; valid: sgd, adam, adamw")
-
-
+# ---------------------------------------------------------------- optimiser step and schedule
 def optimizer_step(opt, loss, clip: float | None = None) -> bool:
     """One optimiser step on `loss`, the gradient norm clipped to `clip` if given; False, with no
     step taken, when the loss is NaN or infinite (the caller records the run as diverged instead
@@ -142,7 +144,7 @@ def batch_indices(spec, hp, y, counts, progress, n, batch, gen, perm_state):
 def _loss(spec: MethodSpec, hp, logits, yb, needs: dict, state, idx):
     """Scalar training loss for one batch, dispatching on the method's kind."""
     kw = {k: needs[k] for k in spec.needs if k != "example_state"}
-    if spec.kind == "loss":
+    if spec.kind in ("loss", "adversarial"):  # adversarial: logits of the PGD inputs
         if "example_state" in spec.needs:
             per, new_state = spec.fn(logits, yb, example_state=state[idx], **kw, **hp)
             state[idx] = new_state.detach().to(state.dtype)
@@ -157,12 +159,29 @@ def _loss(spec: MethodSpec, hp, logits, yb, needs: dict, state, idx):
     return cross_entropy(logits, yb).mean()  # sampler: the sampling is the method
 
 
+def attack_inputs(model, pipe, x_raw, y, attack: dict, steps: int, gen) -> torch.Tensor:
+    """PGD inputs against `model` (in eval mode while attacking, so BatchNorm statistics only see
+    clean training batches; the mode is restored)."""
+    was_training = model.training
+    model.eval()
+    x_adv = pgd_attack(lambda x: model(pipe.normalize(x)), x_raw, y, eps=attack["eps"],
+                       step_size=attack["step_size"], steps=steps,
+                       random_start=attack.get("random_start", True), gen=gen, bounds=pipe.bounds)
+    model.train(was_training)
+    return x_adv
+
+
 @torch.no_grad()
-def predict_scores(model, pipe, x, spec, hp, counts, batch=1024):
+def predict_scores(model, pipe, x, spec, hp, counts, batch=1024, attack: dict | None = None, y=None, gen=None):
+    """Test-time scores (the method's `predict` applied); with `attack`, of PGD inputs made
+    against the raw logits with `attack["eval_steps"]` steps."""
     model.eval()
     out = []
     for i in range(0, len(x), batch):
-        out.append(model(pipe(x[i:i + batch], train=False)).float())
+        xb = pipe.raw(x[i:i + batch], train=False)
+        if attack is not None:
+            xb = attack_inputs(model, pipe, xb, y[i:i + batch], attack, attack["eval_steps"], gen)
+        out.append(model(pipe.normalize(xb)).float())
     scores = torch.cat(out)
     if spec.predict is not None:
         scores = spec.predict(scores, counts, **{k: v for k, v in hp.items()})
@@ -178,8 +197,35 @@ def balanced_accuracy_t(scores, y, k):
 
 
 def train(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, order_seed: int,
-          device: str = "cpu", log=lambda msg: None) -> TrainResult:
+          device: str = "cpu", log=lambda msg: None, teacher: torch.nn.Module | None = None) -> TrainResult:
+    """Train one run of `spec` on `data` under `proto`. `teacher`: the frozen model whose logits a
+    `teacher="stage"` method reads; a `teacher="self"` method runs hp["rounds"] rounds after a
+    plain-CE round 0, each round's teacher the previous round's model (fresh init per round)."""
+    if spec.teacher == "stage" and teacher is None:
+        raise ValueError(f"{spec.name}: needs the track's teacher (protocol `teacher` block)")
+    if spec.teacher != "self":
+        return _train_once(data, spec, hp, proto, init_seed, order_seed, device, log, teacher)
+    rounds = int(hp["rounds"])
+    results = []
+    for r in range(rounds + 1):
+        log(f"round {r}/{rounds}" + (" (plain CE: the first teacher)" if r == 0 else ""))
+        res = _train_once(data, spec if r else ERM, hp if r else {}, proto,
+                          derive_seed(init_seed, "round", r) if r else init_seed, order_seed, device, log,
+                          results[-1].model if r else None, step_offset=sum(x.steps for x in results))
+        results.append(res)
+        if res.status != "ok":
+            break
+    last = results[-1]
+    last.curves = [row for res in results for row in res.curves]
+    last.rounds = len(results)
+    last.train_seconds = sum(x.train_seconds for x in results)
+    return last
+
+
+def _train_once(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, order_seed: int,
+                device: str, log, teacher, step_offset: int = 0) -> TrainResult:
     k = data.num_classes
+    fn_hp = spec.split_hparams(hp)[0]
     pipe = InputPipeline(data.modality, proto.get("augment", "none"), device, order_seed + 1)
     x_tr, x_val, x_te = (pipe.to_device(a) for a in (data.x_train, data.x_val, data.x_test))
     y_tr = torch.from_numpy(data.y_train).to(device)
@@ -187,9 +233,19 @@ def train(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, order_s
     y_cpu = torch.from_numpy(data.y_train)
     counts_cpu = torch.bincount(y_cpu, minlength=k).float()
     counts = counts_cpu.to(device)
-    model = seeded_build(lambda: build_model(proto["model"], tuple(x_tr.shape[1:]), k), init_seed).to(device)
-    opt = build_optimizer(model.parameters(), proto["optimizer"])
+    model = seeded_build(lambda: build_model(proto["model"], tuple(x_tr.shape[1:]), k,
+                                             aux_head="aux_logits" in spec.needs), init_seed).to(device)
+    # FRUGAL draws its subspaces from its own generator: seeded by the run, like the data order
+    opt = build_optimizer(model.parameters(), {"seed": derive_seed(order_seed, "optimizer"), **proto["optimizer"]}
+                          if proto["optimizer"]["name"] == "frugal" else proto["optimizer"])
     base_lrs = [g["lr"] for g in opt.param_groups]
+    attack = proto.get("attack")
+    if spec.kind == "adversarial" and not attack:
+        raise ValueError(f"{spec.name}: adversarial training needs the protocol's `attack` block")
+    if teacher is not None:
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
 
     n, batch = len(y_tr), min(proto["budget"]["batch_size"], len(y_tr))
     steps_per_epoch = max(1, n // batch)
@@ -201,7 +257,7 @@ def train(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, order_s
     perm_state = {"perm": None, "pos": n}
     state = None
     if "example_state" in spec.needs:
-        state = torch.full((n,), float(spec.init_state(hp)), device=device)
+        state = torch.full((n,), float(spec.init_state(fn_hp)), device=device)
     use_amp = device.startswith("cuda") and proto.get("amp", False)
 
     result = TrainResult(status="ok", val_scores=None, test_scores=None)
@@ -212,11 +268,21 @@ def train(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, order_s
         epoch = step / steps_per_epoch
         for g, base in zip(opt.param_groups, base_lrs):
             g["lr"] = base * lr_factor(proto.get("schedule", {"name": "constant"}), epoch, total_epochs)
-        idx = batch_indices(spec, hp, y_cpu, counts_cpu, progress, n, batch, gen, perm_state).to(device)
-        xb, yb = pipe(x_tr[idx], train=True), y_tr[idx]
+        idx = batch_indices(spec, fn_hp, y_cpu, counts_cpu, progress, n, batch, gen, perm_state).to(device)
+        x_raw, yb = pipe.raw(x_tr[idx], train=True), y_tr[idx]
+        if spec.kind == "adversarial":
+            x_raw = attack_inputs(model, pipe, x_raw, yb, attack, attack["steps"], pipe.gen)
+        xb = pipe.normalize(x_raw)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-            logits = model(xb)
-        loss = _loss(spec, hp, logits.float(), yb, {"class_counts": counts, "progress": progress}, state, idx)
+            feats = model.features(xb)
+            logits = model.head(feats)
+            aux = model.aux_head(feats) if model.aux_head is not None else None
+            with torch.no_grad():
+                t_logits = teacher(xb) if teacher is not None else None
+        needs = {"class_counts": counts, "progress": progress, "features": feats.float(),
+                 "aux_logits": None if aux is None else aux.float(),
+                 "teacher_logits": None if t_logits is None else t_logits.float()}
+        loss = _loss(spec, fn_hp, logits.float(), yb, needs, state, idx)
         if not optimizer_step(opt, loss):
             train_time += time.perf_counter() - t0
             result.status, result.diverged_at_step = "diverged", step
@@ -226,20 +292,28 @@ def train(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, order_s
         running_n += 1
         if (step + 1) % eval_every == 0 or step + 1 == total:
             train_time += time.perf_counter() - t0
-            val_scores = predict_scores(model, pipe, x_val, spec, hp, counts)
+            val_scores = predict_scores(model, pipe, x_val, spec, fn_hp, counts)
             bal = balanced_accuracy_t(val_scores, y_val, k)
             ep = (step + 1) / steps_per_epoch
+            at = step_offset + step + 1
             result.curves += [
-                {"step": step + 1, "epoch": ep, "metric": "train/loss", "value": running / running_n},
-                {"step": step + 1, "epoch": ep, "metric": "val/balanced_accuracy", "value": bal},
+                {"step": at, "epoch": ep, "metric": "train/loss", "value": running / running_n},
+                {"step": at, "epoch": ep, "metric": "val/balanced_accuracy", "value": bal},
             ]
             log(f"step {step + 1}/{total} epoch {ep:.1f} train/loss {running / running_n:.4f} val/bal_acc {bal:.4f}")
             running, running_n = 0.0, 0
             t0 = time.perf_counter()
     else:
-        result.val_scores = predict_scores(model, pipe, x_val, spec, hp, counts).cpu().numpy()
-        result.test_scores = predict_scores(model, pipe, x_te, spec, hp, counts).cpu().numpy()
+        result.val_scores = predict_scores(model, pipe, x_val, spec, fn_hp, counts).cpu().numpy()
+        result.test_scores = predict_scores(model, pipe, x_te, spec, fn_hp, counts).cpu().numpy()
+        if attack:  # every method's robust accuracy, under one fixed attack stream per seed
+            y_te = torch.from_numpy(data.y_test).to(device)
+            result.robust_test_scores = predict_scores(
+                model, pipe, x_te, spec, fn_hp, counts, attack=attack, y=y_te,
+                gen=generator(derive_seed(order_seed, "eval_attack"), device)).cpu().numpy()
     result.steps = step + 1 if total else 0
     result.train_seconds = train_time
     result.samples_per_second = result.steps * batch / max(train_time, 1e-9)
+    result.optimizer_state_bytes = state_bytes(opt)
+    result.model = model
     return result

@@ -41,6 +41,17 @@ REGISTRY: dict[str, str] = {
     # C9 comp-sum family
     "gce": "methods.comp_sum:GCE",
     "mae": "methods.comp_sum:MAE",
+    # C10 direct coverage optimisation (confidence limiting)
+    "dco": "methods.dco:SPEC",
+    # C11-C12 adversarial training (kind adversarial; PGD examples from the protocol's attack)
+    "pgd_at": "methods.pgd_at:SPEC",
+    "srat": "methods.srat:SPEC",
+    "done": "methods.done:SPEC",
+    # C13-C15 distillation (teacher_logits from the cached teacher or the previous round)
+    "kd": "methods.kd:SPEC",
+    "dhkd": "methods.dhkd:SPEC",
+    "pld": "methods.pld:SPEC",
+    "self_distill": "methods.self_distill:SPEC",
     # --- preference optimisation (shared/methods/preference.md) ---
     "dpo": "methods.dpo:DPO",  # M1
     "ipo": "methods.ipo:SPEC",  # M2

@@ -16,6 +16,9 @@ reweight       fn(targets [B], **needs, **hp)                               deta
                                                                             multiplies the CE loss
 sampler        fn(class_counts [K], progress, **hp)                         class sampling
                                                                             probabilities [K]
+adversarial    fn(logits [B,K], targets [B], **needs, **hp)                 per-example loss [B]
+               (logits of the PGD examples the trainer crafts against the   (its batch mean is
+               current model under the protocol's `attack`)                 the objective)
 =============  ===========================================================  =====================
 
 `needs` may name:
@@ -24,6 +27,14 @@ sampler        fn(class_counts [K], progress, **hp)                         clas
   example_state  float tensor [B]: a per-training-example value the method keeps across steps
                  (e.g. ALDR-KL's per-instance temperature). A `loss` that needs it returns
                  `(loss [B], new_state [B])`; `init_state(hp)` gives the starting value.
+  features       float tensor [B, F]: the penultimate features the logits were computed from
+                 (of the adversarial examples for `adversarial`), with gradient
+  teacher_logits float tensor [B, K]: a frozen teacher's logits of the same batch inputs, no
+                 gradient. `teacher="stage"`: the track's cached teacher (DAG rule
+                 classification_teacher); `teacher="self"`: the previous round of the same model,
+                 round 0 trained with plain CE (the trainer runs `hp["rounds"]` rounds)
+  aux_logits     float tensor [B, K]: a second linear head on the same features, trained with
+                 the model; only the main head predicts at test time
 
 Preference kinds (log-probs are over response tokens only; the trainer computes them in one shared
 forward pass per model and fills only what `needs` asks for):
@@ -96,11 +107,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-KINDS = ("loss", "batch_loss", "reweight", "sampler",  # classification
+KINDS = ("loss", "batch_loss", "reweight", "sampler", "adversarial",  # classification
          "pairwise", "listwise", "unpaired", "unlearning",  # preference optimisation
          "sample_weight", "token_weight", "token_penalty", "selection",  # LM pretraining
          "grad_transform")  # grokking
-NEEDS = ("class_counts", "progress", "example_state",
+NEEDS = ("class_counts", "progress", "example_state", "features", "teacher_logits", "aux_logits",
          "token_logps", "token_kl", "guide_token_logps", "rm_margin", "token_masks", "degree_logits",
          "ref_losses", "ref_scores", "chunk_features", "target_features", "num_chunks", "seed")
 
@@ -159,6 +170,8 @@ class MethodSpec:
     validate: Callable[[dict], None] | None = None
     summary: str = ""  # one line for the report and `lossbench list`
     optimizer_hparams: tuple[str, ...] = ()  # keys of `defaults` the optimiser gets instead of `fn`
+    teacher: str = ""  # where teacher_logits come from: "stage" (cached teacher) or "self" (rounds)
+    trainer_hparams: tuple[str, ...] = ()  # keys of `defaults` the trainer reads (e.g. rounds), never `fn`
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -168,13 +181,18 @@ class MethodSpec:
             raise ValueError(f"{self.name}: unknown needs {sorted(unknown)}; valid: {NEEDS}")
         if "example_state" in self.needs and self.init_state is None:
             raise ValueError(f"{self.name}: needs example_state but has no init_state")
-        undefined = set(self.optimizer_hparams) - set(self.defaults)
+        if ("teacher_logits" in self.needs) != bool(self.teacher) or self.teacher not in ("", "stage", "self"):
+            raise ValueError(f"{self.name}: needs teacher_logits iff teacher is 'stage' or 'self' (got {self.teacher!r})")
+        if self.teacher == "self" and "rounds" not in self.trainer_hparams:
+            raise ValueError(f"{self.name}: teacher='self' needs a 'rounds' trainer hyperparameter")
+        undefined = set(self.optimizer_hparams + self.trainer_hparams) - set(self.defaults)
         if undefined:
-            raise ValueError(f"{self.name}: optimizer_hparams {sorted(undefined)} have no default")
+            raise ValueError(f"{self.name}: optimizer/trainer hparams {sorted(undefined)} have no default")
 
     def split_hparams(self, hp: Mapping[str, Any]) -> tuple[dict, dict]:
-        """(hyperparameters for `fn`, overrides of the optimiser) of a resolved `hp`."""
-        return ({k: v for k, v in hp.items() if k not in self.optimizer_hparams},
+        """(hyperparameters for `fn`, overrides of the optimiser) of a resolved `hp`; the trainer's
+        own keys (`trainer_hparams`) are in neither."""
+        return ({k: v for k, v in hp.items() if k not in self.optimizer_hparams + self.trainer_hparams},
                 {k: v for k, v in hp.items() if k in self.optimizer_hparams})
 
     def hparams(self, overrides: Mapping[str, Any] | None = None) -> dict:

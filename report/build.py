@@ -21,6 +21,7 @@ import pandas as pd
 
 from lossbench.stats import leaderboard
 from report import claims as claims_mod
+from report import optimizers
 from report import plots
 from report import grokking, kernels, lm_pretraining, preference
 from report.tables import (LAYOUT_PATH, fmt_mapping, legend, load_layout, markdown_table,
@@ -176,6 +177,8 @@ def track_section(track: str, board: pd.DataFrame, data: Mapping, layout: Mappin
         view = preference.split_view(dataset)[1]
         cols = view_columns.get(view, columns)
         main = cols[0] if view in view_columns else ctx.layout["main_metric"]
+        measured = set(rows.loc[rows["n"] > 0, "metric"])  # e.g. robust accuracy only where there is an attack
+        cols = [c for c in cols if c in measured or c == main]
         table = table_rows(rows, cols, main, ctx.metrics)
         for r in table:
             r["url"] = urls.get(r["method"])
@@ -184,6 +187,14 @@ def track_section(track: str, board: pd.DataFrame, data: Mapping, layout: Mappin
         md += [f"## {dataset}", description,
                markdown_table(table, headers_of(cols), info["baseline"], diverged)]
         extra = []  # a track's own tables under the leaderboard (grokking: steps to grok)
+        for pseudo, a in (data.get("axis") or {}).items():
+            if a["track"] == track:
+                cols_o = ctx.layout.get("optimizer_columns", cols)
+                x = optimizers.table(data["axis_board"], pseudo, a, dataset, cols_o, ctx.metrics,
+                                     lambda part, opt, c: _text_row(part, opt, c, a["baseline"], ctx.metrics))
+                if x:
+                    extra.append(x)
+                    md.append(grokking.markdown(x))
         if grokking.is_grokking(data, track):
             own = data["summary"]
             extra.append(grokking.steps_table(own[(own["track"] == track) & (own["dataset"] == dataset)],
@@ -197,6 +208,13 @@ def track_section(track: str, board: pd.DataFrame, data: Mapping, layout: Mappin
     _write(out_dir / "tables" / f"{track}.csv",
            board[board["track"] == track].to_csv(index=False, float_format="%.6g"))
     return {**info, "headers": headers, "datasets_ctx": datasets}
+
+
+def _text_row(part: pd.DataFrame, method: str, columns: list[str], baseline: str, metrics: Mapping) -> list[str]:
+    """One row of an extra table as strings: name (baseline labelled), then `mean ± hw (n) ▲`."""
+    (row,) = [r for r in table_rows(part[part["method"] == method], columns, columns[0], metrics)]
+    cells = [f"{c['text']} {c['marker']}".strip() for c in row["cells"]]
+    return [method + (" (baseline)" if method == baseline else ""), *cells]
 
 
 def _md_header(info: Mapping, provenance: Mapping, level: float) -> str:
@@ -223,6 +241,7 @@ def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "los
             preference.expand_views(data, t)
         if lm_pretraining.is_lm(data, t):
             lm_pretraining.add_time_to_target(data, t)
+    axis = optimizers.split(data)  # optimizer-axis runs leave the main boards for their own tables
     summary, prov = data["summary"], data["provenance"]
     tracks = list(dict.fromkeys([*(prov.get("tracks") or {}), *summary["track"].unique()]))
     tracks = [t for t in tracks if (summary["track"] == t).any()]
@@ -232,6 +251,10 @@ def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "los
         expected.setdefault(r["track"], []).append(r["method"])
     board = (preference.trim_board(leaderboard(summary, baselines, level, layout["metrics"], expected), data)
              if tracks else pd.DataFrame(columns=["track", "dataset", "method"]))
+    if axis and not data["axis_summary"].empty:
+        data["axis_board"] = leaderboard(data["axis_summary"], {p: a["baseline"] for p, a in axis.items()},
+                                         level, layout["metrics"])
+        data["axis"] = axis
     kernel_rows, kernel_meta = kernels.load(results_dir)
     kernel_ctx = None
     if kernel_rows is not None:
@@ -239,8 +262,9 @@ def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "los
         _write(out / "tables" / "kernels.md", kernels.markdown(kernel_ctx))
         _write(out / "tables" / "kernels.csv", kernels.wide(kernel_rows).to_csv(index=False, float_format="%.6g"))
 
-    claims = claims_mod.evaluate(claims_mod.load_claims(claims_path), summary, level,
-                                 layout["metrics"], kernel_rows)
+    claims = claims_mod.evaluate(claims_mod.load_claims(claims_path),
+                                 pd.concat([summary, data["axis_summary"]], ignore_index=True), level,
+                                 layout["metrics"], kernel_rows, prov)
     for c in claims:  # link a claim to its first method's paper when the entry gives no url
         c["url"] = c["url"] or next((data["methods"].get(r["method"], {}).get("url")
                                      for r in c["rows"] if r["method"] in data["methods"]), "")

@@ -1,7 +1,8 @@
 """Headline claims of the implemented papers, checked against the measured paired differences.
 
 `report/claims.yaml` lists one entry per paper: the claim in words, where it was read, and one or
-more tests {track (optional), datasets, metric, baseline, direction, margin (for "equal")}.
+more tests {track (optional), datasets, metric, baseline, direction, margin (for "equal"),
+min_steps (optional: {steps, why}, a claim that needs a longer run than the profile's budget)}.
 Dataset names may be glob patterns (`*_sym*`); names absent from the results count as "no runs".
 """
 from __future__ import annotations
@@ -149,8 +150,25 @@ def measured_text(cells: list[dict], meta: Mapping, direction: str) -> list[str]
     return out
 
 
+def budget_steps(provenance: Mapping, track: str | None) -> int | None:
+    """The longest step budget among the track's protocols in the run's provenance (None if unknown)."""
+    budgets = ((provenance or {}).get("tracks") or {}).get(track, {}).get("budget") or {}
+    steps = [b.get("budget", {}).get("steps") for b in budgets.values() if isinstance(b, Mapping)]
+    steps = [s for s in steps if isinstance(s, (int, float))]
+    return int(max(steps)) if steps else None
+
+
+def _short_budget(test: Mapping, provenance: Mapping) -> str | None:
+    """Why a claim needing `min_steps` cannot be judged from this run's shorter budget, else None."""
+    need = test.get("min_steps")
+    have = budget_steps(provenance, test.get("track")) if need else None
+    if have is None or have >= need["steps"]:
+        return None
+    return f"the budget ({have:,} steps) is shorter than the {need['steps']:,} the claim needs: {need['why']}"
+
+
 def _row(method: str, test: Mapping, entry: Mapping, summary: pd.DataFrame, level: float,
-         metrics: Mapping) -> dict:
+         metrics: Mapping, provenance: Mapping | None = None) -> dict:
     """One claims-table row: the measured differences of `method` for one test, and the verdict."""
     direction = test.get("direction", "higher")
     meta = metrics.get(test["metric"], {})
@@ -158,8 +176,11 @@ def _row(method: str, test: Mapping, entry: Mapping, summary: pd.DataFrame, leve
     cells = _cells(summary, method, test, level)
     label, reason = verdict(cells, direction, test.get("margin"),
                             fmt=lambda x: fmt_number(x, meta) + unit)
+    short = _short_budget(test, provenance or {})
     if entry.get("not_testable_reason"):
         label, reason = NOT_TESTABLE, entry["not_testable_reason"]
+    elif short and label != REPRODUCED:  # a short run that already shows the effect still counts
+        label, reason = NOT_TESTABLE, f"{short} (measured: {label}, {reason})"
     elif label != NOT_TESTABLE:
         reason += "".join(f"; {text}" for text in measured_text(cells, meta, direction)
                           if text.endswith(("no runs", "no finite values")))
@@ -169,7 +190,8 @@ def _row(method: str, test: Mapping, entry: Mapping, summary: pd.DataFrame, leve
 
 
 def evaluate(claims: list[dict], summary: pd.DataFrame, level: float,
-             metrics: Mapping, kernels: pd.DataFrame | None = None) -> list[dict]:
+             metrics: Mapping, kernels: pd.DataFrame | None = None,
+             provenance: Mapping | None = None) -> list[dict]:
     """Per claim: its text plus one row per (test, method) with the measured cells and verdict.
     A test with a `bench` key reads the kernels benchmark's table (report/kernels.py)."""
     from report import kernels as kernel_claims
@@ -178,7 +200,7 @@ def evaluate(claims: list[dict], summary: pd.DataFrame, level: float,
     for entry in claims:
         tests = entry.get("tests") or ([entry["test"]] if entry.get("test") else [])
         rows = [kernel_claims.claim_row(m, t, entry, kernels) if "bench" in t else
-                _row(m, t, entry, summary, level, metrics) for t in tests for m in entry["methods"]]
+                _row(m, t, entry, summary, level, metrics, provenance) for t in tests for m in entry["methods"]]
         if not tests:  # a claim with nothing to measure at all
             rows = [{"method": m, "baseline": "", "direction": "", "metric": "", "measured": [],
                      "verdict": NOT_TESTABLE, "reason": entry.get("not_testable_reason", "no test")}

@@ -9,13 +9,18 @@ import pandas as pd
 import data
 import methods
 from lossbench import io
-from lossbench.metrics import classification_metrics
+from lossbench.metrics import (COVERAGE_N, classification_metrics, coverage_metrics, robust_metrics,
+                               teacher_metrics)
 from lossbench.models import MODELS
 
 PROTOCOL_SCHEMA = "protocol_classification"
-METHOD_KINDS = ("loss", "batch_loss", "reweight", "sampler")
-METRICS = [f"test/{m}" for m in ("accuracy", "balanced_accuracy", "worst_class_accuracy", "macro_f1",
-                                 "ece", "nll", "acc_many", "acc_medium", "acc_few")] + ["val/balanced_accuracy"]
+METHOD_KINDS = ("loss", "batch_loss", "reweight", "sampler", "adversarial")
+OPTIMIZER_AXIS = True  # tracks may add optimizer_axis (optimizer x loss; lossbench.config.variants)
+METRICS = ([f"test/{m}" for m in ("accuracy", "balanced_accuracy", "worst_class_accuracy", "macro_f1",
+                                  "ece", "nll", "acc_many", "acc_medium", "acc_few")]
+           + [f"test/coverage_n{n}" for n in COVERAGE_N] + ["val/balanced_accuracy"])
+ROBUST_METRICS = [f"test/{m}" for m in ("robust_accuracy", "robust_balanced_accuracy", "robust_worst_class_accuracy")]
+TEACHER_METRICS = ["test/teacher_agreement", "test/kl_teacher"]
 
 
 def check_protocol(proto: dict, where: str, track: dict) -> None:
@@ -28,11 +33,76 @@ def check_protocol(proto: dict, where: str, track: dict) -> None:
     milestones, factors = sched.get("milestones", []), sched.get("factors", [])
     if sched["name"] == "step" and (not milestones or len(milestones) != len(factors)):
         raise ConfigError(f"{where}/schedule: step needs milestones and factors of equal length")
+    ran = {m for d in proto["datasets"] for m in track.get("dataset_methods", {}).get(d, track["methods"])}
+    for m in sorted(ran):
+        spec = methods.get(m)
+        if spec.kind == "adversarial" and "attack" not in proto:
+            raise ConfigError(f"{where}: method {m!r} trains adversarially and needs an `attack` block")
+        if spec.teacher == "stage" and "teacher" not in proto:
+            raise ConfigError(f"{where}: method {m!r} distils from the track's teacher and needs a `teacher` block")
+    if "teacher" in proto and proto["teacher"]["model"]["name"] not in MODELS:
+        raise unknown_name("teacher model", proto["teacher"]["model"]["name"], MODELS, f"{where}/teacher/model")
 
 
 def train_inputs(run: dict, stage_dir, profile: str) -> dict:
-    """The prepared source (rules download_source/prepare_source); no per-seed stages."""
-    return {"data": f"resources/data/{data.source_of(run['dataset'])}/prepared.npz"}
+    """The prepared source (rules download_source/prepare_source) and, for a method distilling
+    from the track's teacher, the seed's cached teacher (rule classification_teacher)."""
+    out = {"data": f"resources/data/{data.source_of(run['dataset'])}/prepared.npz"}
+    if methods.get(run["method"]).teacher == "stage":
+        out["teacher"] = teacher_path(stage_dir, run["dataset"])
+    return out
+
+
+def teacher_path(stage_dir, dataset: str) -> str:
+    return f"{stage_dir}/teacher_{dataset}.pt"
+
+
+def teacher_protocol(proto: dict) -> dict:
+    """The protocol the teacher trains under: the student's, with the `teacher` block's entries
+    (model, budget, optimizer, schedule) replacing the student's, and no attack."""
+    block = proto.get("teacher")
+    if not block:
+        raise ValueError("this protocol has no `teacher` block; distillation methods need one")
+    return {**{k: v for k, v in proto.items() if k not in ("teacher", "attack")}, **block}
+
+
+def build_teacher(track: str, proto: dict, seed: int, dataset: str, data_path, out_path, device: str = "cpu") -> None:
+    """Train the (track, protocol, dataset, seed) teacher with plain CE on the students' data
+    (same data seed) and save its weights with its validation and test scores."""
+    import torch
+
+    from lossbench.config import data_seed as run_data_seed
+    from lossbench.runner import resolve_device, run_logger
+    from lossbench.seeding import derive_seed
+    from lossbench.train import train
+
+    device = resolve_device(device)
+    log = run_logger(Path(out_path).with_suffix(".log"))
+    ds = data.build(dataset, data.load_prepared(data_path), run_data_seed(track, dataset, seed))
+    tproto = teacher_protocol(proto)
+    res = train(ds, methods.get("erm"), {}, tproto, derive_seed(track, dataset, seed, "teacher_init"),
+                derive_seed(track, dataset, seed, "teacher_order"), device=device, log=log.info)
+    if res.status != "ok":
+        raise RuntimeError(f"teacher for {dataset} seed {seed} diverged at step {res.diverged_at_step}")
+    values, _ = classification_metrics(res.test_scores, ds.y_test, ds.class_counts, "test")
+    log.info(f"teacher {tproto['model']}: test accuracy {values['test/accuracy']:.4f}, "
+             f"balanced {values['test/balanced_accuracy']:.4f}")
+    io.write_torch(out_path, {"model": tproto["model"], "input_shape": list(ds.x_train.shape[1:]),
+                              "num_classes": ds.num_classes, "modality": ds.modality,
+                              "state_dict": {k: v.cpu() for k, v in res.model.state_dict().items()},
+                              "val_scores": res.val_scores, "test_scores": res.test_scores, "metrics": values})
+
+
+def load_teacher(path, device):
+    """(frozen teacher model, its saved test scores and metrics) from a build_teacher file."""
+    import torch
+
+    from lossbench.models import build_model
+
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_model(blob["model"], blob["input_shape"], blob["num_classes"])
+    model.load_state_dict(blob["state_dict"])
+    return model.to(device).eval(), blob
 
 
 def eval_inputs(run: dict, run_dir, stage_dir) -> dict:
@@ -45,30 +115,52 @@ def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
     ds = data.build(run["dataset"], data.load_prepared(inputs["data"]), run["seeds"]["data"])
     log.info(f"{len(ds.y_train)} train examples, class counts {ds.class_counts.tolist()}, "
              f"{ds.noisy.mean():.3f} noisy labels")
+    teacher = blob = None
+    if "teacher" in inputs:
+        teacher, blob = load_teacher(inputs["teacher"], device)
+        log.info(f"teacher {blob['model']}: test accuracy {blob['metrics']['test/accuracy']:.4f}")
     res = train(ds, methods.get(run["method"]), run["hparams"], run["protocol"], run["seeds"]["init"],
-                run["seeds"]["order"], device=device, log=log.info)
+                run["seeds"]["order"], device=device, log=log.info, teacher=teacher)
     keys = {k: run[k] for k in ("track", "dataset", "method", "variant", "seed")}
     curves = pd.DataFrame([{**keys, **row} for row in res.curves], columns=list(keys) + ["step", "epoch", "metric", "value"])
     io.write_csv(out_dir / "curves.csv", curves)
     arrays = {"y_val": ds.y_val, "y_test": ds.y_test, "train_counts": ds.class_counts}
     if res.status == "ok":
         arrays.update(val_scores=res.val_scores, test_scores=res.test_scores)
+        if res.robust_test_scores is not None:
+            arrays["robust_test_scores"] = res.robust_test_scores
+    if blob is not None:
+        arrays["teacher_test_scores"] = blob["test_scores"]
     io.write_npz(out_dir / "predictions.npz", **arrays)
     return {"status": res.status, "diverged_at_step": res.diverged_at_step, "steps": res.steps,
             "train_seconds": res.train_seconds, "samples_per_second": res.samples_per_second,
-            "noisy_fraction": float(ds.noisy.mean())}
+            "noisy_fraction": float(ds.noisy.mean()), "rounds": res.rounds,
+            "optimizer_state_mb": res.optimizer_state_bytes / 2**20,
+            "teacher_test_accuracy": None if blob is None else blob["metrics"]["test/accuracy"]}
 
 
 def evaluate_run(run_dir: Path, info: dict):
     pred = data.load_prepared(run_dir / "predictions.npz")
     counts = pred["train_counts"]
+    attacked = "attack" in info["protocol"]
+    robust_recall = np.full(len(counts), np.nan)
     if info["status"] != "ok":  # diverged: every metric is recorded as missing, the run itself is kept
-        values, recall = {m: float("nan") for m in METRICS}, np.full(len(counts), np.nan)
+        names = METRICS + (ROBUST_METRICS if attacked else []) + (TEACHER_METRICS if "teacher_test_scores" in pred else [])
+        values, recall = {m: float("nan") for m in names}, np.full(len(counts), np.nan)
     else:
-        values, recall = classification_metrics(pred["test_scores"], pred["y_test"], counts, "test")
+        test = pred["test_scores"]
+        values, recall = classification_metrics(test, pred["y_test"], counts, "test")
+        values.update(coverage_metrics(test, pred["y_test"]))
         val_values, _ = classification_metrics(pred["val_scores"], pred["y_val"], counts, "val")
         values["val/balanced_accuracy"] = val_values["val/balanced_accuracy"]
+        if "robust_test_scores" in pred:
+            robust, robust_recall = robust_metrics(pred["robust_test_scores"], pred["y_test"], len(counts))
+            values.update(robust)
+        if "teacher_test_scores" in pred:
+            values.update(teacher_metrics(test, pred["teacher_test_scores"]))
     values["train/samples_per_second"] = info["samples_per_second"]
+    values["train/optimizer_state_mb"] = info.get("optimizer_state_mb", float("nan"))
     keys = {k: info[k] for k in ("track", "dataset", "method", "variant", "seed")}
-    per_class = pd.DataFrame({**keys, "class": np.arange(len(counts)), "train_count": counts, "test_recall": recall})
+    per_class = pd.DataFrame({**keys, "class": np.arange(len(counts)), "train_count": counts, "test_recall": recall,
+                              **({"robust_recall": robust_recall} if attacked else {})})
     return values, per_class

@@ -124,7 +124,7 @@ def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
             "tokens": res.tokens, "train_seconds": res.train_seconds, "tokens_per_second": res.tokens_per_second,
             "pool_chunks": len(corpus.train), "kept_chunks": res.kept_chunks, "kept_by_flag": res.kept_by_flag,
             "pool_by_flag": {f: int((corpus.flag == i).sum()) for i, f in enumerate(FLAGS)},
-            "n_params": sum(p.numel() for p in model.parameters())}
+            "n_params": sum(p.numel() for p in model.parameters()), "loss_impl": res.loss_impl}
 
 
 def _lm_eval(model, tokenizer, arrays, cfg: dict, out_dir: Path, run: dict, device) -> dict:

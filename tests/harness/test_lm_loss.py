@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lossbench.lm_loss import IGNORE_INDEX, IMPLS, token_losses
+import lossbench.lm_loss as lm_loss
+from lossbench.lm_loss import IGNORE_INDEX, IMPLS, resolve_impl, token_losses
 
 B, T, D, V = 3, 7, 8, 11
 
@@ -131,3 +132,29 @@ def test_upcast_logits_matches_and_keeps_float64():
     _close(lse64, exp_lse, atol=1e-12, rtol=1e-12)
     with pytest.raises(ValueError, match="upcast"):
         token_losses(hidden, weight, labels, upcast="half")
+
+
+def test_resolve_impl_names_and_auto_rules(monkeypatch):
+    for impl in IMPLS:  # a named implementation is never second-guessed
+        assert resolve_impl(impl, "cpu", 10**9, 10**6) == impl
+    with pytest.raises(ValueError, match="'fused' not in .*auto"):
+        resolve_impl("fused", "cpu", 1, 1)
+    assert not lm_loss.cce_usable("cpu")
+    assert resolve_impl("auto", "cpu", 4096, 50257) == "torch"  # 0.8 GB of float32 logits: materialise
+    assert resolve_impl("auto", "cpu", 8192, 50257) == "chunked"  # 1.6 GB: chunk
+    assert resolve_impl("auto", "cpu", 100, 100, max_logits_bytes=100 * 100 * 4) == "torch"  # the limit itself fits
+    assert resolve_impl("auto", "cpu", 100, 101, max_logits_bytes=100 * 100 * 4) == "chunked"
+    monkeypatch.setattr(lm_loss, "cce_usable", lambda device: True)
+    assert resolve_impl("auto", "cuda", 1, 1) == "cce"
+
+
+def test_auto_matches_torch_values_and_gradients():
+    hidden, weight, labels, bias = _inputs(bias=True)
+    out = {}
+    for impl in ("torch", "auto"):
+        h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        ce, lse = token_losses(h, w, labels, impl=impl, bias=bias)
+        (ce.sum() + 0.1 * lse.sum()).backward()
+        out[impl] = (ce, lse, h.grad, w.grad)
+    for a, b in zip(out["auto"], out["torch"]):
+        assert torch.equal(a, b)

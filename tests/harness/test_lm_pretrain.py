@@ -169,3 +169,17 @@ def test_head_gradient_features_equal_the_projected_autograd_gradient(corpus):
 
 def test_corpus_domain_counts(corpus):
     assert isinstance(corpus, Corpus) and corpus.domain_counts().tolist() == [32.0, 32.0, 32.0]
+
+
+def test_auto_loss_layer_resolves_once_and_trains_like_the_named_one(corpus, one_torch_thread, monkeypatch):
+    import lossbench.lm_pretrain as lp
+
+    spec = methods.get("uniform")
+    runs = {}
+    for impl in ("torch", "auto"):
+        runs[impl] = train_lm(model(0), corpus, spec, spec.hparams(), {**PROTO, "loss_impl": impl}, order_seed=0)
+    assert runs["auto"].loss_impl == "torch" == runs["torch"].loss_impl  # small CPU head: materialised logits
+    assert runs["auto"].curves == runs["torch"].curves and runs["auto"].final == runs["torch"].final
+    monkeypatch.setattr(lp, "resolve_impl", lambda impl, device, rows, vocab: "chunked")
+    assert train_lm(model(0), corpus, spec, spec.hparams(), {**PROTO, "loss_impl": "auto"},
+                    order_seed=0).loss_impl == "chunked"

@@ -136,7 +136,11 @@ def _call(spec: MethodSpec, *data, progress=0.5):
             return spec.fn(kwargs["lse"], kwargs["mask"], **hp)
         return spec.fn(*kwargs.values(), progress=progress, **hp)
     logits, targets, counts = data
-    needs = {"class_counts": counts, "progress": progress}
+    g = torch.Generator().manual_seed(7)  # the trainer's extra inputs: features, a teacher, a 2nd head
+    needs = {"class_counts": counts, "progress": progress,
+             "features": torch.randn(len(targets), 6, generator=g).requires_grad_(True),
+             "teacher_logits": torch.randn(logits.shape, generator=g) * 3,
+             "aux_logits": (torch.randn(logits.shape, generator=g) * 3).requires_grad_(True)}
     kw = {k: needs[k] for k in spec.needs if k != "example_state"}
     if spec.kind == "sampler":
         return spec.fn(counts, progress=progress, **hp)  # samplers always get both (methods/base.py)

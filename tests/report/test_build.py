@@ -201,3 +201,26 @@ def test_preference_views_select_on_validation_and_respect_the_kl_budget():
     # within budget only; kto has no variant with val KL <= 3
     assert pv.select(df, "matched-kl", 3.0, kinds) == {"dpo": "b1.0"}
     assert pv.select(df, "unlearning", 3.0, kinds) == {}
+
+
+def _grok_summary(gain: float) -> pd.DataFrame:
+    rows = [{"track": "grokking", "dataset": "d", "method": m, "seed": s, "metric": "test/max_accuracy",
+             "value": 0.01 + (gain + 0.001 * s if m == "stablemax" else 0.0), "status": "ok"}
+            for m in ("erm", "stablemax") for s in range(3)]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("steps, gain, expected", [
+    (5000, -0.002, "not testable at this scale"),  # too short to show the effect: no verdict
+    (5000, 0.5, "reproduced"),                  # a short run that shows it still counts
+    (20000, -0.002, "not reproduced"),             # long enough: a null result is a null result
+])
+def test_claim_needing_a_longer_budget(steps, gain, expected):
+    entry = {"paper": "p", "methods": ["stablemax"], "claim": "c", "tests": [
+        {"track": "grokking", "datasets": ["d"], "metric": "test/max_accuracy", "baseline": "erm",
+         "direction": "higher", "min_steps": {"steps": 20000, "why": "slow"}}]}
+    prov = {"tracks": {"grokking": {"budget": {"short": {"budget": {"steps": steps}}}}}}
+    row = claims.evaluate([entry], _grok_summary(gain), 0.95, {}, provenance=prov)[0]["rows"][0]
+    assert row["verdict"] == expected
+    if expected.startswith("not testable"):
+        assert "5,000 steps" in row["reason"] and "20,000" in row["reason"] and "slow" in row["reason"]
