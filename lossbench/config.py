@@ -134,12 +134,13 @@ def variant_slug(point: dict) -> str:
     return "-".join(f"{k}{str(v).lower()}" for k, v in sorted(point.items()))
 
 
-def variants(track: dict, method: str) -> dict[str, dict]:
+def variants(track: dict, method: str, dataset: str | None = None) -> dict[str, dict]:
     """{slug: grid point} of `method`: its sweep (or the default only), and for a method on the
-    track's optimizer_axis each of those once more per axis optimizer (key OPTIMIZER_KEY)."""
+    track's optimizer_axis each of those once more per axis optimizer (key OPTIMIZER_KEY) — on
+    `dataset` only if it matches the axis's `datasets` globs (all datasets without the key)."""
     base = sweep_variants(track, method)
     axis = track.get("optimizer_axis")
-    if not axis or method not in axis["methods"]:
+    if not axis or method not in axis["methods"] or not _on_axis(axis, dataset):
         return base
     out = dict(base)
     for name in axis["optimizers"]:
@@ -147,6 +148,10 @@ def variants(track: dict, method: str) -> dict[str, dict]:
             point = {**point, OPTIMIZER_KEY: name}
             out[variant_slug(point)] = point
     return out
+
+
+def _on_axis(axis: dict, dataset: str | None) -> bool:
+    return dataset is None or any(fnmatch.fnmatchcase(dataset, pat) for pat in axis.get("datasets", ["*"]))
 
 
 def sweep_variants(track: dict, method: str) -> dict[str, dict]:
@@ -212,6 +217,10 @@ def _check_optimizer_axis(track: dict, where: str, task) -> None:
             raise unknown_name("method in optimizer_axis", m, track["methods"], where)
     if axis["baseline"] not in axis["optimizers"]:
         raise unknown_name("optimizer_axis baseline", axis["baseline"], axis["optimizers"], where)
+    seen = [d for p in track["protocols"].values() for d in p["datasets"]]
+    for pat in axis.get("datasets", []):
+        if not any(fnmatch.fnmatchcase(d, pat) for d in seen):
+            raise unknown_name("dataset in optimizer_axis/datasets", pat, seen, where)
     from lossbench.optim import OPTIMIZERS
 
     for name, cfg in axis["optimizers"].items():
@@ -264,7 +273,7 @@ def runs(tracks: dict, dataset_filter=None) -> list[tuple[str, str, str, str, in
                 if dataset_filter and not any(fnmatch.fnmatchcase(d, pat) for pat in dataset_filter):
                     continue
                 for m in track.get("dataset_methods", {}).get(d, track["methods"]):
-                    for v in variants(view, m):
+                    for v in variants(view, m, d):
                         for s in view["seeds"]:
                             out.append((t, d, m, v, s))
     return out
@@ -293,7 +302,7 @@ def resolve_run(track: dict, dataset: str, method: str, seed: int, variant: str 
     """Everything that determines a run's numbers, with its hash as `run_id`."""
     spec = methods.get(method)
     name = track["track"]
-    grid = variants(protocol_track(track, protocol_name(track, dataset)), method)
+    grid = variants(protocol_track(track, protocol_name(track, dataset)), method, dataset)
     if variant not in grid:
         raise unknown_name(f"variant of {method}", variant, grid, name)
     point = grid[variant]

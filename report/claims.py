@@ -54,14 +54,16 @@ def _cells(summary: pd.DataFrame, method: str, test: Mapping, level: float) -> l
     tracks = [test["track"]] if test.get("track") else sorted(summary["track"].unique())
     sub = summary[summary["metric"].eq(test["metric"]) & summary["track"].isin(tracks)
                   & summary["method"].isin([method, test["baseline"]])]
-    names = _datasets(test["datasets"], sorted(summary["dataset"].unique()))
+    # globs expand over the datasets of the test's tracks only
+    names = _datasets(test["datasets"], sorted(summary.loc[summary["track"].isin(tracks), "dataset"].unique()))
     diff = paired_diff(sub, test["baseline"], level)
     diverged = diverged_counts(sub)
-    baseline_ran = set(sub.loc[sub["method"] == test["baseline"], "dataset"])
+    both_ran = (set(sub.loc[sub["method"] == test["baseline"], "dataset"])
+                & set(sub.loc[sub["method"] == method, "dataset"]))
     cells = []
     for dataset in names:
         rows = diff[(diff["dataset"] == dataset) & (diff["method"] == method)]
-        if dataset not in baseline_ran:  # the method alone ran: "no runs" (of the pair), not "no finite values"
+        if dataset not in both_ran:  # one side alone ran: "no runs" (of the pair), not "no finite values"
             rows = rows.iloc[:0]
         for r in rows.to_dict("records") or [{"track": None, "diff_n": 0}]:
             cells.append({"dataset": dataset, "track": r["track"], "n": int(r["diff_n"]),

@@ -48,6 +48,7 @@ def _reduced_config(tmp_path):
     track["methods"] = ["erm", "logit_adjust", "resample"]
     track["method_hparams"] = {m: h for m, h in track.get("method_hparams", {}).items() if m in track["methods"]}
     track.pop("optimizer_axis", None)  # its runs would join the train_run count below
+    track.pop("dataset_methods", None)  # it names methods this reduced track drops
     track["seeds"] = [0, 1]
     track["protocols"]["mlp_adam"].update(datasets=["digits_lt10"], budget={"steps": 40, "batch_size": 64})
     return _profile(tmp_path, track, "itest")

@@ -155,7 +155,21 @@ def test_optimizer_axis_variants_replace_optimizer_and_model():
     assert default["protocol"]["optimizer"]["name"] == "adamw" and default["seeds"] == run["seeds"]  # paired
 
 
+def test_optimizer_axis_datasets_limit_where_it_runs():
+    track = copy.deepcopy(AXIS_TRACK)
+    track["protocols"]["p"]["datasets"] = ["digits_lt10", "digits_sym40"]
+    track["optimizer_axis"]["datasets"] = ["*_lt*"]
+    lbconfig.check_track(track, "t")
+    runs = lbconfig.runs({"t": track})
+    assert {(d, v) for _, d, m, v, _ in runs if m == "erm"} == {
+        ("digits_lt10", "default"), ("digits_lt10", "optimizeradam"), ("digits_lt10", "optimizersgd"),
+        ("digits_sym40", "default")}
+    with pytest.raises(lbconfig.ConfigError, match="optimizersgd"):  # not a variant on that dataset
+        lbconfig.resolve_run(track, "digits_sym40", "erm", 0, "optimizersgd")
+
+
 @pytest.mark.parametrize("edit, match", [
+    (lambda t: t["optimizer_axis"].update(datasets=["cifar*"]), "cifar"),
     (lambda t: t["optimizer_axis"].update(baseline="nadam"), "baseline"),
     (lambda t: t["optimizer_axis"]["optimizers"].update(x={"name": "lion", "lr": 1.0}), "lion"),
     (lambda t: t["optimizer_axis"].update(methods=["dpo"]), "dpo"),

@@ -224,3 +224,18 @@ def test_claim_needing_a_longer_budget(steps, gain, expected):
     assert row["verdict"] == expected
     if expected.startswith("not testable"):
         assert "5,000 steps" in row["reason"] and "20,000" in row["reason"] and "slow" in row["reason"]
+
+
+def test_claim_reads_only_its_track_and_pairs_where_both_ran():
+    rows = [{"track": t, "dataset": d, "method": m, "seed": s, "metric": "test/accuracy",
+             "value": 0.5 + (0.1 + 0.01 * s if m == "kd" else 0.0), "status": "ok"}
+            for t, d, ms in (("classification", "a_lt", ("erm", "kd")), ("classification", "b_sym", ("erm",)),
+                             ("lm", "corpus", ("erm", "kd")))
+            for m in ms for s in range(3)]
+    entry = {"paper": "p", "methods": ["kd"], "claim": "c", "tests": [
+        {"track": "classification", "datasets": ["*"], "metric": "test/accuracy", "baseline": "erm",
+         "direction": "higher"}]}
+    row = claims.evaluate([entry], pd.DataFrame(rows), 0.95, {})[0]["rows"][0]
+    assert row["verdict"] == "reproduced"
+    assert "corpus" not in row["reason"] + " ".join(row["measured"])  # another track's dataset
+    assert "b_sym: no runs" in row["measured"]  # kd did not run there: not "no finite values"
