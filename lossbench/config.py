@@ -116,6 +116,9 @@ def check_track(track: dict, where: str = "track") -> None:
     for d in track.get("dataset_methods", {}):
         if d not in seen:
             raise unknown_name("dataset in dataset_methods", d, seen, where)
+    for pat in track.get("optimizer_axis", {}).get("datasets", []):
+        if not any(_matches(d, [pat]) for d in seen):
+            raise unknown_name("dataset in optimizer_axis/datasets", pat, seen, where)
 
 
 DEFAULT_VARIANT = "default"
@@ -151,7 +154,11 @@ def variants(track: dict, method: str, dataset: str | None = None) -> dict[str, 
 
 
 def _on_axis(axis: dict, dataset: str | None) -> bool:
-    return dataset is None or any(fnmatch.fnmatchcase(dataset, pat) for pat in axis.get("datasets", ["*"]))
+    return dataset is None or _matches(dataset, axis.get("datasets", ["*"]))
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pat) for pat in patterns)
 
 
 def sweep_variants(track: dict, method: str) -> dict[str, dict]:
@@ -174,10 +181,14 @@ def protocol_track(track: dict, pname: str) -> dict:
     return {**track, **own} if own else track
 
 
+def methods_on(track: dict, dataset: str) -> list[str]:
+    """The methods that run on `dataset`: its dataset_methods entry, else all the track's."""
+    return track.get("dataset_methods", {}).get(dataset, track["methods"])
+
+
 def protocol_methods(track: dict, pname: str) -> list[str]:
     """The methods that run on at least one of protocol `pname`'s datasets (dataset_methods)."""
-    ran = {m for d in track["protocols"][pname]["datasets"]
-           for m in track.get("dataset_methods", {}).get(d, track["methods"])}
+    ran = {m for d in track["protocols"][pname]["datasets"] for m in methods_on(track, d)}
     return [m for m in track["methods"] if m in ran]
 
 
@@ -217,10 +228,6 @@ def _check_optimizer_axis(track: dict, where: str, task) -> None:
             raise unknown_name("method in optimizer_axis", m, track["methods"], where)
     if axis["baseline"] not in axis["optimizers"]:
         raise unknown_name("optimizer_axis baseline", axis["baseline"], axis["optimizers"], where)
-    seen = [d for p in track["protocols"].values() for d in p["datasets"]]
-    for pat in axis.get("datasets", []):
-        if not any(fnmatch.fnmatchcase(d, pat) for d in seen):
-            raise unknown_name("dataset in optimizer_axis/datasets", pat, seen, where)
     from lossbench.optim import OPTIMIZERS
 
     for name, cfg in axis["optimizers"].items():
@@ -270,9 +277,9 @@ def runs(tracks: dict, dataset_filter=None) -> list[tuple[str, str, str, str, in
         for pname, proto in track["protocols"].items():
             view = protocol_track(track, pname)
             for d in proto["datasets"]:
-                if dataset_filter and not any(fnmatch.fnmatchcase(d, pat) for pat in dataset_filter):
+                if dataset_filter and not _matches(d, dataset_filter):
                     continue
-                for m in track.get("dataset_methods", {}).get(d, track["methods"]):
+                for m in methods_on(track, d):
                     for v in variants(view, m, d):
                         for s in view["seeds"]:
                             out.append((t, d, m, v, s))

@@ -52,10 +52,9 @@ def _datasets(patterns: list[str], present: list[str]) -> list[str]:
 def _cells(summary: pd.DataFrame, method: str, test: Mapping, level: float) -> list[dict]:
     """One paired difference per (track, dataset) of the test; n = 0 where nothing was run."""
     tracks = [test["track"]] if test.get("track") else sorted(summary["track"].unique())
-    sub = summary[summary["metric"].eq(test["metric"]) & summary["track"].isin(tracks)
-                  & summary["method"].isin([method, test["baseline"]])]
-    # globs expand over the datasets of the test's tracks only
-    names = _datasets(test["datasets"], sorted(summary.loc[summary["track"].isin(tracks), "dataset"].unique()))
+    in_tracks = summary[summary["track"].isin(tracks)]
+    sub = in_tracks[in_tracks["metric"].eq(test["metric"]) & in_tracks["method"].isin([method, test["baseline"]])]
+    names = _datasets(test["datasets"], sorted(in_tracks["dataset"].unique()))  # globs: this test's tracks only
     diff = paired_diff(sub, test["baseline"], level)
     diverged = diverged_counts(sub)
     both_ran = (set(sub.loc[sub["method"] == test["baseline"], "dataset"])

@@ -24,7 +24,7 @@ TEACHER_METRICS = ["test/teacher_agreement", "test/kl_teacher"]
 
 
 def check_protocol(proto: dict, where: str, track: dict) -> None:
-    from lossbench.config import ConfigError, require_dataset_task, unknown_name
+    from lossbench.config import ConfigError, methods_on, require_dataset_task, unknown_name
 
     require_dataset_task(proto, where, "classification")
     if proto["model"]["name"] not in MODELS:
@@ -33,7 +33,7 @@ def check_protocol(proto: dict, where: str, track: dict) -> None:
     milestones, factors = sched.get("milestones", []), sched.get("factors", [])
     if sched["name"] == "step" and (not milestones or len(milestones) != len(factors)):
         raise ConfigError(f"{where}/schedule: step needs milestones and factors of equal length")
-    ran = {m for d in proto["datasets"] for m in track.get("dataset_methods", {}).get(d, track["methods"])}
+    ran = {m for d in proto["datasets"] for m in methods_on(track, d)}
     for m in sorted(ran):
         spec = methods.get(m)
         if spec.kind == "adversarial" and "attack" not in proto:

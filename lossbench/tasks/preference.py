@@ -54,9 +54,9 @@ def hub_unsupported(method: str) -> str | None:
 
 
 def check_protocol(proto: dict, where: str, track: dict) -> None:
-    from lossbench.config import ConfigError, unknown_name, variants
+    from lossbench.config import ConfigError, methods_on, unknown_name, variants
 
-    ran = {m for d in proto["datasets"] for m in track.get("dataset_methods", {}).get(d, track["methods"])}
+    ran = {m for d in proto["datasets"] for m in methods_on(track, d)}
     runs_here = [m for m in track["methods"] if m in ran]
     _check_testbed(proto, where, runs_here)
     guide = proto.get("guide")
