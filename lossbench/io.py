@@ -29,12 +29,15 @@ def _atomic(path, write):
             os.unlink(tmp)
 
 
-def write_json(path, obj):
+def write_text(path, text: str):
     def write(tmp):
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=str)
-            f.write("\n")
+            f.write(text)
     _atomic(path, write)
+
+
+def write_json(path, obj):
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_json(path):

@@ -2,7 +2,9 @@
 one run, aggregate a profile. Every output is written atomically (lossbench.io)."""
 from __future__ import annotations
 
+import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -19,11 +21,10 @@ SUMMARY_COLUMNS = ["track", "track_version", "dataset", "method", "method_versio
 
 
 def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda requested but torch sees no CUDA device")
-    return device
+    """The torch device a job uses (lossbench.devices.resolve: never a silent fall-back to the CPU)."""
+    from lossbench import devices
+
+    return devices.resolve(device)
 
 
 def run_logger(path) -> logging.Logger:
@@ -48,17 +49,27 @@ def prepare_source(source: str, out_path, raw_dir=None) -> None:
 def train_run(run: dict, inputs: dict, out_dir, device: str = "cpu", log_path=None) -> dict:
     """Train `run` (from lossbench.config.resolve_run) on `inputs` ({name: path}, the task's
     `train_inputs`) with its task's trainer; the task writes its artefacts (e.g. predictions.npz,
-    curves.csv) and this writes train.json with provenance and the inputs' checksums."""
+    curves.csv) and this writes train.json with provenance and the inputs' checksums.
+
+    A run that raises (a bug, CUDA out of memory) is a result, not a crash: it is recorded as
+    `failed` (record_failure) and the DAG goes on."""
+    from lossbench import devices
+
     out_dir = Path(out_dir)
-    log = run_logger(log_path or out_dir / "train.log")
-    device = resolve_device(device)
-    log.info(f"run {run['run_id']}: {run['track']}/{run['dataset']}/{run['method']}/{run['variant']}/seed{run['seed']} on {device}")
+    log_path = Path(log_path or out_dir / "train.log")
+    log = run_logger(log_path)
+    device = resolve_device(device)  # an unusable device is the profile's error, not this run's: it stops the job
     t0 = time.perf_counter()
-    result = tasks.get(run["task"]).train_run(run, inputs, out_dir, device, log)
+    try:
+        _injected_failure(run)
+        log.info(f"run {run['run_id']}: {run['track']}/{run['dataset']}/{run['method']}/{run['variant']}/seed{run['seed']} on {device}")
+        result = tasks.get(run["task"]).train_run(run, inputs, out_dir, device, log)
+    except Exception as exc:
+        log.exception(f"run failed: {type(exc).__name__}: {exc}")
+        return record_failure(run, out_dir, exc, log_path, wall=time.perf_counter() - t0)
     wall = time.perf_counter() - t0
     info = {
-        **run, **result, "wall_seconds": wall,
-        "device": device if device == "cpu" else torch.cuda.get_device_name(0),
+        **run, **result, "wall_seconds": wall, **devices.describe(device),
         "torch_threads": torch.get_num_threads(),
         "inputs_sha256": {k: io.sha256_file(p) for k, p in sorted(inputs.items())},
         "versions": io.package_versions(), **io.git_state(Path(__file__).parent),
@@ -68,11 +79,60 @@ def train_run(run: dict, inputs: dict, out_dir, device: str = "cpu", log_path=No
     return info
 
 
+def _injected_failure(run: dict) -> None:
+    """Fault injection for testing the failure path end to end: LOSSBENCH_FAIL_RUNS holds
+    comma-separated globs over `track/dataset/method/variant/seed<k>`; a matching run raises."""
+    import fnmatch
+    import os
+
+    name = "/".join(str(run[k]) for k in ("track", "dataset", "method", "variant")) + f"/seed{run['seed']}"
+    for pattern in filter(None, os.environ.get("LOSSBENCH_FAIL_RUNS", "").split(",")):
+        if fnmatch.fnmatchcase(name, pattern.strip()):
+            raise RuntimeError(f"failure injected by LOSSBENCH_FAIL_RUNS={pattern.strip()!r}")
+
+
+FAILURES = "failures.jsonl"  # a run's failure history; not a Snakemake output, so a rerun keeps it
+
+
+def failure_history(run_dir) -> list[dict]:
+    """Every recorded failure of the run in `run_dir`, oldest first ([] if it never failed)."""
+    try:
+        with open(Path(run_dir) / FAILURES) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def record_failure(run: dict, out_dir, exc: BaseException, log_path, wall: float = float("nan")) -> dict:
+    """train.json of a run that raised: status `failed`, the exception's type and message, and the log
+    holding its traceback. Whatever the run wrote is discarded (its curves are emptied, evaluation
+    reads no artefact of a failed run), so nothing half-written is read as a result. The next
+    invocation of the DAG retries it: the failure joins the run's history (failures.jsonl), whose
+    length is a param of train_run (workflows/common.smk: retry_token)."""
+    from datetime import datetime, timezone
+
+    out_dir = Path(out_dir)
+    keys = {k: run[k] for k in RUN_KEYS}
+    io.write_csv(out_dir / "curves.csv", pd.DataFrame(columns=[*keys, "step", "metric", "value"]))
+    info = {**run, "status": "failed", "error": {"type": type(exc).__name__, "message": str(exc)},
+            "log": str(log_path), "failed_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+            "wall_seconds": wall, "versions": io.package_versions(), **io.git_state(Path(__file__).parent)}
+    io.write_json(out_dir / "train.json", info)
+    history = failure_history(out_dir) + [{k: info[k] for k in ("failed_at", "error", "log")}]
+    io.write_text(out_dir / FAILURES, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
+    print(f"lossbench: run {run['track']}/{run['dataset']}/{run['method']}/{run['variant']}/seed{run['seed']} FAILED "
+          f"({type(exc).__name__}: {exc}); recorded as failed, traceback in {log_path}", file=sys.stderr, flush=True)
+    return info
+
+
 def evaluate_run(run_dir) -> pd.DataFrame:
     """Shared metrics of a trained run (its task's); writes metrics.csv, per_class.csv and run.json."""
     run_dir = Path(run_dir)
     info = io.read_json(run_dir / "train.json")
-    values, per_class = tasks.get(info["task"]).evaluate_run(run_dir, info)
+    if info["status"] == "failed":  # no artefact of a failed run is read: its one row carries the status
+        values, per_class = {}, None
+    else:
+        values, per_class = tasks.get(info["task"]).evaluate_run(run_dir, info)
     values["train/wall_seconds"] = info["wall_seconds"]
     rows = [{**{k: info[k] for k in SUMMARY_COLUMNS if k in info}, "metric": m, "value": v}
             for m, v in values.items()]
@@ -112,8 +172,8 @@ def aggregate(run_dirs, out_dir, provenance: dict) -> None:
     runs = []
     for d in run_dirs:
         r = io.read_json(d / "run.json")
-        runs.append({k: r[k] for k in RUN_KEYS + ["status", "hparams", "method_version", "track_version",
-                                                   "run_id", "wall_seconds", "device", "protocol_name"]})
+        runs.append({k: r.get(k) for k in RUN_KEYS + ["status", "hparams", "method_version", "track_version", "run_id",
+                                                       "wall_seconds", "device", "host", "protocol_name", "error", "log"]})
     registry = {name: methods.get(name) for name in sorted({r["method"] for r in runs})}
     method_meta = {n: {"kind": s.kind, "paper": s.paper, "url": s.url, "card": s.card, "summary": s.summary,
                        "version": s.version, "defaults": dict(s.defaults)} for n, s in registry.items()}

@@ -113,11 +113,19 @@ def _grid(stats: pd.DataFrame, methods: Mapping[str, list] | None) -> pd.DataFra
     return out
 
 
+BAD_STATUSES = ("diverged", "failed")  # a NaN loss; an exception (a bug, out of memory): lossbench.runner
+
+
+def status_counts(df: pd.DataFrame, status: str) -> pd.Series:
+    """Number of seeds per (track, dataset, method) whose run ended with `status`, as `n_<status>`."""
+    has = df["status"] if "status" in df else pd.Series("ok", index=df.index)
+    bad = df[has == status]
+    return bad.groupby(["track", "dataset", "method"])["seed"].nunique().rename(f"n_{status}")
+
+
 def diverged_counts(df: pd.DataFrame) -> pd.Series:
     """Number of diverged seeds per (track, dataset, method)."""
-    status = df["status"] if "status" in df else pd.Series("ok", index=df.index)
-    bad = df[status == "diverged"]
-    return bad.groupby(["track", "dataset", "method"])["seed"].nunique().rename("n_diverged")
+    return status_counts(df, "diverged")
 
 
 def _best_methods(board: pd.DataFrame, sign: pd.Series) -> dict:
@@ -135,14 +143,15 @@ def leaderboard(summary_df: pd.DataFrame, baselines: Mapping[str, str], level: f
 
     baselines: track -> baseline method. metrics: metric -> metadata with `higher_is_better`
     (metrics without it get no flags). methods: optional track -> method names expected even if
-    they have no rows. Columns: n, n_diverged, mean, half_width, ci_low, ci_high, diff_* (paired
+    they have no rows. Columns: n, n_diverged, n_failed, mean, half_width, ci_low, ci_high, diff_* (paired
     vs the baseline), beats_baseline / worse_than_baseline (diff CI excludes zero), and `best`:
     the best mean plus every method whose paired CI vs it includes zero (or cannot be formed).
     """
     df = summary_df[summary_df["metric"].notna()]
     board = _grid(summarize(df, KEYS, "value", level), methods)
-    board = board.merge(diverged_counts(df), on=["track", "dataset", "method"], how="left")
-    board["n_diverged"] = board["n_diverged"].fillna(0).astype(int)
+    for status in BAD_STATUSES:
+        board = board.merge(status_counts(df, status), on=["track", "dataset", "method"], how="left")
+        board[f"n_{status}"] = board[f"n_{status}"].fillna(0).astype(int)
     board = board.merge(paired_diff(df, dict(baselines), level), on=KEYS, how="left")
     board["diff_n"] = board["diff_n"].fillna(0).astype(int)
     sign = board["metric"].map(lambda m: direction(metrics, m))
@@ -155,7 +164,7 @@ def leaderboard(summary_df: pd.DataFrame, baselines: Mapping[str, str], level: f
     groups = zip(board["track"], board["dataset"], board["metric"])
     has_best = pd.Series([g in best for g in groups], index=board.index)
     board["best"] = has_best & (board["n"] > 0) & ~(better | worse)
-    cols = KEYS + ["n", "n_diverged", "mean", "half_width", "ci_low", "ci_high", "diff_n",
+    cols = KEYS + ["n", "n_diverged", "n_failed", "mean", "half_width", "ci_low", "ci_high", "diff_n",
                    "diff_mean", "diff_half_width", "diff_ci_low", "diff_ci_high",
                    "beats_baseline", "worse_than_baseline", "best"]
     return board[cols].sort_values(KEYS, kind="stable").reset_index(drop=True)

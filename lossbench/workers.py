@@ -4,15 +4,30 @@ The smoke profile runs jobs as threads (`force-use-threads`) so torch is not imp
 job (about 3 s each here), but tiny-model training in threads is throttled by the GIL. So the
 threads hand their work to this pool: `cores` worker processes, started once with `spawn`
 (safe in a threaded parent), each importing torch once and running one job at a time.
+
+A job's exception comes back as JobError carrying the worker's full traceback as text (the pool's
+own traceback ends in concurrent.futures and hides the failing line). A worker that dies (killed,
+out of host memory) breaks the pool: the jobs it held fail with WorkerDied and the next job starts
+a fresh pool.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing as mp
 import threading
+import traceback
+from concurrent.futures.process import BrokenProcessPool
 
 _pool: cf.ProcessPoolExecutor | None = None
 _lock = threading.Lock()
+
+
+class JobError(RuntimeError):
+    """An exception raised by a job in a worker, with the worker's traceback in its message."""
+
+
+class WorkerDied(RuntimeError):
+    """The worker process running a job died without raising (killed by a signal or the OOM killer)."""
 
 
 def _init_worker():
@@ -21,12 +36,28 @@ def _init_worker():
     torch.set_num_threads(1)
 
 
+def _call(fn, args, kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:
+        raise JobError(f"{type(e).__name__}: {e}\n--- traceback in the worker process ---\n"
+                       f"{traceback.format_exc()}") from None
+
+
 def call(fn, *args, workers: int, **kwargs):
     """Run `fn(*args, **kwargs)` (a picklable, module-level function) in a pool worker and return
-    its result; exceptions propagate to the calling thread, so the Snakemake job fails."""
+    its result; its exceptions reach the calling thread as JobError, so the Snakemake job fails."""
     global _pool
     with _lock:
         if _pool is None:
             _pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                            initializer=_init_worker)
-    return _pool.submit(fn, *args, **kwargs).result()
+        pool = _pool
+    try:
+        return pool.submit(_call, fn, args, kwargs).result()
+    except BrokenProcessPool as e:
+        with _lock:
+            if _pool is pool:
+                _pool = None
+        raise WorkerDied(f"the worker process running {fn.__module__}.{fn.__qualname__} died ({e}); "
+                         "killed by a signal or the out-of-memory killer?") from None

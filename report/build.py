@@ -24,7 +24,7 @@ from report import claims as claims_mod
 from report import optimizers
 from report import plots
 from report import grokking, kernels, lm_pretraining, preference
-from report.tables import (LAYOUT_PATH, fmt_mapping, legend, load_layout, markdown_table,
+from report.tables import (LAYOUT_PATH, bad_statuses, fmt_mapping, legend, load_layout, markdown_table,
                            table_rows, track_layout)
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -183,9 +183,9 @@ def track_section(track: str, board: pd.DataFrame, data: Mapping, layout: Mappin
         for r in table:
             r["url"] = urls.get(r["method"])
             r["hparams"] = hp.get((track, dataset, r["method"]), "")
-        diverged = any(r["n_diverged"] for r in table)
+        statuses = bad_statuses(table)
         md += [f"## {dataset}", description,
-               markdown_table(table, headers_of(cols), info["baseline"], diverged)]
+               markdown_table(table, headers_of(cols), info["baseline"], statuses)]
         extra = []  # a track's own tables under the leaderboard (grokking: steps to grok)
         for pseudo, a in (data.get("axis") or {}).items():
             if a["track"] == track:
@@ -201,7 +201,7 @@ def track_section(track: str, board: pd.DataFrame, data: Mapping, layout: Mappin
                                               [r["method"] for r in table]))
             md += [grokking.markdown(x) for x in extra]
         datasets.append({"name": dataset, "description": description, "rows": table, "headers": headers_of(cols),
-                         "show_diverged": diverged, "extra_tables": extra,
+                         "statuses": statuses, "extra_tables": extra,
                          "figures": _figures(ctx, dataset, [r["method"] for r in table], rows,
                                              data)})
     _write(out_dir / "tables" / f"{track}.md", "\n\n".join(s for s in md if s) + "\n")
@@ -227,6 +227,19 @@ def _md_header(info: Mapping, provenance: Mapping, level: float) -> str:
         f"budget: {info['budget'] or '?'}",
         f"- {legend(level)}",
     ])
+
+
+def failed_runs(runs: list[dict]) -> list[dict]:
+    """Runs that raised (lossbench.runner.record_failure): what, why, and where the traceback is."""
+    return [{"run": "/".join(str(r[k]) for k in ("track", "dataset", "method", "variant")) + f"/seed{r['seed']}",
+             "error": f"{(r.get('error') or {}).get('type', '?')}: {(r.get('error') or {}).get('message', '')}",
+             "log": r.get("log") or "?"} for r in runs if r.get("status") == "failed"]
+
+
+def devices_used(runs: list[dict]) -> list[str]:
+    """'<device> on <host>: <n> runs', most used first (a failed run may not have reached a device)."""
+    counts = pd.Series([f"{r.get('device') or 'unknown'} on {r.get('host') or 'unknown host'}" for r in runs])
+    return [f"{name}: {n} runs" for name, n in counts.value_counts().items()] if len(counts) else []
 
 
 def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "lossbench report",
@@ -274,7 +287,8 @@ def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "los
         title=title, note=note, level=level, provenance=prov,
         tracks=[track_section(t, board, data, layout, level, out) for t in tracks], kernels=kernel_ctx,
         methods=data["methods"], fmt_mapping=fmt_mapping, legend=legend(level),
-        claims=claims, claims_rule=claims_mod.RULE)
+        claims=claims, claims_rule=claims_mod.RULE, failed=failed_runs(data["runs"]),
+        devices=devices_used(data["runs"]))
     _write(out / "index.html", html)
     return out / "index.html"
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lossbench.stats import better_worse, diverged_counts, paired_diff
+from lossbench.stats import BAD_STATUSES, better_worse, paired_diff, status_counts
 from report.tables import fmt_number
 
 CLAIMS_PATH = Path(__file__).with_name("claims.yaml")
@@ -56,7 +56,8 @@ def _cells(summary: pd.DataFrame, method: str, test: Mapping, level: float) -> l
     sub = in_tracks[in_tracks["metric"].eq(test["metric"]) & in_tracks["method"].isin([method, test["baseline"]])]
     names = _datasets(test["datasets"], sorted(in_tracks["dataset"].unique()))  # globs: this test's tracks only
     diff = paired_diff(sub, test["baseline"], level)
-    diverged = diverged_counts(sub)
+    runs_of = in_tracks[in_tracks["method"] == method]  # a failed run has no row of the test's metric
+    bad = {s: status_counts(runs_of, s) for s in BAD_STATUSES}
     both_ran = (set(sub.loc[sub["method"] == test["baseline"], "dataset"])
                 & set(sub.loc[sub["method"] == method, "dataset"]))
     cells = []
@@ -66,7 +67,7 @@ def _cells(summary: pd.DataFrame, method: str, test: Mapping, level: float) -> l
             rows = rows.iloc[:0]
         for r in rows.to_dict("records") or [{"track": None, "diff_n": 0}]:
             cells.append({"dataset": dataset, "track": r["track"], "n": int(r["diff_n"]),
-                          "diverged": int(diverged.get((r["track"], dataset, method), 0)),
+                          **{s: int(n.get((r["track"], dataset, method), 0)) for s, n in bad.items()},
                           "mean": r.get("diff_mean", np.nan), "low": r.get("diff_ci_low", np.nan),
                           "high": r.get("diff_ci_high", np.nan)})
     return cells
@@ -146,7 +147,7 @@ def measured_text(cells: list[dict], meta: Mapping, direction: str) -> list[str]
         mean = f"{float(c['mean']) * meta.get('scale', 1):+.{meta.get('digits', 3)}f}"
         half = (c["high"] - c["low"]) / 2
         ci = " (no CI)" if np.isnan(half) else f" ± {fmt_number(half, meta)}"
-        n = f"n={c['n']}" + (f", {c['diverged']} diverged" if c.get("diverged") else "")
+        n = f"n={c['n']}" + "".join(f", {c[s]} {s}" for s in BAD_STATUSES if c.get(s))
         out.append(f"{label}: {mean}{ci}{unit} ({n}){_mark(c, direction)}")
     return out
 

@@ -11,7 +11,7 @@ from typing import Mapping
 import pandas as pd
 import yaml
 
-from lossbench.stats import direction
+from lossbench.stats import BAD_STATUSES, direction
 
 LAYOUT_PATH = Path(__file__).with_name("leaderboard.yaml")
 MISSING = "—"
@@ -69,12 +69,12 @@ def method_order(part: pd.DataFrame, main_metric: str, metrics: Mapping) -> list
 
 def table_rows(part: pd.DataFrame, columns: list[str], main_metric: str,
                metrics: Mapping) -> list[dict]:
-    """Rows of one (track, dataset) table: method, n_diverged and one cell per column.
+    """Rows of one (track, dataset) table: method, n_diverged, n_failed and one cell per column.
 
     A cell is {text, mean, hw, n (display strings; absent when missing), marker (▲/▼/''), best}.
     """
     by_key = {(r["method"], r["metric"]): r for r in part.to_dict("records")}
-    diverged = part.groupby("method")["n_diverged"].max()
+    bad = {s: part.groupby("method")[f"n_{s}"].max() for s in BAD_STATUSES}
     rows = []
     for method in method_order(part, main_metric, metrics):
         cells = []
@@ -85,13 +85,18 @@ def table_rows(part: pd.DataFrame, columns: list[str], main_metric: str,
             parts = cell_parts(r, metrics.get(metric, {}))
             cells.append({"text": fmt_cell(parts), **parts, "marker": marker,
                           "best": bool(r and r["best"])})
-        rows.append({"method": method, "n_diverged": int(diverged.get(method, 0)), "cells": cells})
+        rows.append({"method": method, "cells": cells, **{f"n_{s}": int(n.get(method, 0)) for s, n in bad.items()}})
     return rows
 
 
-def markdown_table(rows: list[dict], headers: list[str], baseline: str, diverged: bool) -> str:
-    """A GitHub-flavoured table; best cells bold, the baseline labelled."""
-    head = ["method", *headers] + (["diverged"] if diverged else [])
+def bad_statuses(rows: list[dict]) -> list[str]:
+    """The run statuses (diverged, failed) some row of a table has: each gets a count column."""
+    return [s for s in BAD_STATUSES if any(r.get(f"n_{s}") for r in rows)]
+
+
+def markdown_table(rows: list[dict], headers: list[str], baseline: str, statuses: list[str] = ()) -> str:
+    """A GitHub-flavoured table; best cells bold, the baseline labelled, a seed count per bad status."""
+    head = ["method", *headers, *statuses]
     lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
     for row in rows:
         name = row["method"] + (" (baseline)" if row["method"] == baseline else "")
@@ -99,7 +104,7 @@ def markdown_table(rows: list[dict], headers: list[str], baseline: str, diverged
         for c in row["cells"]:
             text = f"{c['text']} {c['marker']}".strip()
             cells.append(f"**{text}**" if c["best"] else text)
-        extra = [str(row["n_diverged"])] if diverged else []
+        extra = [str(row[f"n_{s}"]) for s in statuses]
         lines.append("| " + " | ".join([name, *cells, *extra]) + " |")
     return "\n".join(lines)
 

@@ -247,6 +247,9 @@ def _hooks(tb, spec, hp: dict, ref, inputs: dict, run: dict, device: str):
     seed = derive_seed(run["run_id"], "hooks")
     d_model, layers = ref.config.hidden_size, ref.config.num_hidden_layers
     if "guide_token_logps" in spec.needs:
+        guide_status = io.read_json(inputs["guide"])["status"]
+        if guide_status != "ok":  # a failed guide leaves no policy (or a stale one): nothing to guide with
+            raise RuntimeError(f"the guide run {inputs['guide']} is {guide_status}, so this run has no guide policy")
         hooks.guide = pe.frozen_copy(tb.load_policy(inputs["sft"], Path(inputs["guide"]).with_name("policy.pt"),
                                                      device))
     if "rm_margin" in spec.needs:
