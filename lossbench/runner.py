@@ -2,10 +2,12 @@
 one run, aggregate a profile. Every output is written atomically (lossbench.io)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import pandas as pd
@@ -103,36 +105,62 @@ def failure_history(run_dir) -> list[dict]:
         return []
 
 
-def record_failure(run: dict, out_dir, exc: BaseException, log_path, wall: float = float("nan")) -> dict:
-    """train.json of a run that raised: status `failed`, the exception's type and message, and the log
-    holding its traceback. Whatever the run wrote is discarded (its curves are emptied, evaluation
-    reads no artefact of a failed run), so nothing half-written is read as a result. The next
-    invocation of the DAG retries it: the failure joins the run's history (failures.jsonl), whose
-    length is a param of train_run (workflows/common.smk: retry_token)."""
+def _failure(stage: str, exc: BaseException, log_path) -> dict:
     from datetime import datetime, timezone
 
-    out_dir = Path(out_dir)
-    keys = {k: run[k] for k in RUN_KEYS}
-    io.write_csv(out_dir / "curves.csv", pd.DataFrame(columns=[*keys, "step", "metric", "value"]))
-    info = {**run, "status": "failed", "error": {"type": type(exc).__name__, "message": str(exc)},
-            "log": str(log_path), "failed_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-            "wall_seconds": wall, "versions": io.package_versions(), **io.git_state(Path(__file__).parent)}
-    io.write_json(out_dir / "train.json", info)
-    history = failure_history(out_dir) + [{k: info[k] for k in ("failed_at", "error", "log")}]
-    io.write_text(out_dir / FAILURES, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
-    print(f"lossbench: run {run['track']}/{run['dataset']}/{run['method']}/{run['variant']}/seed{run['seed']} FAILED "
-          f"({type(exc).__name__}: {exc}); recorded as failed, traceback in {log_path}", file=sys.stderr, flush=True)
+    return {"status": "failed", "error": {"type": type(exc).__name__, "message": str(exc), "stage": stage},
+            "log": str(log_path), "failed_at": datetime.now(timezone.utc).isoformat(timespec="microseconds")}
+
+
+def _write_failure(run_dir: Path, info: dict) -> dict:
+    """train.json says failed; the failure joins the run's history (failures.jsonl), whose length is
+    a param of train_run (workflows/common.smk: retry_token), so the next invocation retries the run."""
+    io.write_json(run_dir / "train.json", info)
+    history = failure_history(run_dir) + [{k: info[k] for k in ("failed_at", "error", "log")}]
+    io.write_text(run_dir / FAILURES, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
+    err = info["error"]
+    print(f"lossbench: run {run_dir} FAILED in {err['stage']} ({err['type']}: {err['message'].splitlines()[0]}); "
+          f"recorded as failed, traceback in {info['log']}", file=sys.stderr, flush=True)
     return info
 
 
-def evaluate_run(run_dir) -> pd.DataFrame:
-    """Shared metrics of a trained run (its task's); writes metrics.csv, per_class.csv and run.json."""
+def record_failure(run: dict, out_dir, exc: BaseException, log_path, wall: float = float("nan")) -> dict:
+    """train.json of a run whose training raised: status `failed`, the exception's type and message,
+    and the log holding its traceback. Whatever the run wrote is discarded (its curves are emptied,
+    evaluation reads no artefact of a failed run), so nothing half-written is read as a result."""
+    out_dir = Path(out_dir)
+    keys = {k: run[k] for k in RUN_KEYS}
+    io.write_csv(out_dir / "curves.csv", pd.DataFrame(columns=[*keys, "step", "metric", "value"]))
+    return _write_failure(out_dir, {**run, **_failure("train_run", exc, log_path), "wall_seconds": wall,
+                                    "versions": io.package_versions(), **io.git_state(Path(__file__).parent)})
+
+
+@contextlib.contextmanager
+def failing_stage(run_dir, stage: str, log_path, placeholder=None):
+    """For a run's jobs after training (sampling, capability scores, evaluation): an exception marks
+    the trained run failed instead of stopping the DAG, with the traceback appended to `log_path`;
+    `placeholder()` then writes the job's outputs, which nothing reads as a result."""
+    try:
+        yield
+    except Exception as exc:
+        with open(log_path, "a") as f:
+            f.write(traceback.format_exc())
+        run_dir = Path(run_dir)
+        _write_failure(run_dir, {**io.read_json(run_dir / "train.json"), **_failure(stage, exc, log_path)})
+        if placeholder is not None:
+            placeholder()
+
+
+def evaluate_run(run_dir, log_path=None) -> pd.DataFrame:
+    """Shared metrics of a trained run (its task's); writes metrics.csv, per_class.csv and run.json.
+    An evaluation that raises marks the run failed (failing_stage), like a training that raises."""
     run_dir = Path(run_dir)
+    values, per_class = {}, None  # a failed run: no artefact is read, its one row carries the status
+    if io.read_json(run_dir / "train.json")["status"] != "failed":
+        with failing_stage(run_dir, "evaluate_run", log_path or run_dir / "evaluate.log"):
+            info = io.read_json(run_dir / "train.json")
+            values, per_class = tasks.get(info["task"]).evaluate_run(run_dir, info)
     info = io.read_json(run_dir / "train.json")
-    if info["status"] == "failed":  # no artefact of a failed run is read: its one row carries the status
-        values, per_class = {}, None
-    else:
-        values, per_class = tasks.get(info["task"]).evaluate_run(run_dir, info)
     values["train/wall_seconds"] = info["wall_seconds"]
     rows = [{**{k: info[k] for k in SUMMARY_COLUMNS if k in info}, "metric": m, "value": v}
             for m, v in values.items()]
