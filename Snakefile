@@ -10,6 +10,7 @@ if not workflow.overwrite_configfiles:
 
 
 include: "workflows/common.smk"
+include: "workflows/resources.smk"
 include: "workflows/data.smk"
 include: "workflows/preference.smk"
 include: "workflows/lm_pretraining.smk"

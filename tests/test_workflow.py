@@ -24,12 +24,15 @@ def test_smoke_dag_builds():
     assert "train_run" in out.stdout and "build_report" in out.stdout
 
 
-def _profile(tmp_path, track: dict, profile: str) -> Path:
-    """A profile config that runs `track` alone, its results under results/<profile>/."""
-    (tmp_path / "track.yaml").write_text(yaml.safe_dump(track))
+def _profile(tmp_path, track: dict | list[dict], profile: str) -> Path:
+    """A profile config that runs `track` (or a list of tracks) alone, its results under results/<profile>/."""
+    paths = {}
+    for t in track if isinstance(track, list) else [track]:
+        paths[t["track"]] = tmp_path / f"track_{t['track']}.yaml"
+        paths[t["track"]].write_text(yaml.safe_dump(t))
     cfg = tmp_path / f"{profile}.yaml"
     cfg.write_text(yaml.safe_dump({"profile": profile, "device": "cpu",
-                                   "tracks": {track["track"]: str(tmp_path / "track.yaml")}}))
+                                   "tracks": {name: str(path) for name, path in paths.items()}}))
     return cfg
 
 
@@ -43,15 +46,20 @@ def test_config_typo_stops_the_dag(tmp_path):
     assert "unknown method 'focall'" in out.stdout + out.stderr
 
 
-def _reduced_config(tmp_path):
+def _reduced_classification_track(methods=("erm", "logit_adjust", "resample"), seeds=(0, 1)) -> dict:
+    """The smoke classification track on digits_lt10 alone, 40 steps, these methods and seeds."""
     track = yaml.safe_load((ROOT / "config/tracks/classification/smoke.yaml").read_text())
-    track["methods"] = ["erm", "logit_adjust", "resample"]
+    track["methods"] = list(methods)
     track["method_hparams"] = {m: h for m, h in track.get("method_hparams", {}).items() if m in track["methods"]}
     track.pop("optimizer_axis", None)  # its runs would join the train_run count below
     track.pop("dataset_methods", None)  # it names methods this reduced track drops
-    track["seeds"] = [0, 1]
+    track["seeds"] = list(seeds)
     track["protocols"]["mlp_adam"].update(datasets=["digits_lt10"], budget={"steps": 40, "batch_size": 64})
-    return _profile(tmp_path, track, "itest")
+    return track
+
+
+def _reduced_config(tmp_path):
+    return _profile(tmp_path, _reduced_classification_track(), "itest")
 
 
 def _run_track(tmp_path, track: dict, profile: str, env=None):
@@ -63,9 +71,13 @@ def _run_track(tmp_path, track: dict, profile: str, env=None):
     return cfg, work, out
 
 
+def _snakemake_cmd(cfg, workdir, *extra):
+    """Snakemake on profile config `cfg` in `workdir`, no workflow profile: `extra` says how jobs run."""
+    return SNAKEMAKE + ["--workflow-profile", "none", "--configfile", str(cfg), "--directory", str(workdir), *extra]
+
+
 def _snakemake(cfg, workdir, *extra, env=None):
-    cmd = SNAKEMAKE + ["--workflow-profile", "none", "--configfile", str(cfg), "--directory", str(workdir),
-                       "--cores", "2", "--force-use-threads", *extra]
+    cmd = _snakemake_cmd(cfg, workdir, "--cores", "2", "--force-use-threads", *extra)
     return subprocess.run(cmd, capture_output=True, text=True, env=env)
 
 
@@ -188,15 +200,22 @@ def test_reduced_lm_pretraining_dag_end_to_end(tmp_path):
         assert text in html, text
 
 
+def _reduced_grokking_track(methods=("erm", "orthograd", "stablemax"), seeds=None) -> dict:
+    """The smoke grokking track with a 16-unit MLP for 12 steps (seeds: the smoke track's unless given)."""
+    track = yaml.safe_load((ROOT / "config/tracks/grokking/smoke.yaml").read_text())
+    track["methods"] = list(methods)
+    if seeds is not None:
+        track["seeds"] = list(seeds)
+    track["protocols"]["grok_smoke"].update(model={"hidden": [16]}, budget={"steps": 12},
+                                            eval={"every": 4, "early_points": 2})
+    return track
+
+
 @pytest.mark.slow
 def test_reduced_grokking_dag_end_to_end(tmp_path):
     """The grokking track wired by Snakemake: the modular-arithmetic source prepared once, every run
     trained and evaluated, and the report's grokking section (steps-to-grok table, diagnostics, claims)."""
-    track = yaml.safe_load((ROOT / "config/tracks/grokking/smoke.yaml").read_text())
-    track["methods"] = ["erm", "orthograd", "stablemax"]
-    track["protocols"]["grok_smoke"].update(model={"hidden": [16]}, budget={"steps": 12},
-                                            eval={"every": 4, "early_points": 2})
-    cfg, work, out = _run_track(tmp_path, track, "gtest")
+    cfg, work, out = _run_track(tmp_path, _reduced_grokking_track(), "gtest")
     assert out.stderr.count("rule prepare_source:") == 1 and out.stderr.count("rule train_run:") == 6
     results = work / "results" / "gtest"
     summary = pd.read_csv(results / "summary.csv")

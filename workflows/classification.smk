@@ -20,6 +20,8 @@ rule classification_teacher:
         "results/{profile}/logs/classification_teacher/{track}/{protocol}/{dataset}/seed{seed}.log",
     threads: 1
     resources:
+        mem_mb=job_mem_mb,
+        runtime=job_runtime,
         gpu=1 if config["device"] != "cpu" else 0,
     run:
         from lossbench.tasks import classification

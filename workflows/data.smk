@@ -15,6 +15,10 @@ rule prepare_source:
     params:
         entry=lambda wc: datasets.source_entry(wc.source),  # editing a source's recipe re-prepares it
     priority: 30  # every run of the source waits for it
+    threads: 1
+    resources:
+        mem_mb=source_mem_mb,
+        runtime=source_runtime,
     log:
         "results/logs/prepare_source/{source}.log",
     run:

@@ -16,8 +16,10 @@ rule kernel_bench:
         cfg=lambda wc: {k: BENCHES[wc.bench].get(k) for k in ("version", "impls", "measure")}
         | {"slice": BENCHES[wc.bench]["slices"][wc.slice]},
     # every core: no other job may share the cores while a slice is being timed
-    threads: workflow.cores
+    threads: all_cores()
     resources:
+        mem_mb=16000,
+        runtime=4 * 60,
         gpu=1 if config["device"] != "cpu" else 0,
     log:
         "results/{profile}/logs/kernel_bench/{bench}/{slice}.log",

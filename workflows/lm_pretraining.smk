@@ -19,6 +19,8 @@ rule lm_reference:
         "results/{profile}/logs/lm_reference/{track}/{protocol}/{dataset}/seed{seed}.log",
     threads: 1
     resources:
+        mem_mb=job_mem_mb,
+        runtime=job_runtime,
         gpu=1 if config["device"] != "cpu" else 0,
     run:
         from lossbench.tasks import lm_pretraining

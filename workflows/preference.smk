@@ -44,7 +44,10 @@ rule pref_ref_capability:
         cfg=pref_stage_params("capability"),
     log:
         "results/{profile}/logs/pref_ref_capability/{track}/{protocol}.log",
+    threads: 1
     resources:
+        mem_mb=job_mem_mb,
+        runtime=job_runtime,
         gpu=1 if config["device"] != "cpu" else 0,
     run:
         from lossbench.tasks import preference as pref
@@ -61,7 +64,10 @@ rule pref_sft:
     priority: 20  # a stage gates many runs: start it before independent runs
     log:
         "results/{profile}/logs/pref_sft/{track}/{protocol}/seed{seed}.log",
+    threads: 1
     resources:
+        mem_mb=job_mem_mb,
+        runtime=job_runtime,
         gpu=1 if config["device"] != "cpu" else 0,
     run:
         from lossbench.tasks import preference as pref
@@ -80,7 +86,10 @@ rule pref_sample:
     priority: 20  # a stage gates many runs: start it before independent runs
     log:
         "results/{profile}/logs/pref_sample/{track}/{protocol}/seed{seed}.log",
+    threads: 1
     resources:
+        mem_mb=job_mem_mb,
+        runtime=job_runtime,
         gpu=1 if config["device"] != "cpu" else 0,
     run:
         from lossbench.tasks import preference as pref
@@ -119,7 +128,10 @@ rule pref_reward_model:
     priority: 20  # a stage gates many runs: start it before independent runs
     log:
         "results/{profile}/logs/pref_reward_model/{track}/{protocol}/seed{seed}/{dataset}.log",
+    threads: 1
     resources:
+        mem_mb=job_mem_mb,
+        runtime=job_runtime,
         gpu=1 if config["device"] != "cpu" else 0,
     run:
         from lossbench.tasks import preference as pref
@@ -144,7 +156,10 @@ rule pref_sample_eval:
     priority: 5
     log:
         "results/{profile}/logs/pref_sample_eval/{track}/{dataset}/{method}/{variant}/seed{seed}.log",
+    threads: 1
     resources:
+        mem_mb=job_mem_mb,
+        runtime=job_runtime,
         gpu=1 if config["device"] != "cpu" else 0,
     run:
         from lossbench.tasks import preference as pref
@@ -159,7 +174,10 @@ rule pref_capability:
         f"{RUN_DIR}/capability.json",
     log:
         "results/{profile}/logs/pref_capability/{track}/{dataset}/{method}/{variant}/seed{seed}.log",
+    threads: 1
     resources:
+        mem_mb=job_mem_mb,
+        runtime=job_runtime,
         gpu=1 if config["device"] != "cpu" else 0,
     run:
         from lossbench.tasks import preference as pref

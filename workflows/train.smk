@@ -11,6 +11,8 @@ rule train_run:
         "results/{profile}/logs/train_run/{track}/{dataset}/{method}/{variant}/seed{seed}.log",
     threads: 1
     resources:
+        mem_mb=job_mem_mb,
+        runtime=job_runtime,
         gpu=1 if config["device"] != "cpu" else 0,
     run:
         from lossbench import runner
