@@ -54,9 +54,14 @@ class Cluster:
                          for p in sorted((self.root / "log").glob("*")))
 
 
+def _which(name: str) -> str | None:
+    """A binary's path; the daemons live in /usr/sbin, which a non-login PATH may lack."""
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+
+
 def unavailable() -> str | None:
     """Why no test cluster can start here, or None."""
-    missing = [b for b in BINARIES if shutil.which(b) is None]
+    missing = [b for b in BINARIES if _which(b) is None]
     if missing:
         return (f"SLURM/munge binaries missing: {', '.join(missing)} "
                 "(apt-get install slurmctld slurmd slurm-client munge)")
@@ -93,7 +98,7 @@ def _free_port() -> int:
 
 def _node_memory_mb() -> int:
     """The memory slurmd itself detects (`slurmd -C`), so the node is not drained for claiming more."""
-    out = _run(["slurmd", "-C"]).stdout
+    out = _run([_which("slurmd"), "-C"]).stdout
     for field in out.split():
         if field.startswith("RealMemory="):
             return int(field.split("=", 1)[1])
@@ -183,13 +188,13 @@ def slurm_cluster(ready_timeout: float = 60.0):
                                           start_new_session=True, **kw))
             log.close()
 
-        start("munged", ["munged", "--foreground", f"--socket={root}/munge/munge.socket",
+        start("munged", [_which("munged"), "--foreground", f"--socket={root}/munge/munge.socket",
                          f"--key-file={key}", f"--pid-file={root}/munge/munged.pid",
                          f"--seed-file={root}/munge/munged.seed"],
               user=munge.pw_uid, group=munge.pw_gid, extra_groups=[])
         _wait(lambda: (root / "munge" / "munge.socket").exists(), 15, "munged", root)
-        start("slurmctld", ["slurmctld", "-D", "-f", str(CONF)])
-        start("slurmd", ["slurmd", "-D", "-f", str(CONF)])
+        start("slurmctld", [_which("slurmctld"), "-D", "-f", str(CONF)])
+        start("slurmd", [_which("slurmd"), "-D", "-f", str(CONF)])
         _wait(lambda: _run(["sinfo", "--noheader", "--format=%T", f"--partition={PARTITION}"]).stdout.strip()
               == "idle", ready_timeout, "the node to become idle", root)
         yield Cluster(PARTITION, node, cpus, memory_mb, root)
