@@ -248,6 +248,7 @@ def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "los
                  claims_path: Path | str = claims_mod.CLAIMS_PATH) -> Path:
     """Build the report from a results folder; returns the path of index.html."""
     data, layout, out = load_results(results_dir), load_layout(layout_path), Path(out_dir)
+    failed, devices = failed_runs(data["runs"]), devices_used(data["runs"])  # before any view drops runs
     level = level or layout.get("ci_level", 0.95)
     for t in data["summary"]["track"].unique():  # variant selection on validation data (fair tuning)
         if preference.is_preference(data, t):
@@ -287,8 +288,8 @@ def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "los
         title=title, note=note, level=level, provenance=prov,
         tracks=[track_section(t, board, data, layout, level, out) for t in tracks], kernels=kernel_ctx,
         methods=data["methods"], fmt_mapping=fmt_mapping, legend=legend(level),
-        claims=claims, claims_rule=claims_mod.RULE, failed=failed_runs(data["runs"]),
-        devices=devices_used(data["runs"]))
+        claims=claims, claims_rule=claims_mod.RULE, failed=failed,
+        devices=devices)
     _write(out / "index.html", html)
     return out / "index.html"
 
