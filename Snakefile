@@ -25,3 +25,12 @@ rule all:
     default_target: True
     input:
         f"results/{PROFILE}/report/index.html",
+
+
+# How many runs failed and how to retry them, as the very last lines (after Snakemake's own summary).
+onsuccess:
+    report_failed_runs(PROFILE)
+
+
+onerror:
+    report_failed_runs(PROFILE)

@@ -27,4 +27,4 @@ rule classification_teacher:
         from lossbench.tasks import classification
 
         run_job(classification.build_teacher, wildcards.track, params.proto, int(wildcards.seed),
-                wildcards.dataset, input.data, output[0], device=config["device"])
+                wildcards.dataset, input.data, output[0], device=config["device"], log=log[0])

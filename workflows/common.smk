@@ -1,7 +1,11 @@
 # Config validation and the helpers every rule uses. Rules only wire things together; the logic
 # lives in lossbench/, methods/ and data/.
+import atexit
+import contextlib
 import os
 import sys
+import threading
+import traceback
 
 from snakemake.utils import validate
 
@@ -9,6 +13,7 @@ sys.path.insert(0, workflow.basedir)
 
 import data as datasets  # noqa: E402  (the repository's dataset recipes)
 from lossbench import config as lbconfig  # noqa: E402
+from lossbench import io as lbio  # noqa: E402
 
 try:  # lossbench's checks first: same schema, plus valid keys and close names in the message
     lbconfig.validate_schema(config, "config", "config")
@@ -76,15 +81,81 @@ def eval_inputs(wildcards):
     return tasks.get(run["task"]).eval_inputs(run, RUN_DIR.format(**wildcards), stage_dir(wildcards, run))
 
 
-def run_job(fn, *args, **kwargs):
+_DEVICE_POOL = {}  # built on first use (lossbench.devices.pool_for); jobs are threads or processes
+_DEVICE_POOL_LOCK = threading.Lock()
+
+
+def device_pool():
+    with _DEVICE_POOL_LOCK:
+        if "pool" not in _DEVICE_POOL:
+            from lossbench import devices
+
+            _DEVICE_POOL["pool"] = devices.pool_for(config, os.path.join(".snakemake", "lossbench_device_slots"))
+        return _DEVICE_POOL["pool"]
+
+
+def run_job(fn, *args, log=None, **kwargs):
     """Call a lossbench entry point for a job. Jobs running as threads (smoke profile) go to a pool
     of worker processes (lossbench.workers) to escape the GIL (LOSSBENCH_WORKERS sets their number,
-    default --cores); otherwise the job is its own process."""
-    if workflow.execution_settings.use_threads:
-        from lossbench import workers
+    default --cores); otherwise the job is its own process.
 
-        return workers.call(fn, *args, workers=int(os.environ.get("LOSSBENCH_WORKERS", workflow.cores)), **kwargs)
-    import torch
+    A job given a `device` on a GPU profile holds a slot of the local device pool while it runs and
+    trains on that slot's `cuda:<i>` (lossbench.devices; none under SLURM, which binds GPUs itself).
+    A job that raises writes its full traceback to `log` before Snakemake reports it."""
+    pool = device_pool() if kwargs.get("device", "cpu") != "cpu" else None
+    try:
+        with pool.acquire() if pool else contextlib.nullcontext() as slot:
+            if slot is not None:
+                kwargs["device"] = f"cuda:{slot.device}"
+            if workflow.execution_settings.use_threads:
+                from lossbench import workers
 
-    torch.set_num_threads(1)
-    return fn(*args, **kwargs)
+                return workers.call(fn, *args, workers=int(os.environ.get("LOSSBENCH_WORKERS", workflow.cores)),
+                                    **kwargs)
+            import torch
+
+            torch.set_num_threads(1)
+            return fn(*args, **kwargs)
+    except Exception:
+        if log:
+            with open(log, "a") as f:
+                f.write(traceback.format_exc())
+        raise
+
+
+def retry_token(wildcards):
+    """A param of train_run that changes each time the run fails, so that Snakemake's params trigger
+    reruns exactly the failed runs on the next invocation: the number of failures in the run's
+    failure history (failures.jsonl, which Snakemake never deletes: it is no declared output)."""
+    from lossbench import runner
+
+    n = len(runner.failure_history(RUN_DIR.format(**wildcards)))
+    return f"retry after {n} failed attempts" if n else ""
+
+
+def failed_runs(profile):
+    """(run dir, error, log) of every run of the profile whose train.json says it failed."""
+    out = []
+    for d in run_dirs(profile):
+        try:
+            info = lbio.read_json(f"{d}/train.json")
+        except (FileNotFoundError, ValueError):
+            continue
+        if info.get("status") == "failed":
+            out.append((d, f"{info['error']['type']}: {info['error']['message']}", info.get("log", "?")))
+    return out
+
+
+def report_failed_runs(profile):
+    """The last lines of a DAG run (printed at exit, after Snakemake's own summary): how many runs
+    failed, why, where their tracebacks are, and how to retry just those (the same command:
+    retry_token makes Snakemake rerun them)."""
+    failed = failed_runs(profile)
+    if not failed:
+        return
+    lines = [f"lossbench: {len(failed)} of {len(RUNS)} runs failed (recorded as failed; the report marks them):"]
+    lines += [f"  {d}: {err.splitlines()[0] if err else ''} (traceback: {log})" for d, err, log in failed[:20]]
+    if len(failed) > 20:
+        lines.append(f"  ... and {len(failed) - 20} more (the report's 'Failed runs' section lists all)")
+    lines.append("lossbench: rerun the same snakemake command to retry just these runs.")
+    atexit.register(print, "\n".join(lines), file=sys.stderr, flush=True)

@@ -25,4 +25,4 @@ rule prepare_source:
         from lossbench import runner
 
         raw_dir = os.path.dirname(input[0]) if input else None
-        run_job(runner.prepare_source, wildcards.source, output[0], raw_dir=raw_dir)
+        run_job(runner.prepare_source, wildcards.source, output[0], raw_dir=raw_dir, log=log[0])

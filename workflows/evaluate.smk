@@ -14,4 +14,4 @@ rule evaluate_run:
     run:
         from lossbench import runner
 
-        runner.evaluate_run(os.path.dirname(output.metrics))
+        runner.evaluate_run(os.path.dirname(output.metrics), log[0])

@@ -26,4 +26,4 @@ rule lm_reference:
         from lossbench.tasks import lm_pretraining
 
         run_job(lm_pretraining.build_reference, wildcards.track, params.proto, int(wildcards.seed),
-                wildcards.dataset, input.data, output[0], device=config["device"])
+                wildcards.dataset, input.data, output[0], device=config["device"], log=log[0])

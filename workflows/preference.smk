@@ -32,7 +32,7 @@ rule pref_reference:
     run:
         from lossbench.tasks import preference as pref
 
-        run_job(pref.build_reference, pref_protocol(wildcards), output[0])
+        run_job(pref.build_reference, pref_protocol(wildcards), output[0], log=log[0])
 
 
 rule pref_ref_capability:
@@ -52,7 +52,7 @@ rule pref_ref_capability:
     run:
         from lossbench.tasks import preference as pref
 
-        run_job(pref.build_capability, pref_protocol(wildcards), input.sft, None, output[0], device=config["device"])
+        run_job(pref.build_capability, pref_protocol(wildcards), input.sft, None, output[0], device=config["device"], log=log[0])
 
 
 rule pref_sft:
@@ -73,7 +73,7 @@ rule pref_sft:
         from lossbench.tasks import preference as pref
 
         run_job(pref.build_sft, wildcards.track, wildcards.protocol, pref_protocol(wildcards), int(wildcards.seed),
-                os.path.dirname(output.sft), device=config["device"])
+                os.path.dirname(output.sft), device=config["device"], log=log[0])
 
 
 rule pref_sample:
@@ -95,7 +95,7 @@ rule pref_sample:
         from lossbench.tasks import preference as pref
 
         run_job(pref.build_samples, wildcards.track, wildcards.protocol, pref_protocol(wildcards), int(wildcards.seed),
-                input.sft, output[0], device=config["device"])
+                input.sft, output[0], device=config["device"], log=log[0])
 
 
 rule pref_label:
@@ -138,7 +138,7 @@ rule pref_reward_model:
 
         run_job(pref.build_reward_model, wildcards.track, wildcards.protocol, pref_protocol(wildcards),
                 int(wildcards.seed), wildcards.dataset, input.sft, input.samples, input.labels, output[0],
-                device=config["device"])
+                device=config["device"], log=log[0])
 
 
 def pref_sample_eval_inputs(wildcards):
@@ -162,9 +162,14 @@ rule pref_sample_eval:
         runtime=job_runtime,
         gpu=1 if config["device"] != "cpu" else 0,
     run:
+        import numpy as np
+
+        from lossbench import io, runner
         from lossbench.tasks import preference as pref
 
-        run_job(pref.sample_eval, resolved_run(wildcards), dict(input.items()), output[0], device=config["device"])
+        failed = lambda: io.write_npz(output[0], ok=np.array(False))  # noqa: E731  (read as "no samples")
+        with runner.failing_stage(os.path.dirname(input.info), "pref_sample_eval", log[0], placeholder=failed):
+            run_job(pref.sample_eval, resolved_run(wildcards), dict(input.items()), output[0], device=config["device"])
 
 
 rule pref_capability:
@@ -182,6 +187,9 @@ rule pref_capability:
     run:
         from lossbench.tasks import preference as pref
 
-        run = resolved_run(wildcards)
-        run_job(pref.build_capability, run["protocol"], input.sft, os.path.join(os.path.dirname(input.info), "policy.pt"),
-                output[0], device=config["device"])
+        from lossbench import io, runner
+
+        run, run_dir = resolved_run(wildcards), os.path.dirname(input.info)
+        with runner.failing_stage(run_dir, "pref_capability", log[0], placeholder=lambda: io.write_json(output[0], {})):
+            run_job(pref.build_capability, run["protocol"], input.sft, os.path.join(run_dir, "policy.pt"), output[0],
+                    device=config["device"])

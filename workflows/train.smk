@@ -7,6 +7,7 @@ rule train_run:
         info=f"{RUN_DIR}/train.json",
     params:
         run=resolved_run,  # the resolved config (hparams, protocol, versions): a change reruns
+        retry=retry_token,  # changes after a failure: the next invocation retries failed runs only
     log:
         "results/{profile}/logs/train_run/{track}/{dataset}/{method}/{variant}/seed{seed}.log",
     threads: 1
@@ -15,6 +16,10 @@ rule train_run:
         runtime=job_runtime,
         gpu=1 if config["device"] != "cpu" else 0,
     run:
-        from lossbench import runner
+        from lossbench import runner, workers
 
-        run_job(runner.train_run, params.run, dict(input.items()), os.path.dirname(output.info), device=config["device"], log_path=log[0])
+        try:
+            run_job(runner.train_run, params.run, dict(input.items()), os.path.dirname(output.info),
+                    device=config["device"], log_path=log[0])
+        except workers.WorkerDied as e:  # runner.train_run records exceptions itself; a killed worker cannot
+            runner.record_failure(params.run, os.path.dirname(output.info), e, log[0])
