@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CONF = Path("/etc/slurm/slurm.conf")
-BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "sinfo", "scontrol")
+BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "sinfo", "scontrol", "scancel")
 PARTITION = "lossbench"
 
 
@@ -199,6 +199,13 @@ def slurm_cluster(ready_timeout: float = 60.0):
               == "idle", ready_timeout, "the node to become idle", root)
         yield Cluster(PARTITION, node, cpus, memory_mb, root)
     finally:
+        if len(procs) == 3:  # a failed test may leave jobs running: end them while slurmd still can
+            _run(["scancel", f"--partition={PARTITION}"])
+            try:
+                _wait(lambda: not _run(["squeue", "--noheader", "--states=RUNNING,PENDING,COMPLETING"]).stdout.strip(),
+                      20, "cancelled jobs to end", root)
+            except RuntimeError:
+                pass
         for proc in reversed(procs):  # slurmd, slurmctld, munged: only the processes started here
             _stop(proc)
         if CONF.exists():
