@@ -74,7 +74,7 @@ def build_teacher(track: str, proto: dict, seed: int, dataset: str, data_path, o
     from lossbench.config import data_seed as run_data_seed
     from lossbench.runner import resolve_device, run_logger
     from lossbench.seeding import derive_seed
-    from lossbench.train import train
+    from lossbench.train import InputPipeline, train
 
     device = resolve_device(device)
     log = run_logger(Path(out_path).with_suffix(".log"))
@@ -87,7 +87,9 @@ def build_teacher(track: str, proto: dict, seed: int, dataset: str, data_path, o
     values, _ = classification_metrics(res.test_scores, ds.y_test, ds.class_counts, "test")
     log.info(f"teacher {tproto['model']}: test accuracy {values['test/accuracy']:.4f}, "
              f"balanced {values['test/balanced_accuracy']:.4f}")
-    io.write_torch(out_path, {"model": tproto["model"], "input_shape": list(ds.x_train.shape[1:]),
+    # the shape the model was built for: images go channels-first (InputPipeline), not as stored
+    shape = InputPipeline(ds.modality, "none", "cpu", 0).to_device(ds.x_train[:1]).shape[1:]
+    io.write_torch(out_path, {"model": tproto["model"], "input_shape": list(shape),
                               "num_classes": ds.num_classes, "modality": ds.modality,
                               "state_dict": {k: v.cpu() for k, v in res.model.state_dict().items()},
                               "val_scores": res.val_scores, "test_scores": res.test_scores, "metrics": values})

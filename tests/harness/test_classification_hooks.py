@@ -189,3 +189,22 @@ def test_protocol_needs_attack_and_teacher_blocks_for_those_methods():
         track["methods"] = ["erm", method]
         with pytest.raises(lbconfig.ConfigError, match=block):
             lbconfig.check_track(track, "t")
+
+
+def test_an_image_teacher_loads_back(tmp_path):
+    """build_teacher saves the channels-first shape the model was built for: a CIFAR-shaped teacher
+    (stored NHWC) loads back into the same architecture."""
+    from lossbench import io
+    from lossbench.tasks.classification import build_teacher, load_teacher
+
+    rng = np.random.default_rng(0)
+    y_tr, y_ho = np.repeat(np.arange(10), 20), np.repeat(np.arange(10), 2)
+    io.write_npz(tmp_path / "prepared.npz", x_train=rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8),
+                 y_train=y_tr, x_heldout=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), y_heldout=y_ho,
+                 num_classes=np.array(10))
+    proto = {"model": {"name": "resnet32"}, "optimizer": {"name": "sgd", "lr": 0.1}, "schedule": {"name": "constant"},
+             "budget": {"steps": 1, "batch_size": 16}, "curve_points": 1,
+             "teacher": {"model": {"name": "resnet32", "depth": 8}}}
+    build_teacher("classification", proto, 0, "cifar10_lt100", tmp_path / "prepared.npz", tmp_path / "t.pt")
+    model, blob = load_teacher(tmp_path / "t.pt", "cpu")
+    assert blob["input_shape"] == [3, 32, 32] and model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
