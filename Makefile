@@ -29,3 +29,8 @@ test-cluster: install
 
 clean:
 	rm -rf results/smoke resources .snakemake
+
+# The prepared GPU check (benchmarks/gpu_check.sh): on one GPU, offline, < 8 min; results/gpu_check/
+.PHONY: gpu-check
+gpu-check:
+	bash benchmarks/gpu_check.sh

@@ -18,17 +18,17 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lossbench.plan import RULE, job_track, parse_wildcards  # noqa: E402  (one grouping for plan and runtime)
+
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
-RULE = re.compile(r"^(?:local)?rule (\w+):$")
 FIELD = re.compile(r"^\s+(jobid|wildcards): (.*)$")
 DONE = re.compile(r"^Finished jobid: (\d+) \(Rule: (\w+)\)")
-OTHER = {"prepare_source": "data", "download_source": "data", "aggregate_results": "report",
-         "build_report": "report", "aggregate_kernels": "kernels", "all": "report"}
 
 
 def _track(rule: str, wildcards: str) -> str:
-    fields = dict(kv.split("=", 1) for kv in wildcards.split(", ") if "=" in kv)
-    return fields.get("track") or fields.get("bench") or OTHER.get(rule, "other")
+    return job_track(rule, parse_wildcards(wildcards))
 
 
 def parse(lines):

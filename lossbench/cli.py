@@ -5,6 +5,7 @@
     lossbench run --dataset mnist1d_lt100 --method focal --seed 0 [--config ...] [--track ...]
                   [--set gamma=1.0] [--out DIR] [--device cpu]
     lossbench publish results/full full_2026_11 --config config/full.yaml [--note "..."]
+    lossbench plan [config/full.yaml] [--table config/throughput.yaml] [--format json]
 """
 from __future__ import annotations
 
@@ -118,6 +119,16 @@ def _publish(args):
     print(f"published {src} -> {dest}; report {dest / 'report' / 'index.html'}")
 
 
+def _plan(args):
+    from lossbench import plan
+
+    try:
+        p = plan.plan(args.config, args.table)
+    except plan.PlanError as e:
+        raise lbconfig.ConfigError(str(e)) from None
+    print(json.dumps(p, indent=2) if args.format == "json" else plan.format_text(p))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="lossbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -146,6 +157,11 @@ def main(argv=None):
     p.add_argument("--note", help="shown at the top of the published report")
     p.add_argument("--into", default=lbconfig.ROOT / "results" / "published", help="parent folder")
     p.set_defaults(func=_publish)
+    p = sub.add_parser("plan", help="jobs per track and rule (Snakemake's dry run) and their estimated device-hours")
+    p.add_argument("config", nargs="?", default=DEFAULT_CONFIG, help="a profile or tier config, or a profiles/<name> folder")
+    p.add_argument("--table", default=lbconfig.ROOT / "config" / "throughput.yaml", help="the throughput table")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=_plan)
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -237,8 +237,22 @@ def _check_optimizer_axis(track: dict, where: str, task) -> None:
                        f"{where}: optimizer_axis/optimizers/{name}")
 
 
-def load_track(path) -> dict:
+EXTENDS = "extends"  # a track file's key naming the track file it starts from
+
+
+def track_yaml(path) -> dict:
+    """A track file's mapping. With `extends: <track file>` (relative to the repository) it starts
+    from that file's mapping, its own top-level keys replacing the base's (a key set to null removes
+    it): a tier runs a subset of a track's methods or seeds without copying its protocols, which stay
+    identical to the base's."""
     track = _load_yaml(path)
+    base = track.pop(EXTENDS, None)
+    merged = {**track_yaml(ROOT / base), **track} if base else track
+    return {k: v for k, v in merged.items() if v is not None}
+
+
+def load_track(path) -> dict:
+    track = track_yaml(path)
     validate_schema(track, "track", str(path))
     check_track(track, str(path))
     return track
@@ -343,7 +357,7 @@ def load_benchmark(path) -> dict:
     implementation names and baselines against the kernels registry."""
     from lossbench.kernels import registry
 
-    track = _load_yaml(path)
+    track = track_yaml(path)
     validate_schema(track, "benchmark_kernels", str(path))
     impls = track.get("impls") or registry.names()
     for name in impls:

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The prepared GPU check: on one GPU, offline, with only the working tree's data, in under 8 minutes.
+#
+#   make gpu-check                                  # = bash benchmarks/gpu_check.sh
+#   LOSSBENCH_COMMIT=<sha> make gpu-check           # where the tree has no .git (a copied checkout)
+#   DEVICE=cpu bash benchmarks/gpu_check.sh --tiny  # the same steps at smoke size on the CPU (tests)
+#
+# Steps, each time-boxed (`timeout`) so one slow step cannot eat the others' time (worst case 465 s):
+#   gpu_tests   pytest -m gpu                                                            75 s
+#   dag         one seed of the full embedded classification and SynthPref protocols     180 s
+#               (benchmarks/gpu_check.py config: a few methods covering every trainer path)
+#   kernels     the kernels benchmark at the CCE claim's point (CCE, Liger if installed,  75 s
+#               torch) and the out-of-cache softmax, with the copy-bandwidth/GEMM bound
+#   report      the report of both (claims included)                                      40 s
+#   throughput  cost table cuda entries (measured: true) for the tiers' jobs             90 s
+# Everything lands in $OUT (default results/gpu_check/): logs/<step>.log, steps.tsv, provenance.json
+# (hardware via nvidia-smi and torch, commit, command, per-step wall time and exit code),
+# throughput.yaml, and dag/results/gpu_check/ (tidy tables, kernels.csv, report) in the layout
+# `lossbench publish` reads. Afterwards, on a machine with the repository:
+#   lossbench publish results/gpu_check/dag/results/gpu_check gpu_check_<date> \
+#       --config results/gpu_check/config/gpu_check.yaml --note "GPU check, see provenance.json"
+#   cp results/gpu_check/provenance.json results/published/gpu_check_<date>/
+#   cp results/gpu_check/throughput.yaml config/throughput.yaml   # the measured cuda figures
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-results/gpu_check}
+DEVICE=${DEVICE:-cuda}
+TINY=""
+[ "${1:-}" = "--tiny" ] && TINY="--tiny"
+export HF_HUB_OFFLINE=1 BENCH_OFFLINE=1 GPU_CHECK_COMMAND="bash benchmarks/gpu_check.sh $*"
+rm -rf "$OUT" && mkdir -p "$OUT/logs"
+: > "$OUT/steps.tsv"
+
+step() {  # step NAME TIMEOUT_S CMD...: run CMD under timeout, log it, record wall time and exit code
+    local name=$1 limit=$2 t0 rc
+    shift 2
+    t0=$(date +%s%N)
+    echo "== $name (at most ${limit} s)"
+    timeout --kill-after=10 "$limit" "$@" > "$OUT/logs/$name.log" 2>&1
+    rc=$?
+    printf '%s\t%d.%03d\t%d\t%d\n' "$name" $(( ($(date +%s%N) - t0) / 1000000000 )) \
+        $(( ($(date +%s%N) - t0) / 1000000 % 1000 )) "$rc" "$limit" >> "$OUT/steps.tsv"
+    tail -n 3 "$OUT/logs/$name.log"
+}
+
+CFG=$($PY benchmarks/gpu_check.py config "$OUT" $TINY --device "$DEVICE") || exit 1
+SNAKE=($PY -m snakemake --workflow-profile none --configfile "$CFG" --directory "$OUT/dag" --cores 8
+       --resources gpu=4 --keep-going --rerun-incomplete)
+if [ "$DEVICE" = cpu ]; then
+    step gpu_tests 75 $PY -m pytest -q -m gpu --collect-only tests  # CPU: that they collect (they skip)
+else
+    step gpu_tests 75 $PY -m pytest -q -m gpu -p no:cacheprovider tests
+fi
+step dag 180 "${SNAKE[@]}" results/gpu_check/summary.csv
+step kernels 75 "${SNAKE[@]}" results/gpu_check/kernels.csv
+step report 40 "${SNAKE[@]}"
+if [ -n "$TINY" ]; then
+    TIERS=("$CFG")
+else
+    TIERS=(config/tier_embedded_gpu.yaml config/tier_core_claims.yaml)
+fi
+step throughput 90 $PY benchmarks/cost_table.py --device "$DEVICE" --profiles "${TIERS[@]}" --time-limit 70 \
+    --out "$OUT/throughput.yaml"
+$PY benchmarks/gpu_check.py provenance "$OUT"
