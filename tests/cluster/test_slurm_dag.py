@@ -44,7 +44,7 @@ def _tidy(results: Path) -> pd.DataFrame:
 @pytest.mark.slow
 def test_reduced_dag_on_slurm_equals_local_run(tmp_path, cluster):
     # two tracks, two methods each, one seed: 2 prepare_source + 4 train_run SLURM jobs, three waves
-    # on a 2-CPU node (each job starts Snakemake twice and a torch worker: ~10-30 s)
+    # on a 2-CPU node (each job starts Snakemake twice and a torch worker: 20-30 s on 2 slow cores)
     tracks = [_reduced_classification_track(methods=("erm", "logit_adjust"), seeds=(0,)),
               _reduced_grokking_track(methods=("erm", "stablemax"), seeds=(0,))]
     cfg = _profile(tmp_path, tracks, "slurmtest")  # its own results profile and work folders
@@ -86,13 +86,12 @@ def test_reduced_dag_on_slurm_equals_local_run(tmp_path, cluster):
         assert "gpu" not in j["TRES"] and j["WorkDir"] == str(work), j
     slurm_logs = work / ".snakemake" / "slurm_logs"
     assert {r: len(list((slurm_logs / f"rule_{r}").rglob("*.log"))) for r in SLURM_RULES} == submitted
-    in_slurm = [p for p in (work / "results" / "slurmtest" / "runs").rglob("train.json")]
-    assert len(in_slurm) == n_runs
 
     # same numbers as the local run, timing aside
     local_tidy, slurm_tidy = _tidy(tmp_path / "local" / "results" / "slurmtest"), _tidy(work / "results" / "slurmtest")
     assert set(slurm_tidy.track) == {"classification", "grokking"}
-    assert len(slurm_tidy) > 0
+    assert slurm_tidy.groupby(["track", "method"]).ngroups == n_runs
+    assert set(slurm_tidy.status) == {"ok"}  # equal because both trained, not because both failed
     pd.testing.assert_frame_equal(local_tidy, slurm_tidy)
     assert (work / "results" / "slurmtest" / "report" / "index.html").exists()
     print(f"\nSLURM run: {sum(submitted.values())} SLURM jobs + {n_runs + 2} local jobs in {slurm_seconds:.0f} s; "
