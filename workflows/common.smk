@@ -95,8 +95,8 @@ def device_pool():
 
 
 def run_job(fn, *args, log=None, **kwargs):
-    """Call a lossbench entry point for a job. Jobs running as threads (smoke profile) go to a pool
-    of worker processes (lossbench.workers) to escape the GIL (LOSSBENCH_WORKERS sets their number,
+    """Call a lossbench entry point for a job. Jobs running as threads of the Snakemake process
+    (smoke profile) go to a pool of worker processes (lossbench.workers) to escape the GIL (LOSSBENCH_WORKERS sets their number,
     default --cores); otherwise the job is its own process.
 
     A job given a `device` on a GPU profile holds a slot of the local device pool while it runs and
@@ -107,7 +107,9 @@ def run_job(fn, *args, log=None, **kwargs):
         with pool.acquire() if pool else contextlib.nullcontext() as slot:
             if slot is not None:
                 kwargs["device"] = f"cuda:{slot.device}"
-            if workflow.execution_settings.use_threads:
+            # Snakemake passes --force-use-threads to every job process it spawns (local process
+            # jobs, SLURM steps): only the main process's threads need the pool
+            if workflow.execution_settings.use_threads and workflow.is_main_process:
                 from lossbench import workers
 
                 return workers.call(fn, *args, workers=int(os.environ.get("LOSSBENCH_WORKERS", workflow.cores)),
