@@ -280,9 +280,15 @@ class Workspace:
         return lambda: bench.run_slice(self.benches[wc["bench"]], wc["slice"], self.device, f"kernels/{wc['slice']}.csv")
 
 
-def measurable(job: plan.Job, tracks: dict, device: str, profile_device: str) -> bool:
-    """Whether `job` can run here: no hub model or corpus, no download, a kernel grid on its device."""
+TOO_SLOW = {"cpu": ["lm_reference/lm_pretraining/t0_card-*"]}  # minutes per call on a CPU: ESTIMATES instead
+
+
+def measurable(job: plan.Job, tracks: dict, device: str, profile_device: str, key: str) -> bool:
+    """Whether `job` can run here: no hub model or corpus, no download, a kernel grid on its device,
+    not TOO_SLOW for the device."""
     wc = job.wildcards
+    if any(fnmatch.fnmatchcase(key, p) for p in TOO_SLOW.get(device, [])):
+        return False
     if job.rule == "prepare_source":
         return data.source_entry(wc["source"])["kind"] in ("generated", "packaged")
     if job.rule == "kernel_bench":
@@ -393,19 +399,28 @@ def estimated(job: plan.Job, pricer: plan.Pricer, cpu_tflops: float) -> dict | N
                         **({"unit": "step", "unit_s": round(r(per_unit), 6)} if per_unit else {})}
                     for i, (d, r) in enumerate(rate.items())}
             why = f"{why}: {per_unit:.3g} FLOPs per step, {per_job:.3g} per job"
-        else:
-            unit = plan.UNITS.get(job.rule)
-            figs = {d: ({"unit": unit, "unit_s": s} if unit else {"fixed_s": s}) for d, s in zip(("cpu", "cuda"), rule_fn)}
-        return {d: {**f, "estimate": True, "derived": why, **({"host": True} if d == "cuda" and job.rule in HOST_RULES else {})}
-                for d, f in figs.items()}
+        else:  # {"fixed_s": (cpu, cuda)} per job or {"unit_s": (cpu, cuda)} per unit of the rule
+            field, (cpu_s, cuda_s) = next(iter(rule_fn.items()))
+            unit = {"unit": plan.UNITS[job.rule]} if field == "unit_s" else {}
+            figs = {"cpu": {**unit, field: cpu_s}, "cuda": {**unit, field: cuda_s}}
+        out = {d: {**f, "estimate": True, "derived": why, **({"host": True} if d == "cuda" and job.rule in HOST_RULES else {})}
+               for d, f in figs.items()}
+        if job.rule == "kernel_bench":  # a GPU grid (CPU grids are measured): what it would cost on a CPU is moot
+            out["cpu"] = {"not_applicable": "a GPU benchmark grid (bf16/fp16, GB-sized inputs); the CPU grid is "
+                                            "config/tracks/kernels/cpu.yaml"}
+        return out
     return None
 
 
-# (key pattern, FLOP model or (cpu s, cuda s) per job or per unit, extra (cpu, cuda) seconds, derivation)
+# (key pattern, a FLOP model (FLOPs per step, per job) or seconds {"fixed_s" | "unit_s": (cpu, cuda)},
+#  extra (cpu, cuda) seconds per job for a FLOP model, derivation)
 ESTIMATES = [
-    ("download_source/*", (60, 60), None, "CIFAR archive (163 MB) at ~3 MB/s; guess"),
-    ("prepare_source/data/cifar*", (20, 20), None, "unpickle 60,000 images; guess"),
-    ("prepare_source/data/*", (1800, 1800), None, "hub corpus: stream and tokenise ~400M tokens; guess"),
+    ("download_source/*", {"fixed_s": (60, 60)}, None, "CIFAR archive (163 MB) at ~3 MB/s; guess"),
+    ("prepare_source/data/cifar*", {"fixed_s": (20, 20)}, None, "unpickle 60,000 images; guess"),
+    ("prepare_source/data/*", {"fixed_s": (1800, 1800)}, None, "hub corpus: stream and tokenise ~400M tokens; guess"),
+    ("lm_reference/lm_pretraining/t0_card-*", {"fixed_s": (1500, 120)}, None, "too slow to measure here: a partial "
+     "CPU run spent ~200 s per checkpoint (losses of the whole pool; 6 checkpoints + 2 feature passes) + 300 "
+     "steps; H100 guess"),
     ("train_run/lm_pretraining/*", _hub_lm, (600, 600), "GPT-2-sized LM, fp32 (the LM trainer has no autocast); "
      "6·P·tokens per step, 2·P per evaluated token; + 600 s of lm-eval tasks (guess)"),
     ("lm_reference/lm_pretraining/*", _hub_lm, (0, 0), "reference LM steps, then per-chunk losses of the whole "
@@ -413,18 +428,18 @@ ESTIMATES = [
     ("train_run/preference/*", _hub_pref, (60, 30), "SmolLM2-135M pairs, fp32: 6·P·tokens per step (reference "
      "log-probs cached); + probes (guess)"),
     ("pref_reward_model/preference/*", _hub_pref, (60, 30), "proxy reward model on the policy's backbone; guess"),
-    ("evaluate_run/*", (2, 2), None, "metrics of one run; guess"),
-    ("pref_reference/*", (120, 120), None, "resolve and download π_ref and the judge (~1.5 GB); guess"),
-    ("pref_*capability/*", (1800, 90), None, "lm-eval ARC-Easy + HellaSwag, 500 docs each, 135M model; guess"),
-    ("pref_sample/preference/*", (3600, 180), None, "π_ref samples and judge scores on held-out prompts; guess"),
-    ("pref_sample_eval/preference/*", (3600, 180), None, "policy samples, judge and KL on 768 prompts; guess"),
-    ("pref_label/*", (1, 1), None, "numpy; guess"),
+    ("evaluate_run/*", {"fixed_s": (2, 2)}, None, "metrics of one run; guess"),
+    ("pref_reference/*", {"fixed_s": (120, 120)}, None, "resolve and download π_ref and the judge (~1.5 GB); guess"),
+    ("pref_*capability/*", {"fixed_s": (1800, 90)}, None, "lm-eval ARC-Easy + HellaSwag, 500 docs each, 135M model; guess"),
+    ("pref_sample/preference/*", {"fixed_s": (3600, 180)}, None, "π_ref samples and judge scores on held-out prompts; guess"),
+    ("pref_sample_eval/preference/*", {"fixed_s": (3600, 180)}, None, "policy samples, judge and KL on 768 prompts; guess"),
+    ("pref_label/*", {"fixed_s": (1, 1)}, None, "numpy; guess"),
     ("kernel_bench/*", _kernel_slice, (0, 300), "6·N·V·D FLOPs per call × implementations × (warm-up + reps + 2) "
      "calls, bf16 on H100; + 300 s of ceilings and torch.compile (guess)"),
-    ("aggregate_results/*", (0.05, 0.05), None, "reading each run's tables; guess"),
-    ("aggregate_kernels/*", (5, 5), None, "guess"),
-    ("build_report/*", (120, 120), None, "tables, plots and claims; guess"),
-    ("all/*", (0, 0), None, "a target: no work"),
+    ("aggregate_results/*", {"unit_s": (0.05, 0.05)}, None, "reading each run's tables; guess"),
+    ("aggregate_kernels/*", {"fixed_s": (5, 5)}, None, "guess"),
+    ("build_report/*", {"fixed_s": (120, 120)}, None, "tables, plots and claims; guess"),
+    ("all/*", {"fixed_s": (0, 0)}, None, "a target: no work"),
 ]
 
 
@@ -526,7 +541,11 @@ def main(argv=None):
 
     cpu_tflops = roofline.gemm_tflops(torch.device("cpu"), torch.float32, 1024)
     table = yaml.safe_load(args.base.read_text()) if args.base.exists() else {"devices": {}, "jobs": {}}
+    earlier = table["devices"].get(args.device, {})
     table["devices"][args.device] = device_info(args.device, cpu_tflops)
+    if (args.missing or args.only) and earlier.get("command"):  # figures from both runs stay: say so
+        table["devices"][args.device]["earlier_runs"] = [
+            *earlier.get("earlier_runs", []), {k: earlier[k] for k in ("date", "commit", "command", "load_at_start")}]
     if args.device == "cpu":
         table["devices"]["cuda"] = {"summary": (
             f"NVIDIA H100 SXM, estimated from CPU-counted kernels and FLOPs: kernels × {H100['launch_s'] * 1e6:.0f} µs + "
@@ -545,7 +564,7 @@ def main(argv=None):
         if t0 > stop_at:
             print(f"{key}: not measured (--time-limit); keeps the base table's figures")
             continue
-        if measurable(job, tracks, args.device, profile_device):
+        if measurable(job, tracks, args.device, profile_device, key):
             os.chdir(work)
             try:
                 fig, counts = measure(Workspace(tracks, benches, args.device), job, units, eval_scale(job, tracks))

@@ -38,24 +38,26 @@ KERNEL_SLICES = {"gemma2_2b_8k": {"bench": "linear_ce", "n": [8192], "vd": [[256
                  "softmax": {"bench": "softmax", "n": [8192], "v": [262144], "dtype": ["bfloat16"]}}
 
 
-def _subset(base_path: str, methods: list[str], **over) -> dict:
-    """A track file extending `base_path` with `methods` only (per-method entries pruned) and `over`."""
+def _subset(base_path: str, methods: list[str], datasets: list[str], **over) -> dict:
+    """A track file extending `base_path` with `methods` only (per-method entries pruned), the
+    protocols running one of `datasets` (unchanged, so their cost-table keys are the base's), and `over`."""
     base = lbconfig.track_yaml(ROOT / base_path)
     keep = lambda d: {m: v for m, v in d.items() if m in methods}  # noqa: E731
-    out = {"extends": base_path, "methods": methods, "seeds": [0], "dataset_methods": {}}
+    protocols = {n: p for n, p in base["protocols"].items() if set(p["datasets"]) & set(datasets)}
+    out = {"extends": base_path, "methods": methods, "seeds": [0], "dataset_methods": {}, "protocols": protocols}
     if "method_hparams" in base:
         out["method_hparams"] = keep(base["method_hparams"])
     return {**out, **over}
 
 
 def write_config(out: Path, tiny: bool, device: str) -> Path:
-    size = "smoke" if tiny else "full"
-    cls = _subset(f"config/tracks/classification/{size}.yaml", CLASSIFICATION)
+    size, datasets = ("smoke", ["mnist1d_lt100", "synthpref"]) if tiny else ("full", DATASETS)
+    cls = _subset(f"config/tracks/classification/{size}.yaml", CLASSIFICATION, datasets)
     axis = lbconfig.track_yaml(ROOT / cls["extends"])["optimizer_axis"]
     cls["optimizer_axis"] = {**axis, "methods": ["erm"], "datasets": ["mnist1d_lt100"],
                              "optimizers": {k: axis["optimizers"][k] for k in ("adamw", "sgdp")}}
     point = {"beta": [0.1]} if tiny else {"beta": [0.1], "lr": [0.0003]}  # the guide's variant (tgdpo)
-    pref = _subset(f"config/tracks/preference/{size}.yaml", PREFERENCE, sweep={m: point for m in PREFERENCE})
+    pref = _subset(f"config/tracks/preference/{size}.yaml", PREFERENCE, datasets, sweep={m: point for m in PREFERENCE})
     kernels = {"extends": f"config/tracks/kernels/{size}.yaml"}
     if tiny:
         kernels["slices"] = {"ce_weighted": lbconfig.track_yaml(ROOT / kernels["extends"])["slices"]["ce_weighted"]}
@@ -70,7 +72,7 @@ def write_config(out: Path, tiny: bool, device: str) -> Path:
         paths[name] = folder / f"{name}.yaml"
         paths[name].write_text(yaml.safe_dump(track, sort_keys=False))
     profile = {"profile": "gpu_check", "device": device, "device_slots": {"runs_per_device": 4},  # gpu=4 in the .sh
-               "datasets": ["mnist1d_lt100", "synthpref"] if tiny else DATASETS,
+               "datasets": datasets,
                "tracks": {"classification": str(paths["classification"].resolve()),
                           "preference": str(paths["preference"].resolve())},
                "benchmarks": {"kernels": str(paths["kernels"].resolve())}}

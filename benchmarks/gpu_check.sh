@@ -3,7 +3,8 @@
 #
 #   make gpu-check                                  # = bash benchmarks/gpu_check.sh
 #   LOSSBENCH_COMMIT=<sha> make gpu-check           # where the tree has no .git (a copied checkout)
-#   DEVICE=cpu bash benchmarks/gpu_check.sh --tiny  # the same steps at smoke size on the CPU (tests)
+#   DEVICE=cpu CORES=2 TIMEOUT_SCALE=4 bash benchmarks/gpu_check.sh --tiny
+#                                                   # the same steps at smoke size on a CPU (tests)
 #
 # Steps, each time-boxed (`timeout`) so one slow step cannot eat the others' time (worst case 465 s):
 #   gpu_tests   pytest -m gpu                                                            75 s
@@ -26,6 +27,8 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-results/gpu_check}
 DEVICE=${DEVICE:-cuda}
+CORES=${CORES:-8}
+SCALE=${TIMEOUT_SCALE:-1}  # multiplies every step's time box (a slow CPU running --tiny)
 TINY=""
 [ "${1:-}" = "--tiny" ] && TINY="--tiny"
 export HF_HUB_OFFLINE=1 BENCH_OFFLINE=1 GPU_CHECK_COMMAND="bash benchmarks/gpu_check.sh $*"
@@ -33,7 +36,7 @@ rm -rf "$OUT" && mkdir -p "$OUT/logs"
 : > "$OUT/steps.tsv"
 
 step() {  # step NAME TIMEOUT_S CMD...: run CMD under timeout, log it, record wall time and exit code
-    local name=$1 limit=$2 t0 rc
+    local name=$1 limit=$(($2 * SCALE)) t0 rc
     shift 2
     t0=$(date +%s%N)
     echo "== $name (at most ${limit} s)"
@@ -45,7 +48,7 @@ step() {  # step NAME TIMEOUT_S CMD...: run CMD under timeout, log it, record wa
 }
 
 CFG=$($PY benchmarks/gpu_check.py config "$OUT" $TINY --device "$DEVICE") || exit 1
-SNAKE=($PY -m snakemake --workflow-profile none --configfile "$CFG" --directory "$OUT/dag" --cores 8
+SNAKE=($PY -m snakemake --workflow-profile none --configfile "$CFG" --directory "$OUT/dag" --cores "$CORES"
        --resources gpu=4 --keep-going --rerun-incomplete)
 if [ "$DEVICE" = cpu ]; then
     step gpu_tests 75 $PY -m pytest -q -m gpu --collect-only tests  # CPU: that they collect (they skip)
@@ -60,6 +63,6 @@ if [ -n "$TINY" ]; then
 else
     TIERS=(config/tier_embedded_gpu.yaml config/tier_core_claims.yaml)
 fi
-step throughput 90 $PY benchmarks/cost_table.py --device "$DEVICE" --profiles "${TIERS[@]}" --time-limit 70 \
+step throughput 90 $PY benchmarks/cost_table.py --device "$DEVICE" --profiles "${TIERS[@]}" --time-limit $((40 * SCALE)) \
     --out "$OUT/throughput.yaml"
 $PY benchmarks/gpu_check.py provenance "$OUT"

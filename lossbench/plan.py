@@ -231,7 +231,7 @@ class Pricer:
         """(seconds of `job` on `device`, whether the figure is an estimate) or (None, False) when
         the table has no entry for it."""
         entry = (self.entry(key) or {}).get(device)
-        if entry is None:
+        if entry is None or "not_applicable" in entry:
             return None, False
         unit = UNITS.get(job.rule, "job")
         if entry.get("unit_s") and entry.get("unit", unit) != unit:
@@ -242,26 +242,30 @@ class Pricer:
 def estimate(jobs: list[Job], tracks: dict, benches: dict, table: dict) -> dict:
     """Jobs and seconds per (track, rule) and device, with the unpriced jobs' keys."""
     pricer = Pricer(tracks, benches, table, n_runs=sum(j.rule == "train_run" for j in jobs))
-    rows = defaultdict(lambda: {"jobs": 0, **{d: 0.0 for d in DEVICES}, "estimated": set()})
-    unpriced = {d: Counter() for d in DEVICES}
+    rows = defaultdict(lambda: {"jobs": 0, **{d: 0.0 for d in DEVICES}, "estimated": set(), "priced": Counter()})
+    unpriced, moot = {d: Counter() for d in DEVICES}, {d: Counter() for d in DEVICES}  # moot: not_applicable
     for job in jobs:
         key, row = pricer.key(job), rows[(job_track(job.rule, job.wildcards), job.rule)]
         row["jobs"] += 1
         for device in DEVICES:
             secs, est = pricer.seconds(job, key, device)
             if secs is None:
-                unpriced[device][key] += 1
+                why = ((pricer.entry(key) or {}).get(device) or {}).get("not_applicable")
+                (moot if why else unpriced)[device][f"{key} ({why})" if why else key] += 1
                 continue
             row[device] += secs
+            row["priced"][device] += 1
             if est:
                 row["estimated"].add(device)
     out = [{"track": t, "rule": r, "jobs": v["jobs"], **{f"{d}_hours": v[d] / 3600 for d in DEVICES},
-            "estimated": sorted(v["estimated"])} for (t, r), v in sorted(rows.items())]
+            "estimated": sorted(v["estimated"]), "unpriced": sorted(d for d in DEVICES if v["priced"][d] < v["jobs"])}
+           for (t, r), v in sorted(rows.items())]
     processes = sum(j.rule != "all" for j in jobs)  # `all` is a target, not a job that runs
     return {"rows": out, "jobs": len(jobs),
             "total_hours": {d: sum(r[f"{d}_hours"] for r in out) for d in DEVICES},
             "start_hours": {d: processes * table["devices"].get(d, {}).get("job_start_s", 0.0) / 3600 for d in DEVICES},
-            "unpriced": {d: dict(c) for d, c in unpriced.items() if c}}
+            "unpriced": {d: dict(c) for d, c in unpriced.items() if c},
+            "not_applicable": {d: dict(c) for d, c in moot.items() if c}}
 
 
 def plan(target, table_path=TABLE) -> dict:
@@ -286,16 +290,17 @@ def format_text(p: dict) -> str:
              f"{'track':16s} {'rule':24s} {'jobs':>7s} " + " ".join(f"{h:>12s}" for h in heads)]
     last = None
     for r in p["rows"]:
-        cells = [_hours(r[f"{d}_hours"]) + ("*" if d in r["estimated"] else " ") for d in DEVICES]
+        cells = [("n/a" if r[f"{d}_hours"] == 0 and d in r["unpriced"] else _hours(r[f"{d}_hours"]))
+                 + ("?" if d in r["unpriced"] else "*" if d in r["estimated"] else " ") for d in DEVICES]
         lines.append(f"{r['track'] if r['track'] != last else '':16s} {r['rule']:24s} {r['jobs']:7,d} "
                      + " ".join(f"{c:>12s}" for c in cells))
         last = r["track"]
-    prefix = {d: "≥ " if d in p["unpriced"] else "" for d in DEVICES}
+    prefix = {d: "≥ " if d in p["unpriced"] or d in p["not_applicable"] else "" for d in DEVICES}
     lines.append(f"{'total':41s} {p['jobs']:7,d} "
                  + " ".join(f"{prefix[d] + _hours(p['total_hours'][d]):>12s} " for d in DEVICES))
     lines.append(f"{'+ start-up if each job is its own process':41s} {'':7s} "
                  + " ".join(f"{'+' + _hours(p['start_hours'][d]):>12s} " for d in DEVICES))
-    lines.append("* includes estimated (not measured) table entries. Start-up: importing torch per job (profiles/full "
+    lines.append("* includes estimated (not measured) table entries; ? some jobs not priced (below). Start-up: importing torch per job (profiles/full "
                  "runs jobs as processes; with --force-use-threads a worker pool pays it once per worker)")
     slots = p.get("runs_per_device", 1)
     if slots > 1:
@@ -303,6 +308,9 @@ def format_text(p: dict) -> str:
                      f"of their H100 hours in wall time")
     for d, info in p["devices"].items():
         lines.append(f"{DEVICES.get(d, d)}: {info.get('summary', '')}")
+    for d, keys in p["not_applicable"].items():
+        lines.append(f"not priced on {d} (the table says why), left out of its total: {sum(keys.values())} jobs:")
+        lines += [f"  {k} ({n} jobs)" for k, n in sorted(keys.items())]
     for d, keys in p["unpriced"].items():
         lines.append(f"UNPRICED on {d}: {sum(keys.values())} jobs have no entry in {p['table']} and are left out "
                      f"of its total; add them (python benchmarks/cost_table.py):")

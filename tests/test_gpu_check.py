@@ -20,22 +20,26 @@ def test_gpu_check_script_parses():
 
 
 def test_gpu_check_config_runs_the_full_protocols(tmp_path):
-    """The GPU profile's tracks extend the full ones: same protocols (so the same cost-table keys)."""
+    """The GPU profile's tracks extend the full ones: their protocols are the full ones (so the same
+    cost-table keys), for the embedded datasets."""
     from benchmarks.gpu_check import write_config
 
     cfg, tracks = lbconfig.load_profile(write_config(tmp_path, tiny=False, device="cuda"))
     for name in ("classification", "preference"):
         full = lbconfig.load_track(ROOT / f"config/tracks/{name}/full.yaml")
-        assert tracks[name]["protocols"] == full["protocols"] and tracks[name]["seeds"] == [0]
+        assert all(full["protocols"][p] == proto for p, proto in tracks[name]["protocols"].items())
+        assert tracks[name]["seeds"] == [0]
     runs = lbconfig.runs(tracks, cfg["datasets"])
     assert {r[1] for r in runs} == {"mnist1d_lt100", "mnist1d_sym40", "synthpref"}
     assert lbconfig.load_benchmarks(cfg)["kernels"]["slices"]["gemma2_2b_8k"]["vd"] == [[256000, 2304]]
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("LOSSBENCH_GPU_CHECK_TEST") != "1",
+                    reason="the whole GPU check at smoke size takes > 10 min on 2 cores: LOSSBENCH_GPU_CHECK_TEST=1 runs it")
 def test_gpu_check_tiny_on_cpu(tmp_path):
     out = tmp_path / "gpu_check"
-    env = {**os.environ, "DEVICE": "cpu", "OUT": str(out)}
+    env = {**os.environ, "DEVICE": "cpu", "OUT": str(out), "CORES": "2", "TIMEOUT_SCALE": "4"}
     res = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--tiny"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
