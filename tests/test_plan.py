@@ -155,3 +155,13 @@ def test_committed_table_prices_the_smoke_profile(capsys):
     assert main(["plan"]) == 0
     text = capsys.readouterr().out
     assert "UNPRICED" not in text and "profile smoke" in text
+
+
+def test_a_device_the_table_rules_out_is_said_not_priced():
+    """An entry may say a device does not apply (the GPU kernel grid on a CPU): left out and said."""
+    table = {**TINY, "jobs": {**TINY["jobs"], "train_run/grokking/*": {"cpu": {"not_applicable": "GPU only"}}}}
+    est = plan.estimate(_grokking_jobs(), {"grokking": _track("grokking")}, {}, table)
+    assert "cpu" not in est["unpriced"] and sum(est["not_applicable"]["cpu"].values()) == 2
+    text = plan.format_text({"config": "c.yaml", "profile": "p", "dry_run_seconds": 1, "table": "t.yaml",
+                             "devices": table["devices"], **est})
+    assert "not priced on cpu" in text and "GPU only" in text and "n/a?" in text
