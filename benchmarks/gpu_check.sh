@@ -50,6 +50,8 @@ step() {  # step NAME TIMEOUT_S CMD...: run CMD under timeout, log it, record wa
 CFG=$($PY benchmarks/gpu_check.py config "$OUT" $TINY --device "$DEVICE") || exit 1
 SNAKE=($PY -m snakemake --workflow-profile none --configfile "$CFG" --directory "$OUT/dag" --cores "$CORES"
        --resources gpu=4 --keep-going --rerun-incomplete)
+# at smoke size the jobs are seconds long: run them as threads (one torch import per worker, not per job)
+[ -n "$TINY" ] && SNAKE+=(--force-use-threads)
 if [ "$DEVICE" = cpu ]; then
     step gpu_tests 75 $PY -m pytest -q -m gpu --collect-only tests  # CPU: that they collect (they skip)
 else
