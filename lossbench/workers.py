@@ -9,12 +9,18 @@ A job's exception comes back as JobError carrying the worker's full traceback as
 own traceback ends in concurrent.futures and hides the failing line). A worker that dies (killed,
 out of host memory) breaks the pool: the jobs it held fail with WorkerDied and the next job starts
 a fresh pool.
+
+A worker exits as soon as its parent dies (a hard kill of Snakemake alone): it watches its parent
+pid, so no orphan goes on writing runs into the results folder. (PR_SET_PDEATHSIG would fire when
+the *thread* that started the worker ends, i.e. the Snakemake job thread that happened to start it.)
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing as mp
+import os
 import threading
+import time
 import traceback
 from concurrent.futures.process import BrokenProcessPool
 
@@ -30,7 +36,20 @@ class WorkerDied(RuntimeError):
     """The worker process running a job died without raising (killed by a signal or the OOM killer)."""
 
 
-def _init_worker():
+PARENT_POLL_SECONDS = 0.5
+
+
+def _exit_when_orphaned(parent: int):
+    """Exit the worker at once when its parent is gone (re-parented to init or a subreaper). A run
+    cut short leaves no half-written file (writes are atomic) and no train.json, so Snakemake
+    reruns it; os._exit skips cleanup that could block on the dead parent's pipes."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
+
+
+def _init_worker(parent: int):
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True, name="parent-watch").start()
     import torch
 
     torch.set_num_threads(1)
@@ -51,7 +70,7 @@ def call(fn, *args, workers: int, **kwargs):
     with _lock:
         if _pool is None:
             _pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                           initializer=_init_worker)
+                                           initializer=_init_worker, initargs=(os.getpid(),))
         pool = _pool
     try:
         return pool.submit(_call, fn, args, kwargs).result()

@@ -33,3 +33,61 @@ def test_a_dead_worker_fails_its_job_and_the_pool_recovers():
     with pytest.raises(workers.WorkerDied, match="died"):
         workers.call(_die, 0, workers=1)
     assert workers.call(_square, 4, workers=1) == 16  # a fresh pool
+
+
+_ORPHAN_PARENT = """
+import sys, time
+from lossbench import workers
+
+def main():
+    workers.call(time.sleep, 120, workers=1)
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def _children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
+def test_workers_exit_when_their_parent_is_killed(tmp_path):
+    """A hard kill of the Snakemake process alone must not leave workers finishing runs as orphans."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(_ORPHAN_PARENT)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=root, env={**os.environ, "PYTHONPATH": root})
+    try:
+        deadline = time.time() + 60
+        worker = None
+        while time.time() < deadline and worker is None:  # the spawned worker (not the resource tracker)
+            for c in _children(parent.pid):
+                with open(f"/proc/{c}/cmdline", "rb") as f:
+                    if b"spawn_main" in f.read():
+                        worker = c
+            time.sleep(0.2)
+        assert worker is not None, "the pool never started its worker"
+        time.sleep(1)  # the worker's watch thread is running once its initializer has run
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline and _alive(worker):
+            time.sleep(0.1)
+        assert not _alive(worker), "the worker outlived its killed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
