@@ -2,6 +2,12 @@
 
 Card C3 in shared/methods/classification.md. gamma = 2 is the paper's default (the LDAM-DRW code's
 long-tail baseline uses gamma = 1; set it per track if comparing against that table).
+
+Numerics: 1 - p_y is computed as -expm1(log p_y), which keeps it nonzero while p_y is within float32
+rounding of 1, and the modulating factor (1 - p_y)^gamma is taken only where 1 - p_y > 0: where it
+is exactly 0 (p_y == 1 in float32) the factor is the constant 0^gamma. Without that guard the pow's
+derivative gamma·(1 - p_y)^(gamma - 1) is infinite at 0 for 0 < gamma < 1 (a fifth of the search
+range U(0, 5)) and the example's gradient is NaN; the true gradient there is 0 to float32 precision.
 """
 import torch
 import torch.nn.functional as F
@@ -11,7 +17,11 @@ from methods.base import MethodSpec, require_nonnegative
 
 def focal_loss(logits, targets, *, gamma: float):
     logp_y = F.log_softmax(logits.float(), -1).gather(-1, targets[:, None]).squeeze(-1)
-    return -((1.0 - logp_y.exp()) ** gamma) * logp_y
+    one_minus_p = -torch.expm1(logp_y)  # >= 0; stays > 0 closer to p_y = 1 than 1 - exp(log p_y)
+    positive = one_minus_p > 0
+    # where 1 - p_y == 0 the factor is the constant 0^gamma (1 for gamma = 0): no infinite pow derivative
+    factor = torch.where(positive, torch.where(positive, one_minus_p, 1.0) ** gamma, 0.0 ** gamma)
+    return -factor * logp_y
 
 
 def _validate(hp):
