@@ -13,6 +13,11 @@ as part of the method: LDR uses z ← softplus(z), z ← z / mean_k z ("softplus
 z ← z / (‖z‖₁/K) ("l1_mean"; softplus first only on CIFAR-100, which is "softplus_mean" again since
 softplus outputs are positive). "none" uses raw logits (the card's unit tests).
 
+"softplus_mean" on rows whose every logit is below -20 is computed as K·softmax(z), which is what
+softplus(z)/mean softplus(z) equals there (softplus = exp to 1e-9 relative): the formula is then
+shift-invariant and so is the loss, however negative the row (a clamp of the mean at 1e-12 used to
+change the loss once every logit was below about -27.6, and softplus underflows to 0 below -104).
+
 ALDR-KL keeps a temperature λ_i per training example (state, init λ₀). Each step, as in the code:
 q̂ = renormalise(softmax(z̃/λ_i) + 1e-5), KL_i = Σ_k q̂_k log(K q̂_k), λ_i ← λ₀(1 - KL_i/(α log K))
 (detached, returned as the new state), loss = LDR-KL at λ_i - (α log K/(2λ₀))(λ_i - λ₀)². So
@@ -31,7 +36,9 @@ import torch.nn.functional as F
 from methods.base import MethodSpec, require_positive
 
 NORMALIZE = ("softplus_mean", "l1_mean", "none")
-_EPS = 1e-12  # guards the normalising divisions (softplus can underflow to 0 for logits near -1e4)
+_EPS = 1e-12  # guards the l1_mean division (an all-zero row) and ALDR's temperature
+# Below this every softplus(z) = log1p(e^z) equals e^z to 1e-9 relative, far under float32 rounding.
+_SOFTPLUS_IS_EXP = -20.0
 
 
 def normalize_logits(z, mode: str):
@@ -39,8 +46,15 @@ def normalize_logits(z, mode: str):
     if mode == "none":
         return z
     if mode == "softplus_mean":
-        z = F.softplus(z)
-        return z / z.mean(-1, keepdim=True).clamp_min(_EPS)
+        # A row whose largest logit is below -20 has softplus = exp on every entry, so
+        # softplus(z)/mean softplus(z) = K·softmax(z): computed that way it is exact (and shift-invariant
+        # like the formula) however negative the row, where softplus would underflow or a clamp on the
+        # mean would change the loss. Other rows have mean >= softplus(-20)/K > 0: the formula as is.
+        sp = F.softplus(z)
+        mean = sp.mean(-1, keepdim=True)
+        exp_rows = z.amax(-1, keepdim=True) < _SOFTPLUS_IS_EXP
+        direct = sp / torch.where(exp_rows, torch.ones_like(mean), mean)
+        return torch.where(exp_rows, z.shape[-1] * torch.softmax(z, -1), direct)
     if mode == "l1_mean":
         return z / z.abs().mean(-1, keepdim=True).clamp_min(_EPS)
     raise ValueError(f"ldr: unknown normalize {mode!r}; valid: {NORMALIZE}")

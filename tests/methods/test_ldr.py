@@ -160,3 +160,59 @@ def test_aldr_loss_formula():
 def test_validate(spec, bad, match):
     with pytest.raises(ValueError, match=match):
         spec.hparams(bad)
+
+
+def _ldr_softplus_mean_float64(z, y, lam, c):
+    """The formula in float64: softplus, divide by the row mean, then λ·log mean exp(d/λ)."""
+    s = F.softplus(z.double())
+    s = s / s.mean(-1, keepdim=True)
+    d = _margins(s, y, c)
+    return lam * (torch.logsumexp(d / lam, -1) - math.log(z.shape[-1]))
+
+
+@pytest.mark.parametrize("k", [2, 10, 100])
+def test_softplus_mean_on_very_negative_rows_matches_float64_and_is_shift_invariant(k):
+    # issue 16: a row of -30 with -29 at the target went through the 1e-12 clamp of the mean
+    z = torch.full((1, k), -30.0)
+    z[0, 1] = -29.0
+    y = torch.tensor([1])
+    g = torch.Generator().manual_seed(k)
+    rows = torch.cat([z, -25.0 + 3 * torch.randn(4, k, generator=g)])
+    ys = torch.cat([y, torch.randint(0, k, (4,), generator=g)])
+    for lam in (0.1, 1.0, 10.0):
+        base = ldr_kl(rows, ys, lam=lam, c=0.1, normalize="softplus_mean")
+        torch.testing.assert_close(base.double(), _ldr_softplus_mean_float64(rows, ys, lam, 0.1), atol=2e-5, rtol=1e-5)
+        for shift in (-5.0, -40.0, -300.0):  # float64's softplus still represents these rows
+            out = ldr_kl(rows + shift, ys, lam=lam, c=0.1, normalize="softplus_mean")
+            torch.testing.assert_close(out.double(), _ldr_softplus_mean_float64(rows + shift, ys, lam, 0.1),
+                                       atol=2e-5, rtol=1e-5)
+            torch.testing.assert_close(out, base, atol=2e-5, rtol=1e-5)
+        # softplus underflows even in float64 there: shift invariance alone (on the integer row, which
+        # float32 still holds exactly at -1e5; the random rows lose input bits to the shift's rounding)
+        for shift in (-1e3, -1e5):
+            out = ldr_kl(z + shift, y, lam=lam, c=0.1, normalize="softplus_mean")
+            torch.testing.assert_close(out, base[:1], atol=2e-6, rtol=1e-6)
+        torch.testing.assert_close(ldr_kl(rows - 1e3, ys, lam=lam, c=0.1, normalize="softplus_mean"), base,
+                                   atol=2e-4, rtol=1e-4)
+
+
+def test_softplus_mean_gradients_finite_on_extreme_rows():
+    z = torch.tensor([[-30.0, -29.0, -30.0], [-1e4, -1e4 + 1, -1e4], [-20.0, -20.0, -20.5], [3.0, -1e4, 0.0]],
+                     requires_grad=True)
+    y = torch.tensor([1, 1, 0, 2])
+    for fn, kw in ((ldr_kl, dict(lam=1.0)), (aldr_kl, dict(example_state=torch.full((4,), 10.0), lam0=10.0,
+                                                           alpha=2.0))):
+        out = fn(z, y, c=0.1, normalize="softplus_mean", **kw)
+        loss = out[0] if isinstance(out, tuple) else out
+        (grad,) = torch.autograd.grad(loss.sum(), z)
+        assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
+
+
+def test_softplus_mean_continuous_across_the_exp_threshold():
+    # the rows just above and below -20 take the two forms of the normalisation; they agree there
+    y = torch.tensor([0, 0])
+    base = torch.tensor([[0.0, -1.0, -2.5]])
+    rows = torch.cat([base - 19.999, base - 20.001])
+    out = ldr_kl(rows, y, lam=1.0, c=0.1, normalize="softplus_mean")
+    torch.testing.assert_close(out.double(), _ldr_softplus_mean_float64(rows, y, 1.0, 0.1), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(out[0], out[1], atol=1e-6, rtol=0)
