@@ -186,7 +186,8 @@ def test_softplus_mean_on_very_negative_rows_matches_float64_and_is_shift_invari
             out = ldr_kl(rows + shift, ys, lam=lam, c=0.1, normalize="softplus_mean")
             torch.testing.assert_close(out.double(), _ldr_softplus_mean_float64(rows + shift, ys, lam, 0.1),
                                        atol=2e-5, rtol=1e-5)
-            torch.testing.assert_close(out, base, atol=2e-5, rtol=1e-5)
+            # the shifted random rows are rounded to float32 again: invariance within that rounding
+            torch.testing.assert_close(out, base, atol=2e-4, rtol=1e-4)
         # softplus underflows even in float64 there: shift invariance alone (on the integer row, which
         # float32 still holds exactly at -1e5; the random rows lose input bits to the shift's rounding)
         for shift in (-1e3, -1e5):
