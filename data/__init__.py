@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,156 @@ PREPARED_KEYS = {
 def registry() -> dict:
     with open(REGISTRY_PATH) as f:
         return yaml.safe_load(f)
+
+
+# ============================================================================ registry validation
+class RegistryError(ValueError):
+    """A registry entry that would fail (or silently mislead) once a job uses it."""
+
+
+NAME_PATTERN = r"^[a-z0-9_]+$"  # source and dataset names become paths and Snakemake wildcards
+SOURCE_KINDS = ("generated", "packaged", "download", "hub")
+SOURCE_KEYS = {"kind": True, "module": True, "modality": True, "description": True, "task": False, "params": False,
+               "url": False, "archive": False, "md5": False}  # key -> required
+DOWNLOAD_KEYS = ("url", "archive", "md5")
+MODALITIES = ("vector", "image", "sequence", "text")
+TASKS = ("classification", "preference", "lm_pretraining", "grokking")  # lossbench/tasks; default classification
+# dataset keys -> the tasks that read them (None: every task)
+DATASET_KEYS = {"source": None, "task": None, "long_tail": ("classification",), "noise": ("classification",),
+                "label_noise": ("preference",), "train_fraction": ("grokking",)}
+
+
+def _close(name, valid) -> str:
+    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=3)
+    return f" Did you mean {', '.join(close)}?" if close else ""
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def check_registry(reg: dict | None = None, where: str | None = None) -> None:
+    """Raise RegistryError (one line: file, entry, key, value, valid choices) for the first entry of
+    the registry (default data/registry.yaml) that is malformed: unknown keys or source kinds, a
+    dataset of an unknown source or of another task than its source, a long-tail imbalance factor
+    below 1, a noise kind or key the transforms do not have, a noise rate outside [0, 1)."""
+    import re
+
+    where = where or _registry_where()
+    if reg is None:
+        try:
+            reg = registry()
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise RegistryError(f"{where}: YAML syntax error{at}: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(reg, dict) or set(reg) != {"sources", "datasets"}:
+        got = sorted(reg) if isinstance(reg, dict) else type(reg).__name__
+        raise RegistryError(f"{where}: the registry holds exactly the keys sources and datasets, got {got}")
+    sources, datasets = reg["sources"] or {}, reg["datasets"] or {}
+    for table, entries in (("sources", sources), ("datasets", datasets)):
+        if not isinstance(entries, dict):
+            raise RegistryError(f"{where}: {table}: expected a mapping of names to entries")
+        for name, entry in entries.items():
+            if not isinstance(name, str) or not re.match(NAME_PATTERN, name):
+                raise RegistryError(f"{where}: {table}/{name}: not a valid name: use lower-case letters, digits and _ "
+                                    f"only ({NAME_PATTERN})")
+            if not isinstance(entry, dict):
+                raise RegistryError(f"{where}: {table}/{name}: expected a mapping of keys, got {entry!r}")
+    for name, entry in sources.items():
+        _check_source(entry, f"{where}: sources/{name}")
+    for name, entry in datasets.items():
+        _check_dataset(entry, sources, f"{where}: datasets/{name}")
+
+
+def _registry_where() -> str:
+    try:
+        return str(REGISTRY_PATH.relative_to(Path.cwd()))
+    except ValueError:
+        return str(REGISTRY_PATH)
+
+
+def _unknown_keys(entry: dict, known, where: str) -> None:
+    for key in entry:
+        if key not in known:
+            raise RegistryError(f"{where}: unknown key {key!r}.{_close(key, known)} Valid keys: {', '.join(known)}")
+
+
+def _check_source(entry: dict, where: str) -> None:
+    _unknown_keys(entry, SOURCE_KEYS, where)
+    required = [k for k, req in SOURCE_KEYS.items() if req] + (list(DOWNLOAD_KEYS) if entry.get("kind") == "download" else [])
+    missing = [k for k in required if k not in entry]
+    if missing:
+        raise RegistryError(f"{where}: missing {', '.join(missing)}" + (" (a download source needs url, archive and md5)"
+                                                                        if entry.get("kind") == "download" else ""))
+    for key, valid in (("kind", SOURCE_KINDS), ("modality", MODALITIES), ("task", TASKS)):
+        if key in entry and entry[key] not in valid:
+            raise RegistryError(f"{where}: {key}: {entry[key]!r} is not a valid value.{_close(entry[key], valid)} "
+                                f"Valid: {', '.join(valid)}")
+    if not isinstance(entry["module"], str) or importlib.util.find_spec(entry["module"]) is None:
+        raise RegistryError(f"{where}: module: {entry['module']!r} is not an importable module (e.g. data.mnist1d)")
+    if "params" in entry and not isinstance(entry["params"], dict):
+        raise RegistryError(f"{where}: params: expected a mapping, got {entry['params']!r}")
+
+
+def _check_dataset(entry: dict, sources: dict, where: str) -> None:
+    _unknown_keys(entry, DATASET_KEYS, where)
+    if "source" not in entry:
+        raise RegistryError(f"{where}: missing source; valid sources: {', '.join(sources)}")
+    src = entry["source"]
+    if src not in sources:
+        raise RegistryError(f"{where}: source: unknown source {src!r}.{_close(src, sources)} Valid: {', '.join(sources)}")
+    task = entry.get("task", "classification")
+    if task not in TASKS:
+        raise RegistryError(f"{where}: task: {task!r} is not a valid value.{_close(task, TASKS)} Valid: {', '.join(TASKS)}")
+    own = sources[src].get("task")  # a preference source leaves it out (its stages read it, not prepare_source)
+    if own is not None and task != own or own is None and task in ("lm_pretraining", "grokking"):
+        raise RegistryError(f"{where}: task: {task!r}, but source {src!r} is a {own or 'classification'} source; "
+                            f"set task: {own or 'classification'}, or use a {task} source")
+    for key, tasks in DATASET_KEYS.items():
+        if key in entry and tasks is not None and task not in tasks:
+            raise RegistryError(f"{where}: {key}: applies to {' and '.join(tasks)} datasets only, not {task}")
+    if "long_tail" in entry:
+        rho = entry["long_tail"]
+        if not _is_number(rho) or not rho >= 1:
+            raise RegistryError(f"{where}: long_tail: the imbalance factor n_max / n_min must be a number >= 1 "
+                                f"(1 = balanced), got {rho!r}")
+    if "noise" in entry:
+        _check_noise(entry["noise"], f"{where}: noise")
+    if "label_noise" in entry:
+        _check_rate(entry["label_noise"], f"{where}: label_noise")
+    if task == "grokking" and "train_fraction" not in entry:
+        raise RegistryError(f"{where}: missing train_fraction (a grokking dataset's share of training examples)")
+    if "train_fraction" in entry:
+        f = entry["train_fraction"]
+        if not _is_number(f) or not 0 < f < 1:
+            raise RegistryError(f"{where}: train_fraction: must be a number in (0, 1), got {f!r}")
+
+
+def _check_rate(rate, where: str) -> None:
+    if not _is_number(rate) or not 0 <= rate < 1:
+        raise RegistryError(f"{where}: a label-flip rate must be a number in [0, 1) (1 flips every label), got {rate!r}")
+
+
+def _check_noise(noise, where: str) -> None:
+    import inspect
+
+    if not isinstance(noise, dict):
+        raise RegistryError(f"{where}: expected a mapping {{kind, rate, ...}}, got {noise!r}")
+    kind = noise.get("kind")
+    if kind not in transforms.NOISE:
+        raise RegistryError(f"{where}/kind: unknown noise kind {kind!r}.{_close(kind, transforms.NOISE)} "
+                            f"Valid: {', '.join(transforms.NOISE)}")
+    params = inspect.signature(transforms.NOISE[kind]).parameters
+    known = ["kind", "rate"] + [p for p in params if p not in ("y", "num_classes", "rate", "rng")]
+    _unknown_keys(noise, known, where)
+    if "rate" not in noise:
+        raise RegistryError(f"{where}: missing rate (the fraction of training labels flipped, in [0, 1))")
+    _check_rate(noise["rate"], f"{where}/rate")
+    for key in known[2:]:
+        default = params[key].default
+        if key in noise and isinstance(default, bool) and not isinstance(noise[key], bool):
+            raise RegistryError(f"{where}/{key}: expected true or false, got {noise[key]!r}")
 
 
 def names() -> list[str]:

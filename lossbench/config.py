@@ -5,11 +5,14 @@ uses `jsonschema` directly. Every error names the offending key and lists the va
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import fnmatch
+import functools
 import hashlib
 import itertools
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -27,12 +30,59 @@ class ConfigError(ValueError):
     pass
 
 
+NAME_PATTERN = r"^[a-z0-9_]+$"  # track, dataset, method, protocol and profile names (they become paths)
+VARIANT_PATTERN = r"^[a-z0-9_.+\-]+$"  # a variant slug (the Snakefile's `variant` wildcard); no `..`
+PATHS_NOTE = f"paths in a profile resolve against the repository root ({ROOT}), not the profile's folder"
+
+
 def _load_yaml(path) -> dict:
     with open(path) as f:
         return yaml.safe_load(f)
 
 
+def read_yaml(path, what: str = "config", where: str | None = None) -> dict:
+    """The mapping in YAML file `path`; ConfigError (one line: file, line, column, problem) for a
+    missing file, a folder, a syntax error, an empty file or a file that is not a mapping. `what`
+    names the file's role (profile, track...) in the message; `where` prefixes it (default the path)."""
+    where = where or str(path)
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{where}: {path} is a folder, not a {what} file")
+    try:
+        with open(path) as f:
+            doc = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such {what} file: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{where}: cannot read the {what} file {path}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: {_yaml_problem(e)}") from None
+    if doc is None:
+        raise ConfigError(f"{where}: the {what} file {path} is empty")
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where}: a {what} file holds a mapping of keys, got a {type(doc).__name__}: {doc!r:.60}")
+    return doc
+
+
+def _yaml_problem(e) -> str:
+    """`YAML syntax error at line L, column C: <problem>` of a yaml.YAMLError, with a hint for tabs."""
+    mark = getattr(e, "problem_mark", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = " ".join(str(getattr(e, "problem", None) or e).split())
+    context = getattr(e, "context", None)
+    if context and context not in problem:
+        problem = f"{problem} ({context})"
+    if "\\t" in problem or "\t" in problem:
+        problem += "; YAML indents with spaces, never tabs"
+    return f"YAML syntax error{at}: {problem}"
+
+
 def schema(name: str) -> dict:
+    return copy.deepcopy(_schema(name))
+
+
+@functools.lru_cache(maxsize=None)
+def _schema(name: str) -> dict:
     return _load_yaml(SCHEMA_DIR / f"{name}.schema.yaml")
 
 
@@ -40,18 +90,93 @@ def validate_schema(cfg: dict, name: str, where: str) -> None:
     _validate_part(cfg, schema(name), where)
 
 
-def _validate_part(cfg: dict, subschema: dict, where: str) -> None:
-    """jsonschema validation with the error's path, message and, for an unknown key, the valid keys."""
+def _validator(subschema: dict):
+    """A jsonschema validator whose `integer` is a Python int: JSON Schema counts 64.0 as an integer,
+    but a float batch size or seed fails only once a job runs (or names a `seed0.0` folder)."""
     import jsonschema
 
-    try:
-        jsonschema.validate(cfg, subschema)
-    except jsonschema.ValidationError as e:
-        path = "/".join(map(str, e.absolute_path)) or "(top level)"
-        hint = ""
-        if e.validator == "additionalProperties" and "properties" in e.schema:
-            hint = f"; valid keys: {', '.join(e.schema['properties'])}"
-        raise ConfigError(f"{where}: {path}: {e.message}{hint}") from None
+    return _strict(jsonschema.validators.validator_for(subschema))(subschema)
+
+
+@functools.lru_cache(maxsize=None)
+def _strict(cls):
+    import jsonschema
+
+    checker = cls.TYPE_CHECKER.redefine("integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool))
+    return jsonschema.validators.extend(cls, type_checker=checker)
+
+
+def _validate_part(cfg: dict, subschema: dict, where: str) -> None:
+    """jsonschema validation; the first error as one line: where, the key's path, what is wrong and
+    the valid choices (keys, enum values) with close matches."""
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_validator(subschema).iter_errors(cfg))
+    if error is not None:
+        path = "/".join(map(str, error.absolute_path)) or "(top level)"
+        raise ConfigError(f"{where}: {path}: {_schema_message(error)}")
+
+
+def _did_you_mean(name, valid) -> str:
+    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=3)
+    return f" Did you mean {', '.join(close)}?" if close else ""
+
+
+def _close_hint(name, valid) -> str:
+    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def _describe(value) -> str:
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return f"the string {value!r}"
+        return (f"the string {value!r} (quoted, or a number YAML reads as text such as 1e-3: "
+                "write it unquoted with a dot, 1.0e-3)")
+    if isinstance(value, bool):
+        return f"the boolean {value}"
+    if isinstance(value, float) and value.is_integer():
+        return f"{value!r} (a float; write {int(value)})"
+    if isinstance(value, (dict, list)):
+        return f"a {'mapping' if isinstance(value, dict) else 'list'} ({json.dumps(value, default=str):.60})"
+    return repr(value)
+
+
+def _schema_message(e) -> str:
+    """One readable sentence for a jsonschema error (valid keys and values listed)."""
+    v, schema_ = e.validator, e.schema
+    if v == "additionalProperties" and isinstance(e.instance, dict):
+        known = list(schema_.get("properties", {}))
+        extra = [k for k in e.instance if k not in known]
+        if extra and known:
+            return f"{e.message}{_close_hint(extra[0], known)}; valid keys: {', '.join(known)}"
+    if v == "enum":
+        return f"{e.message}{_close_hint(e.instance, e.validator_value)}"
+    if v == "const":
+        return f"{e.instance!r} is not valid here; expected {e.validator_value!r}"
+    if v == "type":
+        want = e.validator_value if isinstance(e.validator_value, str) else " or ".join(e.validator_value)
+        return f"expected {'an' if want[0] in 'aeiou' else 'a'} {want}, got {_describe(e.instance)}"
+    if v == "pattern" and e.validator_value == NAME_PATTERN:
+        return f"{e.instance!r} is not a valid name: use lower-case letters, digits and _ only ({NAME_PATTERN})"
+    if v == "propertyNames" and e.validator_value.get("pattern") == NAME_PATTERN:
+        bad = next((k for k in e.instance if not re.match(NAME_PATTERN, k)), None)
+        return f"{bad!r} is not a valid name: use lower-case letters, digits and _ only ({NAME_PATTERN})"
+    if v == "oneOf" and all(set(s) == {"required"} for s in e.validator_value):
+        options = [k for s in e.validator_value for k in s["required"]]
+        given = [k for k in options if isinstance(e.instance, dict) and k in e.instance]
+        if len(given) > 1:
+            return f"set exactly one of {', '.join(options)}; got {' and '.join(given)}"
+        return f"set one of {', '.join(options)}"
+    if v == "minProperties" and not e.instance:
+        return "is empty; it needs at least one entry"
+    if v == "minItems" and not e.instance:
+        return "is an empty list; it needs at least one item"
+    if v == "uniqueItems":
+        return f"has repeated items: {e.instance}"
+    return e.message
 
 
 def require_dataset_task(proto: dict, where: str, task: str) -> None:
@@ -68,6 +193,33 @@ def unknown_name(kind: str, name: str, valid, where: str) -> ConfigError:
     return ConfigError(f"{where}: unknown {kind} {name!r}.{hint} Valid: {', '.join(sorted(valid))}")
 
 
+def method_hparams(method: str, overrides: dict, where: str) -> dict:
+    """`methods.get(method).hparams(overrides)`, a ConfigError for anything wrong: unknown keys and
+    the method's own checks, and a value whose type differs from the default's (a quoted "2" for a
+    float) before the method's checks compare it with a number."""
+    spec = methods.get(method)
+    for key, value in overrides.items():
+        default = spec.defaults.get(key)
+        if key not in spec.defaults or default is None:
+            continue
+        if isinstance(default, bool):
+            ok, want = isinstance(value, bool), "true or false"
+        elif isinstance(default, (int, float)):
+            ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        elif isinstance(default, str):
+            ok, want = isinstance(value, str), "a string"
+        elif isinstance(default, (list, tuple)):
+            ok, want = isinstance(value, (list, tuple)), "a list"
+        else:
+            continue
+        if not ok:
+            raise ConfigError(f"{where}: {key}: expected {want} (default {default!r}), got {_describe(value)}")
+    try:
+        return spec.hparams(overrides)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
 def check_track(track: dict, where: str = "track") -> None:
     """Checks beyond the schema: registered names, baseline in methods, valid hyperparameters."""
     for m in track["methods"]:
@@ -78,10 +230,7 @@ def check_track(track: dict, where: str = "track") -> None:
     for m, overrides in track.get("method_hparams", {}).items():
         if m not in track["methods"]:
             raise unknown_name("method in method_hparams", m, track["methods"], where)
-        try:
-            methods.get(m).hparams(overrides)
-        except ValueError as e:
-            raise ConfigError(f"{where}: method_hparams: {e}") from None
+        method_hparams(m, overrides, f"{where}: method_hparams/{m}")
     try:
         task = tasks.get(track["task"])
     except KeyError as e:
@@ -119,6 +268,68 @@ def check_track(track: dict, where: str = "track") -> None:
     for pat in track.get("optimizer_axis", {}).get("datasets", []):
         if not any(_matches(d, [pat]) for d in seen):
             raise unknown_name("dataset in optimizer_axis/datasets", pat, seen, where)
+    check_resolved(track, where, task)
+
+
+def check_resolved(track: dict, where: str, task) -> None:
+    """Every run's protocol as it trains (resolve_run: after its sweep's `lr` and its optimizer_axis
+    entry replaced the protocol's), for every variant of every method on every dataset, against the
+    task's protocol schema and the model checks: a sweep lr of -1e-3 or an axis model typo fails
+    here, not when its job runs. Runs that resolve to the same protocol are checked once."""
+    full = schema(task.PROTOCOL_SCHEMA)
+    done = set()
+    for pname, proto in track["protocols"].items():
+        view = protocol_track(track, pname)
+        for d in proto["datasets"]:
+            for m in methods_on(track, d):
+                for slug in variants(view, m, d):
+                    run = resolve_run(track, d, m, view["seeds"][0], slug)
+                    resolved = {**run["protocol"], "datasets": [d]}
+                    key = json.dumps(resolved, sort_keys=True, default=str)
+                    if key in done:
+                        continue
+                    done.add(key)
+                    at = f"{where}: protocols/{pname}" + (f" (as run by {m}, variant {slug})" if slug != DEFAULT_VARIANT
+                                                          else "")
+                    _validate_part(resolved, full, at)
+                    check_models(resolved, at, d)
+
+
+# Models a block may name: where a protocol keeps them (`teacher` and `reference` blocks train their own).
+MODEL_BLOCKS = (("model",), ("teacher", "model"), ("reference", "model"))
+
+
+def check_models(proto: dict, where: str, dataset: str | None = None) -> None:
+    """What a model block's schema can't say: attention heads divide d_model (llama: into an even
+    head size, for rotary embeddings), a ResNet's depth is 6n+2, and an LM's context holds the
+    corpus's chunks."""
+    for keys in MODEL_BLOCKS:
+        model = proto
+        for k in keys:
+            model = model.get(k) if isinstance(model, dict) else None
+        if not isinstance(model, dict):
+            continue
+        at = f"{where}/{'/'.join(keys)}"
+        d_model, heads = model.get("d_model"), model.get("heads")
+        if isinstance(d_model, int) and isinstance(heads, int) and heads > 0:
+            ok = [h for h in range(1, d_model + 1) if d_model % h == 0]
+            if d_model % heads:
+                raise ConfigError(f"{at}: heads: {heads} attention heads do not divide d_model {d_model}; "
+                                  f"valid heads for d_model {d_model}: {', '.join(map(str, ok))}")
+            if model.get("arch") == "llama" and (d_model // heads) % 2:
+                even = [h for h in ok if (d_model // h) % 2 == 0]
+                raise ConfigError(f"{at}: heads: llama's rotary embeddings need an even head size, d_model {d_model} / "
+                                  f"heads {heads} = {d_model // heads}; valid heads: {', '.join(map(str, even))}")
+        depth = model.get("depth")
+        if model.get("name") == "resnet32" and isinstance(depth, int) and (depth < 8 or (depth - 2) % 6):
+            raise ConfigError(f"{at}: depth: a CIFAR ResNet's depth is 6n+2, got {depth}; e.g. 20, 32, 44, 56, 110")
+        context = model.get("context")
+        if dataset and "arch" in model and isinstance(context, int):
+            entry = data.dataset_entry(dataset)
+            seq_len = data.source_entry(entry["source"]).get("params", {}).get("seq_len")
+            if entry.get("task") == "lm_pretraining" and isinstance(seq_len, int) and context < seq_len:
+                raise ConfigError(f"{at}: context: {context} positions are fewer than the {seq_len}-token chunks of "
+                                  f"dataset {dataset!r} (registry source {entry['source']!r}); set context >= {seq_len}")
 
 
 DEFAULT_VARIANT = "default"
@@ -210,11 +421,13 @@ def _check_sweep(track: dict, where: str, names: list[str] | None = None) -> Non
         raise ConfigError(f"{where}: sweep: grids must have the same size for every method (fair tuning); got {sizes}")
     for m in names:
         for slug, point in sweep_variants(track, m).items():
-            try:
-                methods.get(m).hparams({**track.get("method_hparams", {}).get(m, {}),
-                                        **{k: v for k, v in point.items() if k not in NOT_HPARAMS}})
-            except ValueError as e:
-                raise ConfigError(f"{where}: sweep/{m} ({slug}): {e}") from None
+            if not re.match(VARIANT_PATTERN, slug) or ".." in slug:
+                raise ConfigError(f"{where}: sweep/{m}: the grid point {point} makes variant {slug!r}, which is no "
+                                  f"path-safe name: values may hold lower-case letters, digits and _ . + - "
+                                  f"(no '/' or '..')")
+            method_hparams(m, {**track.get("method_hparams", {}).get(m, {}),
+                               **{k: v for k, v in point.items() if k not in NOT_HPARAMS}},
+                           f"{where}: sweep/{m} ({slug})")
 
 
 def _check_optimizer_axis(track: dict, where: str, task) -> None:
@@ -245,9 +458,17 @@ def track_yaml(path) -> dict:
     from that file's mapping, its own top-level keys replacing the base's (a key set to null removes
     it): a tier runs a subset of a track's methods or seeds without copying its protocols, which stay
     identical to the base's."""
-    track = _load_yaml(path)
+    track = read_yaml(path, "track")
     base = track.pop(EXTENDS, None)
-    merged = {**track_yaml(ROOT / base), **track} if base else track
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"{path}: {EXTENDS}: expected the path of a track file, got {_describe(base)}")
+    if base:
+        where = f"{path}: {EXTENDS}"
+        if not (ROOT / base).exists():
+            raise ConfigError(f"{where}: no such track file: {base} ({_paths_hint(base, Path(path).parent)})")
+        merged = {**track_yaml(ROOT / base), **track}
+    else:
+        merged = track
     return {k: v for k, v in merged.items() if v is not None}
 
 
@@ -258,12 +479,35 @@ def load_track(path) -> dict:
     return track
 
 
+def _paths_hint(path: str, profile_dir: Path | None) -> str:
+    """Why a relative path was not found: the note that paths resolve against the repository root,
+    and the root-relative spelling when the path exists relative to the profile's folder instead."""
+    if profile_dir is not None and not Path(path).is_absolute():
+        beside = (Path(profile_dir) / path).resolve()
+        if beside.exists():
+            try:
+                return f"{PATHS_NOTE}; write {beside.relative_to(ROOT)}"
+            except ValueError:
+                return f"{PATHS_NOTE}; write the absolute path {beside}"
+    return PATHS_NOTE
+
+
 def _load_named(cfg: dict, key: str, loader, where: str) -> dict:
     """{name: loader(path)} for a profile's `key` mapping (tracks, benchmarks); each file must name
     the track it is listed as."""
     out = {}
+    profile = Path(where.split(": ")[0])
+    profile_dir = profile.parent if profile.suffix in (".yaml", ".yml") else None
     for name, path in (cfg.get(key) or {}).items():
-        track = loader(ROOT / path)
+        at = f"{where}: {key}/{name}"
+        file = ROOT / path
+        if not file.exists():
+            raise ConfigError(f"{at}: no such file: {path} ({_paths_hint(path, profile_dir)})")
+        if file.is_dir():
+            inside = sorted(str(f.relative_to(ROOT)) for f in file.glob("*.yaml")) if file.is_relative_to(ROOT) else []
+            hint = f"; track files there: {', '.join(inside)}" if inside else ""
+            raise ConfigError(f"{at}: {path} is a folder, not a track file{hint}")
+        track = loader(file)
         if track["track"] != name:
             raise ConfigError(f"{where}: {key}/{name} points at a file for track {track['track']!r}")
         out[name] = track
@@ -271,13 +515,41 @@ def _load_named(cfg: dict, key: str, loader, where: str) -> dict:
 
 
 def load_tracks(cfg: dict, where: str = "config") -> dict:
-    """{track name: validated track config} for a validated profile config."""
-    return _load_named(cfg, "tracks", load_track, where)
+    """{track name: validated track config} for a validated profile config; also checks the
+    dataset registry the tracks name and that the profile's `datasets` filter selects runs."""
+    check_registry()
+    tracks = _load_named(cfg, "tracks", load_track, where)
+    check_dataset_filter(cfg, tracks, where)
+    return tracks
+
+
+def check_registry() -> None:
+    """data/registry.yaml (the only place datasets are declared; a profile cannot add entries) as a
+    ConfigError naming the entry, key, value and valid choices (data.check_registry)."""
+    try:
+        data.check_registry()
+    except data.RegistryError as e:
+        raise ConfigError(str(e)) from None
+
+
+def check_dataset_filter(cfg: dict, tracks: dict, where: str = "config") -> None:
+    """Each pattern of the profile's `datasets` filter matches a dataset of its tracks; a filter that
+    selects nothing would run nothing and report an empty table."""
+    patterns = cfg.get("datasets")
+    if patterns is None:
+        return
+    names = [d for t in tracks.values() for p in t["protocols"].values() for d in p["datasets"]]
+    for pat in patterns:
+        if not any(_matches(d, [pat]) for d in names):
+            raise ConfigError(f"{where}: datasets: the pattern {pat!r} matches no dataset of the profile's tracks."
+                              f"{_did_you_mean(pat, names)} Valid: {', '.join(names) or '(no tracks)'}")
+    if tracks and not runs(tracks, patterns):
+        raise ConfigError(f"{where}: datasets: {patterns} selects no runs of the profile's tracks")
 
 
 def load_profile(path) -> tuple[dict, dict]:
     """(profile config, {track name: track config}) with everything validated."""
-    cfg = _load_yaml(path)
+    cfg = read_yaml(path, "profile")
     validate_schema(cfg, "config", str(path))
     load_benchmarks(cfg, str(path))  # validated here too; the DAG reads them itself
     return cfg, load_tracks(cfg, str(path))

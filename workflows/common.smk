@@ -15,17 +15,25 @@ import data as datasets  # noqa: E402  (the repository's dataset recipes)
 from lossbench import config as lbconfig  # noqa: E402
 from lossbench import io as lbio  # noqa: E402
 
-try:  # lossbench's checks first: same schema, plus valid keys and close names in the message
-    lbconfig.validate_schema(config, "config", "config")
-    TRACKS = lbconfig.load_tracks(config)
-    BENCHES = lbconfig.load_benchmarks(config)
+# lossbench's checks first, before any job: the same schema plus valid keys, close names, the dataset
+# registry and every run's resolved protocol; a broken config stops here with one line naming the
+# profile file (no traceback).
+_CONFIG_WHERE = str(workflow.overwrite_configfiles[-1]) if workflow.overwrite_configfiles else "config/smoke.yaml"
+try:
+    if not config:
+        raise lbconfig.ConfigError(f"{_CONFIG_WHERE}: the profile is empty")
+    lbconfig.validate_schema(config, "config", _CONFIG_WHERE)
+    TRACKS = lbconfig.load_tracks(config, _CONFIG_WHERE)
+    BENCHES = lbconfig.load_benchmarks(config, _CONFIG_WHERE)
+    RUNS = lbconfig.runs(TRACKS, config.get("datasets"))
 except lbconfig.ConfigError as _e:
     raise WorkflowError(f"config error: {_e}")
+except Exception as _e:  # a config the checks missed: still one line, not a traceback
+    raise WorkflowError(f"config error: {_CONFIG_WHERE}: {type(_e).__name__}: {_e} (please report it)")
 validate(config, os.path.join(workflow.basedir, "config/schema/config.schema.yaml"))
 for _track in TRACKS.values():  # (benchmark tracks were validated by load_benchmarks)
     validate(_track, os.path.join(workflow.basedir, "config/schema/track.schema.yaml"))
 PROFILE = config["profile"]
-RUNS = lbconfig.runs(TRACKS, config.get("datasets"))
 
 
 wildcard_constraints:
