@@ -32,7 +32,10 @@ class ConfigError(ValueError):
 
 NAME_PATTERN = r"^[a-z0-9_]+$"  # track, dataset, method, protocol and profile names (they become paths)
 VARIANT_PATTERN = r"^[a-z0-9_.+\-]+$"  # a variant slug (the Snakefile's `variant` wildcard); no `..`
-PATHS_NOTE = f"paths in a profile resolve against the repository root ({ROOT}), not the profile's folder"
+
+
+def paths_note(of: str = "profile") -> str:
+    return f"paths resolve against the repository root ({ROOT}), not the {of}'s folder"
 
 
 def _load_yaml(path) -> dict:
@@ -45,20 +48,21 @@ def read_yaml(path, what: str = "config", where: str | None = None) -> dict:
     missing file, a folder, a syntax error, an empty file or a file that is not a mapping. `what`
     names the file's role (profile, track...) in the message; `where` prefixes it (default the path)."""
     where = where or str(path)
+    named = "" if where == str(path) else f" {path}"
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"{where}: {path} is a folder, not a {what} file")
+        raise ConfigError(f"{where}: is a folder, not a {what} file")
     try:
         with open(path) as f:
             doc = yaml.safe_load(f)
     except FileNotFoundError:
-        raise ConfigError(f"{where}: no such {what} file: {path}") from None
+        raise ConfigError(f"{where}: no such {what} file{named}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{where}: cannot read the {what} file {path}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{where}: {_yaml_problem(e)}") from None
     if doc is None:
-        raise ConfigError(f"{where}: the {what} file {path} is empty")
+        raise ConfigError(f"{where}: the {what} file{named} is empty")
     if not isinstance(doc, dict):
         raise ConfigError(f"{where}: a {what} file holds a mapping of keys, got a {type(doc).__name__}: {doc!r:.60}")
     return doc
@@ -69,9 +73,10 @@ def _yaml_problem(e) -> str:
     mark = getattr(e, "problem_mark", None)
     at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     problem = " ".join(str(getattr(e, "problem", None) or e).split())
-    context = getattr(e, "context", None)
+    context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
     if context and context not in problem:
-        problem = f"{problem} ({context})"
+        started = f" started at line {cmark.line + 1}, column {cmark.column + 1}" if cmark is not None else ""
+        problem = f"{problem} ({context}{started})"
     if "\\t" in problem or "\t" in problem:
         problem += "; YAML indents with spaces, never tabs"
     return f"YAML syntax error{at}: {problem}"
@@ -133,8 +138,9 @@ def _describe(value) -> str:
             float(value)
         except ValueError:
             return f"the string {value!r}"
-        return (f"the string {value!r} (quoted, or a number YAML reads as text such as 1e-3: "
-                "write it unquoted with a dot, 1.0e-3)")
+        if re.fullmatch(r"[+-]?\d+[eE][+-]?\d+", value):
+            return f"the string {value!r} (YAML reads {value} as text: write it with a dot, e.g. 1.0e-3)"
+        return f"the string {value!r} (quoted: write it without quotes)"
     if isinstance(value, bool):
         return f"the boolean {value}"
     if isinstance(value, float) and value.is_integer():
@@ -157,8 +163,11 @@ def _schema_message(e) -> str:
     if v == "const":
         return f"{e.instance!r} is not valid here; expected {e.validator_value!r}"
     if v == "type":
-        want = e.validator_value if isinstance(e.validator_value, str) else " or ".join(e.validator_value)
-        return f"expected {'an' if want[0] in 'aeiou' else 'a'} {want}, got {_describe(e.instance)}"
+        words = {"array": "list", "object": "mapping", "boolean": "true or false"}
+        want = " or ".join(words.get(t, t) for t in ([e.validator_value] if isinstance(e.validator_value, str)
+                                                      else e.validator_value))
+        article = "" if want.startswith("true") else "an " if want[0] in "aeiou" else "a "
+        return f"expected {article}{want}, got {_describe(e.instance)}"
     if v == "pattern" and e.validator_value == NAME_PATTERN:
         return f"{e.instance!r} is not a valid name: use lower-case letters, digits and _ only ({NAME_PATTERN})"
     if v == "propertyNames" and e.validator_value.get("pattern") == NAME_PATTERN:
@@ -465,7 +474,7 @@ def track_yaml(path) -> dict:
     if base:
         where = f"{path}: {EXTENDS}"
         if not (ROOT / base).exists():
-            raise ConfigError(f"{where}: no such track file: {base} ({_paths_hint(base, Path(path).parent)})")
+            raise ConfigError(f"{where}: no such track file: {base}{_paths_hint(base, Path(path).parent, 'track file')}")
         merged = {**track_yaml(ROOT / base), **track}
     else:
         merged = track
@@ -479,17 +488,22 @@ def load_track(path) -> dict:
     return track
 
 
-def _paths_hint(path: str, profile_dir: Path | None) -> str:
-    """Why a relative path was not found: the note that paths resolve against the repository root,
-    and the root-relative spelling when the path exists relative to the profile's folder instead."""
-    if profile_dir is not None and not Path(path).is_absolute():
-        beside = (Path(profile_dir) / path).resolve()
-        if beside.exists():
-            try:
-                return f"{PATHS_NOTE}; write {beside.relative_to(ROOT)}"
-            except ValueError:
-                return f"{PATHS_NOTE}; write the absolute path {beside}"
-    return PATHS_NOTE
+def _paths_hint(path: str, folder: Path | None, of: str = "profile") -> str:
+    """Why a path was not found, as ` (...)`: for a relative path the note that paths resolve against
+    the repository root, with the spelling that works when the path exists relative to the naming
+    file's folder instead, else a close file name in that folder of the repository."""
+    if Path(path).is_absolute():
+        return _close_hint(Path(path).name, [p.name for p in Path(path).parent.glob("*.yaml")])
+    note = paths_note(of)
+    if folder is not None and (Path(folder) / path).resolve().exists():
+        beside = (Path(folder) / path).resolve()
+        try:
+            return f" ({note}; write {beside.relative_to(ROOT)})"
+        except ValueError:
+            return f" ({note}; write the absolute path {beside})"
+    parent = (ROOT / path).parent
+    close = difflib.get_close_matches(Path(path).name, [p.name for p in parent.glob("*.yaml")], n=1)
+    return f" ({note}; did you mean {Path(path).parent / close[0]}?)" if close else f" ({note})"
 
 
 def _load_named(cfg: dict, key: str, loader, where: str) -> dict:
@@ -502,7 +516,7 @@ def _load_named(cfg: dict, key: str, loader, where: str) -> dict:
         at = f"{where}: {key}/{name}"
         file = ROOT / path
         if not file.exists():
-            raise ConfigError(f"{at}: no such file: {path} ({_paths_hint(path, profile_dir)})")
+            raise ConfigError(f"{at}: no such file: {path}{_paths_hint(path, profile_dir)}")
         if file.is_dir():
             inside = sorted(str(f.relative_to(ROOT)) for f in file.glob("*.yaml")) if file.is_relative_to(ROOT) else []
             hint = f"; track files there: {', '.join(inside)}" if inside else ""
