@@ -6,8 +6,11 @@
  * t = x − n·ln2 (Cody–Waite, ln2 in three parts), p = a degree-5 polynomial ≈ e^t, e^x = p·2^n with
  * 2^n built from the exponent bits. LANES independent accumulators per row let the compiler
  * vectorise the reductions (the paper's kernels use several accumulators too). Single-threaded.
- * Rows whose entries are all −inf give zeros. Compiled by csoftmax.py with -O3 -march=native.
+ * Non-finite entries as in softmax.py (its module docstring): −inf is masked, a row of −inf only gives
+ * zeros, NaN or +inf anywhere gives a NaN row (torch.softmax's result); finite rows of any magnitude
+ * match torch. Compiled by csoftmax.py with -O3 -march=native.
  */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -15,6 +18,7 @@
 #define LANES 16
 #define BLOCK 1024 /* entries per block of lane sums; a multiple of LANES */
 #define EMPTY (-1.0e9f) /* the exponent of an empty sum: 2^(EMPTY − e) is 0 for any real e */
+#define XMIN (-2.0e4f) /* softmax.EXTEXP_RANGE: below −XMIN the reduction is exact (|n| < 2^15) */
 
 typedef struct {
     float poly[6]; /* highest power first (Horner) */
@@ -27,18 +31,20 @@ static inline float bits_to_float(int32_t b) {
     return f;
 }
 
-/* 2^k for integer-valued k: exact for k in [−126, 127], 0 below (k is never large here). */
+/* 2^k for integer-valued k: exact for k in [−126, 127], 0 below (k is never large here); NaN gives 0
+ * (the NaN is carried by the mantissa it multiplies, and never reaches an int conversion). */
 static inline float pow2(float k) {
-    k = k < -127.0f ? -127.0f : (k > 127.0f ? 127.0f : k);
+    k = k > -127.0f ? (k > 127.0f ? 127.0f : k) : -127.0f;
     float s = bits_to_float(((int32_t)k + 127) << 23);
     return k <= -127.0f ? 0.0f : s;
 }
 
-/* (p, n) with e^x = p·2^n; e^−inf is (0, EMPTY). x is clamped at −20,000: below, the three-part
- * ln2 no longer makes n·ln2 exact, and e^x is far below any other term of a real row. */
+/* (p, n) with e^x = p·2^n for x ≤ −XMIN. x < XMIN (−inf included) is masked, (0, EMPTY): below,
+ * the three-part ln2 no longer makes n·ln2 exact. A row whose mass lies near or below XMIN (or above
+ * −XMIN) is not computed from these terms: see softmax_2p_extexp; the shifted x − μ of the other
+ * variants are < XMIN only where e^(x − μ) is 0 in float32 anyway. */
 static inline float extexp(float x, float *n_out, const consts *c) {
-    int masked = x == -INFINITY;
-    x = x < -2.0e4f ? -2.0e4f : x;
+    int masked = x < XMIN;
     float n = rintf(x * c->log2e);
     n = masked ? 0.0f : n;
     float t = x - n * c->ln2_hi;
@@ -65,7 +71,14 @@ static float row_max(const float *x, int64_t v) {
     float mu = -INFINITY;
     for (int l = 0; l < LANES; l++) mu = m[l] > mu ? m[l] : mu;
     for (; j < v; j++) mu = x[j] > mu ? x[j] : mu;
-    return isfinite(mu) ? mu : 0.0f;
+    /* a fully masked row: shift 0. +inf stays, so e^(x − μ) is NaN at the +inf entries and the sum
+     * (and with it the row) is NaN; a NaN entry is skipped here but makes the sum NaN. */
+    return mu == -INFINITY ? 0.0f : mu;
+}
+
+/* 1/σ: 0 for an empty (fully masked) sum, NaN for a NaN sum so that the whole row comes out NaN */
+static inline float inverse(double sigma) {
+    return sigma == 0.0 ? 0.0f : (float)(1.0 / sigma);
 }
 
 /* the next block: BLOCK entries, or the whole lanes left (0 when fewer than LANES remain) */
@@ -102,7 +115,7 @@ void softmax_3p_recompute(const float *x, float *y, int64_t rows, int64_t v, con
         float *yr = y + r * v;
         float mu = row_max(xr, v);                              /* pass 1 */
         float sigma = sum_exp(xr, v, mu, NULL, c);              /* pass 2 */
-        float inv = sigma > 0.0f ? 1.0f / sigma : 0.0f;
+        float inv = inverse(sigma);
         for (int64_t j = 0; j < v; j++) yr[j] = exp_(xr[j] - mu, c) * inv; /* pass 3 */
     }
 }
@@ -114,7 +127,7 @@ void softmax_3p_reload(const float *x, float *y, int64_t rows, int64_t v, const 
         float *yr = y + r * v;
         float mu = row_max(xr, v);                              /* pass 1 */
         float sigma = sum_exp(xr, v, mu, yr, c);                /* pass 2 */
-        float inv = sigma > 0.0f ? 1.0f / sigma : 0.0f;
+        float inv = inverse(sigma);
         for (int64_t j = 0; j < v; j++) yr[j] *= inv;           /* pass 3 */
     }
 }
@@ -127,7 +140,11 @@ static inline void add_ext(float *m, float *e, float p, float n) {
 }
 
 /* K2, the two-pass algorithm: Σ e^x as (m, e) pairs, no max pass; y = (p/m_Σ)·2^(n − e_Σ).
- * 2 reads + 1 write. Blocks of lanes as in sum_exp, merged into a double mantissa. */
+ * 2 reads + 1 write. Blocks of lanes as in sum_exp, merged into a double mantissa.
+ * A row whose sum is not a positive number with exponent e_Σ in [(XMIN + 128)·log2 e, −XMIN·log2 e]
+ * (an entry above −XMIN, every entry below XMIN + 128 = −19,872, NaN, +inf or all −inf) is computed
+ * again by the three-pass recompute after pass 2: three more reads for that row only, nothing in the
+ * loops. (Branching to it before pass 2 instead made GCC compile pass 2 2.5× slower.) */
 void softmax_2p_extexp(const float *x, float *y, int64_t rows, int64_t v, const consts *c) {
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * v;
@@ -163,6 +180,8 @@ void softmax_2p_extexp(const float *x, float *y, int64_t rows, int64_t v, const 
             float p = extexp(xr[j], &n, c);
             yr[j] = p * inv * pow2(n - es);
         }
+        if (!(ms > 0.0 && es >= (XMIN + 128.0f) * c->log2e && es <= -XMIN * c->log2e))
+            softmax_3p_recompute(xr, yr, 1, v, c); /* out of the reduction's range: redo the row */
     }
 }
 
@@ -192,7 +211,7 @@ void softmax_2p_online(const float *x, float *y, int64_t rows, int64_t v, const 
         int64_t j = 0;
         for (int64_t len; (len = block_len(v - j)) > 0; j += len) { /* pass 1 */
             float m[LANES], d[LANES] = {0};
-            for (int l = 0; l < LANES; l++) m[l] = -3.0e38f; /* finite: |x − m| is never inf − inf */
+            for (int l = 0; l < LANES; l++) m[l] = -FLT_MAX; /* finite: |x − m| is never inf − inf */
             for (int64_t k = 0; k < len; k += LANES)
                 for (int l = 0; l < LANES; l++) add_online(&m[l], &d[l], xr[j + k + l], one, inv_one, c);
             for (int l = 0; l < LANES; l++) {
@@ -208,8 +227,10 @@ void softmax_2p_online(const float *x, float *y, int64_t rows, int64_t v, const 
             ds = (ms == top ? ds : ds * exp_(ms - top, c) * inv_one) + exp_(xr[j] - top, c);
             ms = top;
         }
-        float shift = isfinite(ms) ? ms : 0.0f;
-        float inv = ds > 0.0 ? (float)(1.0 / ds) : 0.0f;
+        /* +inf: the lanes' |x − m| trick gave e^(inf − inf) the value 1; torch's (and the recurrence's) is NaN */
+        if (ms == INFINITY) ds = NAN;
+        float shift = ms == -INFINITY ? 0.0f : ms;
+        float inv = inverse(ds);
         for (j = 0; j < v; j++) yr[j] = exp_(xr[j] - shift, c) * inv; /* pass 2 */
     }
 }

@@ -12,10 +12,24 @@ y), so the loops below are the algorithms' passes (PASSES counts them):
   merged block by block; then y = exp(x − m)/d.
 
 Inside a block (the stand-in for what a kernel holds on chip) the work is elementwise torch ops
-in float32 whatever the input dtype; y has x's dtype. A row whose entries are all −inf has no
-distribution: it comes out as zeros instead of NaN. Python cannot show the paper's speed-up (the
+in float32 whatever the input dtype; y has x's dtype. Python cannot show the paper's speed-up (the
 temporaries of each torch op cost traffic of their own); these are the algorithms, checked against
 float64, and the pass counts the bandwidth model of the benchmark uses.
+
+Non-finite entries, the same in every variant here and in the C loops (csoftmax.c):
+
+- −inf is a masked entry (output 0). A row whose entries are all −inf has no distribution: it comes
+  out as zeros, not torch.softmax's NaN (card K3: a fully masked row gives no NaN).
+- NaN anywhere in a row makes the whole row NaN, as torch.softmax does.
+- +inf anywhere in a row makes the whole row NaN, as torch.softmax does (e^(x − max) is inf − inf
+  at the +inf entries): an overflowed logit is reported, not turned into a one-hot.
+
+Finite rows of any magnitude match torch.softmax. The two-pass extended-exponent reduction is exact
+only for |x| <= EXTEXP_RANGE (the three-part ln2 below), so `extexp` treats x < −EXTEXP_RANGE as
+masked (e^x < 2^−28,000: nothing next to any term ≥ e^(−EXTEXP_RANGE + 128)) and `two_pass_extexp`
+computes a row whose sum falls outside [e^(−EXTEXP_RANGE + 128), e^EXTEXP_RANGE] (or is 0 or NaN)
+with the three-pass recompute instead: one more read, only for rows a real model does not produce
+(every logit below −19,872 or one above 20,000), so ordinary rows keep their two passes.
 """
 from __future__ import annotations
 
@@ -49,6 +63,12 @@ _POLY = tuple(float(c) for c in np.polynomial.Chebyshev.interpolate(np.exp, 5, d
 _LN2_HI = round(math.log(2) * 2**9) / 2**9
 _LN2_MID = round((math.log(2) - _LN2_HI) * 2**18) / 2**18
 _LN2_LO = math.log(2) - _LN2_HI - _LN2_MID
+# |x| up to which n·_LN2_HI and n·_LN2_MID are exact (|n| <= 28,854 < 2^15), so `extexp` is accurate.
+EXTEXP_RANGE = 2.0e4
+# A two-pass row is exact when its sum's exponent e_Σ (≈ log2 of the largest term) lies in this window:
+# every entry ≤ EXTEXP_RANGE, and the masked entries below −EXTEXP_RANGE are < 2^−184 of the sum.
+_EXTEXP_E_MIN = (-EXTEXP_RANGE + 128.0) / math.log(2)
+_EXTEXP_E_MAX = EXTEXP_RANGE / math.log(2)
 
 
 def _blocks(v: int, block: int):
@@ -57,9 +77,10 @@ def _blocks(v: int, block: int):
     return [slice(i, min(i + block, v)) for i in range(0, v, block)]
 
 
-def _finite_or_zero(m):
-    """A shift that is safe to subtract: −inf (a fully masked row or block so far) becomes 0."""
-    return torch.where(torch.isfinite(m), m, torch.zeros((), dtype=m.dtype, device=m.device))
+def _masked_to_zero(m):
+    """A shift that is safe to subtract: −inf (a fully masked row or block so far) becomes 0. +inf and
+    NaN stay, so the row comes out NaN (x − inf is NaN at the +inf entries), as torch.softmax's does."""
+    return m.masked_fill(m == _NEG_INF, 0.0)
 
 
 def _divide(num, den):
@@ -90,7 +111,7 @@ def _row_max(x, block):
 
 def three_pass_recompute(x, block: int = BLOCK):
     """K2 (a): 3 reads of x + 1 write of y."""
-    mu = _finite_or_zero(_row_max(x, block))                                # pass 1
+    mu = _masked_to_zero(_row_max(x, block))                                # pass 1
     sigma = x.new_zeros((x.shape[0], 1), dtype=torch.float32)
     for s in _blocks(x.shape[1], block):                                     # pass 2
         sigma += torch.exp(x[:, s].float() - mu).sum(-1, keepdim=True)
@@ -99,7 +120,7 @@ def three_pass_recompute(x, block: int = BLOCK):
 
 def three_pass_reload(x, block: int = BLOCK):
     """K2 (b): 3 reads + 2 writes; the unnormalised exp is stored in y's dtype, as the algorithm does."""
-    mu = _finite_or_zero(_row_max(x, block))                                # pass 1
+    mu = _masked_to_zero(_row_max(x, block))                                # pass 1
     sigma = x.new_zeros((x.shape[0], 1), dtype=torch.float32)
     y = torch.empty_like(x)
     for s in _blocks(x.shape[1], block):                                     # pass 2
@@ -112,8 +133,9 @@ def three_pass_reload(x, block: int = BLOCK):
 
 
 def extexp(x32):
-    """(p, n) with e^x = p·2^n, p ∈ [0.70, 1.43], n an integer-valued float; e^−inf is (0, −inf)."""
-    masked = x32 == _NEG_INF
+    """(p, n) with e^x = p·2^n, p ∈ [0.70, 1.43], n an integer-valued float, for x ≤ EXTEXP_RANGE;
+    x < −EXTEXP_RANGE (−inf included) is masked: (0, −inf)."""
+    masked = x32 < -EXTEXP_RANGE
     n = torch.round(x32 * (1 / math.log(2))).masked_fill_(masked, 0.0)  # 0 keeps −inf − (−inf) out of t
     t = x32 - n * _LN2_HI
     t.sub_(n * _LN2_MID).sub_(n * _LN2_LO)
@@ -130,7 +152,7 @@ def merge_extexp(a, b):
     """
     (ma, ea), (mb, eb) = a, b
     e = torch.maximum(ea, eb)
-    shift = _finite_or_zero(e)
+    shift = _masked_to_zero(e)
     return _times_pow2(ma, ea - shift) + _times_pow2(mb, eb - shift), e
 
 
@@ -144,28 +166,34 @@ def extexp_sum(x, block: int = BLOCK):
     for s in _blocks(x.shape[1], block):
         p, n = extexp(x[:, s].float())
         e_blk = n.amax(-1, keepdim=True)
-        m_blk = _times_pow2(p, n.sub_(_finite_or_zero(e_blk))).sum(-1, keepdim=True)
+        m_blk = _times_pow2(p, n.sub_(_masked_to_zero(e_blk))).sum(-1, keepdim=True)
         acc = merge_extexp(acc, (m_blk, e_blk))
     return acc
 
 
 def two_pass_extexp(x, block: int = BLOCK):
-    """K2: 2 reads + 1 write; y_i = (p_i/m_Σ)·2^(n_i − e_Σ) recomputes (p_i, n_i) from x_i."""
+    """K2: 2 reads + 1 write; y_i = (p_i/m_Σ)·2^(n_i − e_Σ) recomputes (p_i, n_i) from x_i. Rows out of
+    the reduction's range, or with NaN, +inf or nothing above −EXTEXP_RANGE, are redone by the
+    three-pass recompute (module docstring)."""
     m_sum, e_sum = extexp_sum(x, block)                                      # pass 1
-    shift = _finite_or_zero(e_sum)
+    shift = _masked_to_zero(e_sum)
 
     def normalised(xb):
         p, n = extexp(xb)
         return _times_pow2(_divide(p, m_sum), n.sub_(shift))
 
-    return _write_pass(x, block, normalised)                                 # pass 2
+    y = _write_pass(x, block, normalised)                                    # pass 2
+    redo = ~((m_sum > 0) & (e_sum >= _EXTEXP_E_MIN) & (e_sum <= _EXTEXP_E_MAX)).squeeze(-1)
+    if redo.any():
+        y[redo] = three_pass_recompute(x[redo], block)
+    return y
 
 
 def merge_online(a, b):
     """Merge two online-softmax states (max m, sum d of exp(x − m)): associative and commutative."""
     (ma, da), (mb, db) = a, b
     m = torch.maximum(ma, mb)
-    shift = _finite_or_zero(m)
+    shift = _masked_to_zero(m)
     return m, da * torch.exp(ma - shift) + db * torch.exp(mb - shift)
 
 
@@ -179,14 +207,14 @@ def online_normalizer(x, block: int = BLOCK):
     for s in _blocks(x.shape[1], block):
         xb = x[:, s].float()
         mb = xb.amax(-1, keepdim=True)
-        state = merge_online(state, (mb, torch.exp(xb - _finite_or_zero(mb)).sum(-1, keepdim=True)))
+        state = merge_online(state, (mb, torch.exp(xb - _masked_to_zero(mb)).sum(-1, keepdim=True)))
     return state
 
 
 def two_pass_online(x, block: int = BLOCK):
     """K3: 2 reads + 1 write."""
     m, d = online_normalizer(x, block)                                       # pass 1
-    shift = _finite_or_zero(m)
+    shift = _masked_to_zero(m)
     return _write_pass(x, block, lambda xb: _divide(torch.exp(xb - shift), d))  # pass 2
 
 
@@ -196,5 +224,7 @@ def torch_softmax(x, block: int = BLOCK):
 
 
 def softmax_float64(x):
-    """The reference: float64 softmax, zeros for fully masked rows like the variants above."""
-    return torch.nan_to_num(torch.softmax(x.double(), -1), nan=0.0)
+    """The reference: torch's float64 softmax (NaN rows for NaN or +inf entries), zeros for fully masked
+    rows (all −inf) like the variants above."""
+    y = torch.softmax(x.double(), -1)
+    return y.masked_fill((x == _NEG_INF).all(-1, keepdim=True), 0.0)

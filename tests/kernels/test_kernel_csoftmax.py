@@ -58,3 +58,25 @@ def test_registry_says_why_without_a_compiler(monkeypatch):
     finally:
         monkeypatch.delenv("CC")
         csoftmax.library.cache_clear()
+
+
+def test_c_extexp_cutoff_is_the_python_one():
+    # csoftmax.c's XMIN is softmax.EXTEXP_RANGE: the two extended-exponent variants mask and redo the same rows
+    import re
+
+    from lossbench.kernels import softmax
+    (xmin,) = re.findall(r"#define XMIN \(([-0-9.e]+)f\)", csoftmax.SOURCE.read_text())
+    assert float(xmin) == -softmax.EXTEXP_RANGE
+
+
+@needs_cc
+@pytest.mark.parametrize("name", C_IMPLS)
+def test_c_variants_issue_rows(name):
+    # issue 16's three rows: a very negative row, +inf with V >= 16, NaN (torch: a NaN row)
+    fn = registry.get(name).fn
+    y = fn(torch.tensor([[-30000.0, -30001.0, -30002.0]]))
+    torch.testing.assert_close(y, torch.softmax(torch.tensor([[0.0, -1.0, -2.0]]), -1), rtol=1e-6, atol=0)
+    x = torch.zeros(2, 20)
+    x[0, 3] = float("inf")
+    x[1, 5] = float("nan")
+    assert fn(x).isnan().all()

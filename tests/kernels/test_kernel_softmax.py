@@ -29,15 +29,20 @@ def _hard_rows(v=300, seed=0):
 
 
 def _check(y, x, rel):
-    """Elementwise relative error on the entries that carry the mass (within e^-10 of the row's
-    largest: further down, the float32 rounding of x − max alone costs |x − max|·2^-24 relative),
-    absolute error everywhere, rows sum to 1 (0 when fully masked), no NaN."""
+    """NaN exactly where the reference has it (whole rows: NaN or +inf in x); elsewhere elementwise
+    relative error on the entries that carry the mass (within e^-10 of the row's largest: further down,
+    the float32 rounding of x − max alone costs |x − max|·2^-24 relative), absolute error everywhere,
+    rows sum to 1 (0 when fully masked)."""
     ref = softmax_float64(x)
     y = y.double()
-    assert y.shape == x.shape and not torch.isnan(y).any()
-    near = (x.double() - x.double().amax(-1, keepdim=True) >= -10) & (ref > 0)
-    assert ((y - ref).abs()[near] / ref[near]).max() <= rel
-    assert (y - ref).abs().max() <= rel
+    assert y.shape == x.shape
+    assert torch.equal(y.isnan(), ref.isnan())
+    ok = ~ref.isnan().any(-1)
+    y, ref, xd = y[ok], ref[ok], x[ok].double()
+    near = (xd - xd.amax(-1, keepdim=True) >= -10) & (ref > 0)
+    if near.any():
+        assert ((y - ref).abs()[near] / ref[near]).max() <= rel
+        assert (y - ref).abs().max() <= rel
     assert torch.allclose(y.sum(-1), ref.sum(-1), atol=max(rel, 1e-6), rtol=0)
 
 
@@ -135,6 +140,74 @@ def test_passes_over_memory_are_the_algorithms(name):
     with _CountPasses(x.shape) as count:
         WRITTEN[name](x, block=block)
     assert (count.reads / 5, count.writes / 5) == PASSES[WRITTEN[name].__name__]
+
+
+F32_MAX = torch.finfo(torch.float32).max
+
+
+def _extreme_rows(v, seed=0):
+    """Rows of any finite magnitude (far beyond the card's ±1000), the extended-exponent range's edges,
+    and non-finite entries at the start, middle and end of the row (so in whole lanes/blocks and tails)."""
+    g = torch.Generator().manual_seed(seed)
+    ramp = -torch.arange(v, dtype=torch.float32)  # integers: exact in float32 up to 2^24
+    mid = v // 2
+    rows = [
+        -30000.0 + ramp,  # the issue's [-30000, -30001, -30002, ...]
+        -1e6 + ramp, -1e30 + 0 * ramp, torch.full((v,), -F32_MAX),
+        20000.0 + ramp, 1e5 + ramp, 1e30 + 0 * ramp, torch.full((v,), F32_MAX),
+        -19999.0 + 0.5 * ramp, -19800.0 + 50 * ramp,  # around the extended-exponent cut-off at -20,000
+        torch.where(ramp.remainder(2) == 0, 1e30, -1e30),  # huge spreads
+        torch.where(ramp.remainder(3) == 0, F32_MAX, -F32_MAX),
+        torch.where(ramp.remainder(2) == 0, 2e4, -2e4 - 1),
+        5 * torch.randn(v, generator=g),
+    ]
+    for pos in sorted({0, mid, v - 1}):
+        for value in (float("inf"), float("nan")):
+            r = 5 * torch.randn(v, generator=g)
+            r[pos] = value
+            rows.append(r)
+    both = 5 * torch.randn(v, generator=g)
+    both[0], both[-1] = NEG_INF, float("inf")  # +inf with -inf
+    nan_masked = torch.full((v,), NEG_INF)
+    nan_masked[mid] = float("nan")  # NaN among masked entries
+    lone = torch.full((v,), NEG_INF)
+    lone[v - 1] = -3e4  # one finite entry, far below the cut-off
+    rows += [both, nan_masked, lone, torch.full((v,), NEG_INF)]
+    if v > 1:
+        two = 5 * torch.randn(v, generator=g)
+        two[0], two[-1] = float("inf"), float("inf")
+        rows.append(two)
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("name", registry.names("softmax"))
+@pytest.mark.parametrize("v", [1, 3, 15, 16, 17, 40, 1041])
+def test_every_variant_matches_torch_on_extreme_rows(name, v):
+    """Issue 16: NaN anywhere or +inf anywhere -> a NaN row, finite rows of any magnitude as
+    torch.softmax; a fully masked row gives zeros (torch: NaN), the one documented difference."""
+    impl = registry.get(name)
+    if reason := registry.unavailable(impl, "cpu", torch.float32):
+        pytest.skip(reason)
+    x = _extreme_rows(v)
+    y = impl.fn(x)
+    torch_ref = torch.softmax(x.double(), -1)
+    masked = (x == NEG_INF).all(-1)
+    if name == "torch_softmax":
+        assert y[masked].isnan().all()
+    else:
+        assert torch.all(y[masked] == 0)
+    assert torch.equal(y[~masked].isnan(), torch_ref[~masked].isnan())
+    nan_rows = torch_ref.isnan().any(-1)
+    assert (y[nan_rows & ~masked].isnan().all(-1)).all()  # the whole row, not one entry
+    _check(y[~masked], x[~masked], rel=1e-4 if name == "torch_softmax" else 1e-6)
+
+
+def test_float64_reference_keeps_nan_rows():
+    # the reference used to turn every NaN row into zeros, hiding NaN and +inf bugs of the variants
+    x = torch.tensor([[0.0, float("nan"), 1.0], [float("inf"), 0.0, 1.0], [NEG_INF] * 3, [NEG_INF, 0.0, 0.0]])
+    ref = softmax_float64(x)
+    assert ref[:2].isnan().all() and torch.all(ref[2] == 0)
+    torch.testing.assert_close(ref[3], torch.tensor([0.0, 0.5, 0.5], dtype=torch.float64))
 
 
 def test_block_must_be_positive():
