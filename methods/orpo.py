@@ -5,8 +5,13 @@ Card M15 in shared/methods/preference.md: with `p(y) = exp(ℓ̄_θ(y))` (averag
 `odds = p/(1 − p)`, `L = NLL_avg(y_w) + λ·ℓ(log odds(y_w) − log odds(y_l))`. No reference model (the
 batch's reference log-probs are ignored); the NLL term makes it SFT and alignment in one stage.
 
-`log odds = ℓ̄ − log(1 − e^ℓ̄)` diverges as ℓ̄ → 0⁻ (p → 1), so ℓ̄ is clamped slightly below 0 in the odds
-term only; the NLL keeps its gradient. Default λ = 0.1 (TRL's `beta`, the paper's value per TRL's index).
+`log odds = ℓ̄ − log(1 − e^ℓ̄)` diverges as ℓ̄ → 0⁻ (p → 1). log(1 − e^ℓ̄) is computed stably (below), so
+it is finite for every ℓ̄ < 0 that float32 holds; only ℓ̄ = 0 (p = 1 exactly) and ℓ̄ > 0 (not a log-prob)
+are capped, at −2^−126 (the smallest normal float32: log odds ≈ 87.3, no gradient through the cap), in the
+odds term only; the NLL keeps its gradient. A rejected response the policy makes near-certain (ℓ̄_l → 0⁻,
+the preference most violated) therefore gets the formula's large gradient ≈ λ/(|ℓ̄_l|·|y_l|). (Until
+issue 16 the cap was ℓ̄ ≤ −1e−6, which zeroed exactly that gradient and changed the loss.) Default
+λ = 0.1 (TRL's `beta`, the paper's value per TRL's index).
 """
 import math
 
@@ -15,14 +20,19 @@ import torch
 from methods.base import MethodSpec, PairBatch, require_nonnegative
 from methods.dpo import logistic_loss, per_token, reference_pair
 
-MAX_AVG_LOGP = -1e-6  # p ≤ 1 − 1e-6: log odds ≤ ~13.8
+MAX_AVG_LOGP = -torch.finfo(torch.float32).tiny  # caps only ℓ̄ >= 0 (-2^-126): log odds <= ~87.3
 
 
 def log_odds(avg_logp):
     """log(p/(1 − p)) for p = exp(ℓ̄). log(1 − e^x) uses log(−expm1(x)) near 0 and log1p(−e^x) below
-    −log 2, each where it keeps full precision (Mächler 2012); both are finite after the clamp."""
+    −log 2, each where it keeps full precision (Mächler 2012); both are finite for ℓ̄ < 0, and ℓ̄ ≥ 0 is
+    capped at MAX_AVG_LOGP (module docstring)."""
     x = avg_logp.float().clamp_max(MAX_AVG_LOGP)
-    log1mexp = torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    near0 = x > -math.log(2.0)
+    # each branch sees only its own inputs (-1 elsewhere), so the unused one has no inf/NaN gradient
+    safe = torch.full_like(x, -1.0)
+    log1mexp = torch.where(near0, torch.log(-torch.expm1(torch.where(near0, x, safe))),
+                           torch.log1p(-torch.exp(torch.where(near0, safe, x))))
     return x - log1mexp
 
 
