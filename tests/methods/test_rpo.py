@@ -29,7 +29,8 @@ def _token_pairs(seed=0):
 
 
 def test_spec_reference_and_registry():
-    assert methods.get("rpo") is SPEC and SPEC.defaults == {"beta": 0.1, "eta": 0.005, "sft": "mean"}
+    assert methods.get("rpo") is SPEC and SPEC.defaults == {"beta": 0.1, "eta": 0.005, "sft": "mean",
+                                                             "nll_reduction": "pair_mean"}
     kwargs, expected = SPEC.reference()
     close(SPEC.fn(**kwargs), expected)
 
@@ -71,3 +72,46 @@ def test_validate_rejects_bad_hparams():
         with pytest.raises(ValueError):
             SPEC.hparams(bad)
     assert SPEC.hparams({"sft": "sum"})["sft"] == "sum"
+
+
+def _lengths_batch():
+    """Three pairs of different chosen lengths whose per-token NLLs differ, so the reductions differ."""
+    lc = torch.tensor([1.0, 4.0, 10.0])
+    pc = torch.tensor([-2.0, -2.0, -5.0])  # per-token NLL 2, 0.5, 0.5
+    z = torch.zeros(3)
+    return PairBatch(policy_chosen=pc.clone().requires_grad_(True), policy_rejected=z, ref_chosen=z, ref_rejected=z,
+                     chosen_len=lc, rejected_len=torch.ones(3))
+
+
+def test_nll_reductions_by_hand():
+    # pair_mean: (2/1 + 2/4 + 5/10)/3 = 3/3 = 1.0; token_mean: (2 + 2 + 5)/(1 + 4 + 10) = 9/15 = 0.6
+    batch = _lengths_batch()
+    dpo = dpo_loss(batch, beta=0.1).mean()
+    pair = rpo_loss(batch, beta=0.1, eta=1.0, sft="mean", nll_reduction="pair_mean")
+    token = rpo_loss(batch, beta=0.1, eta=1.0, sft="mean", nll_reduction="token_mean")
+    close(pair.mean() - dpo, torch.tensor(1.0))
+    close(token.mean() - dpo, torch.tensor(0.6))
+    close(pair - dpo_loss(batch, beta=0.1), torch.tensor([2.0, 0.5, 0.5]))  # per-pair token averages
+    close(token - dpo_loss(batch, beta=0.1), torch.tensor([2.0, 2.0, 5.0]) / 5.0)  # NLL_i / mean |y_w|
+    # the default is the official repo's OpenRLHF reduction (per-pair means)
+    close(rpo_loss(batch, **SPEC.hparams({"eta": 1.0})), pair)
+    # gradient of the batch mean wrt log π(y_w,i): −η/(B|y_w,i|) (pair_mean), −η/Σ|y_w| for every pair (token_mean)
+    (g_pair,) = torch.autograd.grad((pair.mean() - dpo), batch.policy_chosen, retain_graph=True)
+    (g_tok,) = torch.autograd.grad((token.mean() - dpo), batch.policy_chosen)
+    close(g_pair, -1.0 / (3 * batch.chosen_len))
+    close(g_tok, torch.full((3,), -1.0 / 15.0))
+
+
+def test_token_mean_equals_flattened_token_cross_entropy():
+    batch, pol_c, _, mask_c = _token_pairs(seed=2)
+    token = rpo_loss(batch, beta=0.1, eta=1.0, sft="mean", nll_reduction="token_mean").mean()
+    flat = -(pol_c * mask_c).sum() / mask_c.sum()  # mean over the batch's chosen tokens
+    close(token - dpo_loss(batch, beta=0.1).mean(), flat)
+
+
+def test_nll_reduction_validation():
+    assert SPEC.hparams({"nll_reduction": "token_mean"})["nll_reduction"] == "token_mean"
+    with pytest.raises(ValueError, match="nll_reduction"):
+        SPEC.hparams({"nll_reduction": "tokens"})
+    with pytest.raises(ValueError, match="token_mean"):
+        SPEC.hparams({"sft": "sum", "nll_reduction": "token_mean"})
