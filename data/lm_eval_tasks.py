@@ -36,19 +36,37 @@ def cloze_parts(passage: str):
     return None
 
 
+LOADER = "data.lm_eval_tasks.load_local"  # what the task files name as their custom_dataset
+
+
+def load_local(data_file: str, config_source: str, **_):
+    """A local task's documents: the jsonl `data_file` named relative to the task's YAML file
+    (`config_source`, which lm-eval's TaskManager passes with the task's metadata), so the task
+    folder reads the same wherever the results folder is moved."""
+    import datasets
+
+    path = Path(data_file)
+    if not path.is_absolute():
+        path = Path(config_source).parent / path
+    return datasets.load_dataset("json", data_files={"test": str(path)})
+
+
 def _write(out_dir: Path, task: str, rows: list[dict], **config) -> str:
     data = out_dir / f"{task}.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    config = {"task": task, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
-              "test_split": "test", **config, "metadata": {"version": 1.0}}
-    (out_dir / f"{task}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    # the data file by name, relative to this YAML (load_local): no absolute path in the results
+    config = {"task": task, "dataset_kwargs": {"data_file": data.name}, "test_split": "test", **config,
+              "metadata": {"version": 1.0}}
+    text = yaml.safe_dump(config, sort_keys=False) + f"custom_dataset: !function {LOADER}\n"
+    (out_dir / f"{task}.yaml").write_text(text)
     return task
 
 
 def write_lm_eval_tasks(prepared: dict, out_dir, *, seed: int, n_docs: int, prefix: str = "shakespeare") -> list[str]:
-    """Write `<prefix>_ppl` and `<prefix>_cloze` (YAML + jsonl with absolute paths) into `out_dir`,
-    each over `n_docs` passages (fewer if there are fewer) drawn with `seed`; returns the task names."""
-    out_dir = Path(out_dir).resolve()
+    """Write `<prefix>_ppl` and `<prefix>_cloze` (YAML + jsonl, the YAML naming the jsonl relative to
+    itself) into `out_dir`, each over `n_docs` passages (fewer if there are fewer) drawn with `seed`;
+    returns the task names."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     texts = [str(t) for t in prepared["test_texts"]]

@@ -1,9 +1,18 @@
-"""Atomic result writes and provenance: a killed job never leaves a half-written file."""
+"""Atomic result writes, reads that name the file they fail on, checksums, and provenance: a killed
+job never leaves a half-written file, and a file changed after it was written is found.
+
+Checksums (sha256) are recorded where the file is written and checked where it is read:
+  resources/data/<source>/prepared.npz.sha256   the prepare step's sidecar (`sha256sum -c` format)
+  train.json  `inputs_sha256` (what the run trained from), `outputs_sha256` (every artefact it wrote)
+  run.json    `evaluation_sha256` (metrics.csv, per_class.csv, train.json and what evaluation read)
+  SHA256SUMS  the tidy tables of a profile (aggregate) and every file of a published set (publish)
+A mismatch raises IntegrityError naming the file and both checksums (lossbench.verify re-checks all)."""
 from __future__ import annotations
 
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from importlib import metadata
@@ -40,9 +49,58 @@ def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+class CorruptFile(ValueError):
+    """A result or data file that exists but cannot be parsed (truncated, empty, not its format)."""
+
+    def __init__(self, path, why):
+        self.path = str(path)
+        super().__init__(f"{path}: unreadable ({why}); truncated or not a valid file? "
+                         "Rerun the step that writes it")
+
+
+class IntegrityError(RuntimeError):
+    """A file whose sha256 differs from the one recorded when it was written (or whose record is missing)."""
+
+    def __init__(self, path, expected, actual, recorded_in, hint=""):
+        self.path, self.expected, self.actual, self.recorded_in = str(path), expected, actual, str(recorded_in)
+        found = "missing" if actual is None else f"sha256 {actual}"
+        super().__init__(f"{path}: {found}, but {recorded_in} records sha256 {expected}: changed or replaced "
+                         f"since it was written{'; ' + hint if hint else ''}")
+
+
 def read_json(path):
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptFile(path, f"{type(e).__name__}: {e}") from None
+
+
+def read_csv(path, empty_ok=False) -> pd.DataFrame:
+    """pd.read_csv, with an error naming `path` on a truncated or malformed file (an empty file is
+    an empty table where `empty_ok`)."""
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        if empty_ok:
+            return pd.DataFrame()
+        raise CorruptFile(path, "empty file") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        raise CorruptFile(path, f"{type(e).__name__}: {e}") from None
+
+
+def read_npz(path) -> dict:
+    """Every array of an .npz (no pickled objects), with an error naming `path` on a bad file."""
+    import zipfile
+    import zlib
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {key: z[key] for key in z.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise CorruptFile(path, f"{type(e).__name__}: {e}") from None
 
 
 def write_csv(path, df: pd.DataFrame):
@@ -70,6 +128,94 @@ def sha256_file(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def check_sha256(path, expected: str, recorded_in, hint="") -> str:
+    """`path`'s sha256, which must be `expected` (IntegrityError naming the file and both otherwise)."""
+    try:
+        actual = sha256_file(path)
+    except FileNotFoundError:
+        actual = None
+    if actual != expected:
+        raise IntegrityError(path, expected, actual, recorded_in, hint)
+    return actual
+
+
+def check_recorded(folder, recorded: dict, recorded_in, hint="") -> None:
+    """Check every {relative name: sha256} in `recorded` against the files under `folder`."""
+    for name, sha in sorted(recorded.items()):
+        check_sha256(Path(folder) / name, sha, recorded_in, hint)
+
+
+SIDECAR = ".sha256"  # <file>.sha256 beside a file: "<hex>  <name>", as sha256sum writes it
+
+
+def sidecar(path) -> Path:
+    return Path(str(path) + SIDECAR)
+
+
+def write_sidecar(path) -> str:
+    """Record `path`'s sha256 in its sidecar (the prepare step, right after writing it)."""
+    sha = sha256_file(path)
+    write_text(sidecar(path), f"{sha}  {Path(path).name}\n")
+    return sha
+
+
+def read_sidecar(path) -> str | None:
+    """The sha256 recorded for `path` in its sidecar, or None when there is no sidecar."""
+    try:
+        text = sidecar(path).read_text()
+    except FileNotFoundError:
+        return None
+    parts = text.split()
+    if len(parts) != 2 or not re.fullmatch(r"[0-9a-f]{64}", parts[0]) or parts[1].lstrip("*") != Path(path).name:
+        raise CorruptFile(sidecar(path), f"expected '<sha256>  {Path(path).name}', got {text[:100]!r}")
+    return parts[0]
+
+
+def check_sidecar(path, actual: str | None = None, required: bool = False) -> str | None:
+    """Check `path` against its sidecar (`actual`: its sha256 if already computed); returns the
+    sha256. No sidecar: an error where `required`, else None (files made outside the pipeline)."""
+    expected = read_sidecar(path)
+    if expected is None:
+        if required:
+            raise IntegrityError(path, "(no record)", actual or sha256_file(path), sidecar(path),
+                                 "the step that writes the file records it; rerun that step")
+        return None
+    if actual is None:
+        return check_sha256(path, expected, sidecar(path), "rerun the step that writes it")
+    if actual != expected:
+        raise IntegrityError(path, expected, actual, sidecar(path), "rerun the step that writes it")
+    return actual
+
+
+MANIFEST = "SHA256SUMS"  # a folder's checksums, one "<hex>  <relative path>" a line (sha256sum -c reads it)
+
+
+def write_manifest(folder, names) -> Path:
+    """SHA256SUMS in `folder` for the files `names` (relative to it)."""
+    folder = Path(folder)
+    lines = [f"{sha256_file(folder / n)}  {Path(n).as_posix()}\n" for n in sorted(map(str, names))]
+    write_text(folder / MANIFEST, "".join(lines))
+    return folder / MANIFEST
+
+
+def read_manifest(folder) -> dict | None:
+    """{relative path: sha256} from `folder`/SHA256SUMS, or None if there is none."""
+    path = Path(folder) / MANIFEST
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    out = {}
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        m = re.fullmatch(r"([0-9a-f]{64}) [ *](.+)", line)
+        if not m:
+            raise CorruptFile(path, f"line {i} is not '<sha256>  <path>': {line[:100]!r}")
+        out[m.group(2)] = m.group(1)
+    return out
 
 
 def package_versions() -> dict:

@@ -1,5 +1,17 @@
 """What one Snakemake job does, callable by hand too: prepare a source, train one run, evaluate
-one run, aggregate a profile. Every output is written atomically (lossbench.io)."""
+one run, aggregate a profile. Every output is written atomically (lossbench.io).
+
+Integrity: each step records the sha256 of what it writes and checks what it reads against the
+record (lossbench.io: IntegrityError names the file and both checksums). prepare_source writes
+prepared.npz's sidecar; train_run checks its inputs against their sidecars and records its inputs'
+and artefacts' checksums in train.json; evaluate_run checks the artefacts and records metrics.csv's,
+per_class.csv's and train.json's in run.json; aggregate checks those and writes SHA256SUMS.
+
+Attempts: each train_run and evaluate_run notes its start and end in the run's attempts.jsonl (no
+Snakemake output, like failures.jsonl). An attempt that started and never ended (the job was killed,
+or raised outside the run: an unusable device, an integrity error) counts as a failure in the run's
+retry token (workflows/common.smk), so the next invocation retries it: Snakemake deletes a failed
+job's outputs but keeps its metadata, and does not rebuild a missing intermediate file on its own."""
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +56,41 @@ def run_logger(path) -> logging.Logger:
 
 
 def prepare_source(source: str, out_path, raw_dir=None) -> None:
+    """prepared.npz and its sidecar prepared.npz.sha256, which training checks it against."""
     arrays = data.prepare_source(source, raw_dir=raw_dir)
     io.write_npz(out_path, **arrays)
+    io.write_sidecar(out_path)
+
+
+def check_inputs(inputs: dict) -> dict:
+    """{name: sha256} of a run's input files, each checked against what wrote it: a prepared source
+    against its sidecar, another run's train.json (a guide) against that run's recorded artefacts.
+    IntegrityError on a mismatch: training refuses a file that is not the one that was written."""
+    shas = {}
+    for name, path in sorted(inputs.items()):
+        shas[name] = io.sha256_file(path)
+        if not str(path).endswith(io.SIDECAR):
+            io.check_sidecar(path, shas[name])
+        if Path(path).name == "train.json":
+            check_artefacts(Path(path).parent)
+    return shas
+
+
+def artefact_names(task, run: dict, out_dir: Path) -> list[str]:
+    """The files (relative to the run folder) a task's train_run writes besides train.json."""
+    fn = getattr(task, "artefacts", None)
+    return list(fn(run, out_dir)) if fn else list(task.ARTEFACTS)
+
+
+def check_artefacts(run_dir, info: dict | None = None) -> dict:
+    """Check the artefacts a run recorded in train.json (`outputs_sha256`) against the files in
+    `run_dir`; returns the record ({} for a train.json written before runs recorded them)."""
+    run_dir = Path(run_dir)
+    info = io.read_json(run_dir / "train.json") if info is None else info
+    recorded = info.get("outputs_sha256") or {}
+    io.check_recorded(run_dir, recorded, run_dir / "train.json",
+                      f"retrain the run (snakemake --forcerun {run_dir / 'train.json'}) or restore the file")
+    return recorded
 
 
 def train_run(run: dict, inputs: dict, out_dir, device: str = "cpu", log_path=None) -> dict:
@@ -58,14 +103,18 @@ def train_run(run: dict, inputs: dict, out_dir, device: str = "cpu", log_path=No
     from lossbench import devices
 
     out_dir = Path(out_dir)
+    begin_attempt(out_dir, "train_run")
     log_path = Path(log_path or out_dir / "train.log")
     log = run_logger(log_path)
     device = resolve_device(device)  # an unusable device is the profile's error, not this run's: it stops the job
+    inputs_sha256 = check_inputs(inputs)  # so is a changed input: training refuses it
     t0 = time.perf_counter()
     try:
         _injected_failure(run)
         log.info(f"run {run['run_id']}: {run['track']}/{run['dataset']}/{run['method']}/{run['variant']}/seed{run['seed']} on {device}")
-        result = tasks.get(run["task"]).train_run(run, inputs, out_dir, device, log)
+        task = tasks.get(run["task"])
+        result = task.train_run(run, inputs, out_dir, device, log)
+        outputs_sha256 = {name: io.sha256_file(out_dir / name) for name in artefact_names(task, run, out_dir)}
     except Exception as exc:
         log.exception(f"run failed: {type(exc).__name__}: {exc}")
         return record_failure(run, out_dir, exc, log_path, wall=time.perf_counter() - t0)
@@ -73,10 +122,12 @@ def train_run(run: dict, inputs: dict, out_dir, device: str = "cpu", log_path=No
     info = {
         **run, **result, "wall_seconds": wall, **devices.describe(device),
         "torch_threads": torch.get_num_threads(),
-        "inputs_sha256": {k: io.sha256_file(p) for k, p in sorted(inputs.items())},
+        "inputs": {k: str(p) for k, p in sorted(inputs.items())}, "inputs_sha256": inputs_sha256,
+        "outputs_sha256": outputs_sha256,
         "versions": io.package_versions(), **io.git_state(Path(__file__).parent),
     }
     io.write_json(out_dir / "train.json", info)
+    end_attempt(out_dir, "train_run")
     log.info(f"done: {result['status']}, {wall:.2f} s")
     return info
 
@@ -94,15 +145,82 @@ def _injected_failure(run: dict) -> None:
 
 
 FAILURES = "failures.jsonl"  # a run's failure history; not a Snakemake output, so a rerun keeps it
+ATTEMPTS = "attempts.jsonl"  # when each train_run / evaluate_run of the run started and ended; idem
 
 
-def failure_history(run_dir) -> list[dict]:
-    """Every recorded failure of the run in `run_dir`, oldest first ([] if it never failed)."""
+def _read_jsonl(path) -> list[dict]:
     try:
-        with open(Path(run_dir) / FAILURES) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        with open(path) as f:
+            lines = [line for line in f if line.strip()]
     except FileNotFoundError:
         return []
+    try:
+        return [json.loads(line) for line in lines]
+    except json.JSONDecodeError as e:
+        raise io.CorruptFile(path, f"JSONDecodeError: {e}") from None
+
+
+def recorded_failures(run_dir) -> list[dict]:
+    """The failures the run recorded itself (failures.jsonl), oldest first."""
+    return _read_jsonl(Path(run_dir) / FAILURES)
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _note_attempt(run_dir, stage: str, event: str) -> None:
+    path = Path(run_dir) / ATTEMPTS
+    lines = [json.dumps(a, sort_keys=True) + "\n" for a in _read_jsonl(path)]
+    io.write_text(path, "".join(lines) + json.dumps({"stage": stage, "event": event, "at": _now()}) + "\n")
+
+
+def begin_attempt(run_dir, stage: str) -> None:
+    _note_attempt(run_dir, stage, "start")
+
+
+def end_attempt(run_dir, stage: str) -> None:
+    _note_attempt(run_dir, stage, "end")
+
+
+def interrupted_attempts(run_dir, stage: str) -> list[dict]:
+    """The attempts of `stage` that started and never ended (killed, or raised outside the run)."""
+    out, open_ = [], None
+    for a in _read_jsonl(Path(run_dir) / ATTEMPTS):
+        if a.get("stage") != stage:
+            continue
+        if a["event"] == "start":
+            if open_ is not None:
+                out.append(open_)
+            open_ = a
+        elif a["event"] == "end":
+            open_ = None
+    return out + ([open_] if open_ is not None else [])
+
+
+def attempt_open(run_dir, stage: str) -> bool:
+    """Whether the last attempt of `stage` started and never ended (the next invocation retries it)."""
+    events = [a["event"] for a in _read_jsonl(Path(run_dir) / ATTEMPTS) if a.get("stage") == stage]
+    return bool(events) and events[-1] == "start"
+
+
+def failure_history(run_dir, stage: str = "train_run") -> list[dict]:
+    """Every failure of the run in `run_dir`, oldest first ([] if it never failed): those it
+    recorded (train_run only) and its interrupted `stage` attempts, which recorded nothing."""
+    recorded = recorded_failures(run_dir) if stage == "train_run" else []
+    interrupted = [{"failed_at": a["at"], "error": {"type": "Interrupted", "stage": stage,
+                                                    "message": "started and never finished (killed, or raised outside the run)"}}
+                   for a in interrupted_attempts(run_dir, stage)]
+    return sorted(recorded + interrupted, key=lambda h: h.get("failed_at", ""))
+
+
+def retry_token(run_dir, stage: str = "train_run") -> str:
+    """A param of the `stage` rule that changes each time the stage fails in the run (see
+    workflows/common.smk: retry_token): the next invocation reruns exactly those."""
+    n = len(failure_history(run_dir, stage))
+    return f"retry after {n} failed attempts" if n else ""
 
 
 def _failure(stage: str, exc: BaseException, log_path) -> dict:
@@ -116,7 +234,7 @@ def _write_failure(run_dir: Path, info: dict) -> dict:
     """train.json says failed; the failure joins the run's history (failures.jsonl), whose length is
     a param of train_run (workflows/common.smk: retry_token), so the next invocation retries the run."""
     io.write_json(run_dir / "train.json", info)
-    history = failure_history(run_dir) + [{k: info[k] for k in ("failed_at", "error", "log")}]
+    history = recorded_failures(run_dir) + [{k: info[k] for k in ("failed_at", "error", "log")}]
     io.write_text(run_dir / FAILURES, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
     err = info["error"]
     print(f"lossbench: run {run_dir} FAILED in {err['stage']} ({err['type']}: {err['message'].splitlines()[0]}); "
@@ -131,8 +249,11 @@ def record_failure(run: dict, out_dir, exc: BaseException, log_path, wall: float
     out_dir = Path(out_dir)
     keys = {k: run[k] for k in RUN_KEYS}
     io.write_csv(out_dir / "curves.csv", pd.DataFrame(columns=[*keys, "step", "metric", "value"]))
-    return _write_failure(out_dir, {**run, **_failure("train_run", exc, log_path), "wall_seconds": wall,
+    info = _write_failure(out_dir, {**run, **_failure("train_run", exc, log_path), "wall_seconds": wall,
+                                    "outputs_sha256": {"curves.csv": io.sha256_file(out_dir / "curves.csv")},
                                     "versions": io.package_versions(), **io.git_state(Path(__file__).parent)})
+    end_attempt(out_dir, "train_run")
+    return info
 
 
 @contextlib.contextmanager
@@ -155,10 +276,14 @@ def evaluate_run(run_dir, log_path=None) -> pd.DataFrame:
     """Shared metrics of a trained run (its task's); writes metrics.csv, per_class.csv and run.json.
     An evaluation that raises marks the run failed (failing_stage), like a training that raises."""
     run_dir = Path(run_dir)
+    begin_attempt(run_dir, "evaluate_run")
+    info = io.read_json(run_dir / "train.json")
+    check_artefacts(run_dir, info)  # a changed artefact is an error, not a result: it stops the job
+    read = _eval_artefacts(run_dir, info)  # what a later stage wrote into the run folder (eval.npz)
+    read_sha256 = {name: io.sha256_file(run_dir / name) for name in read}
     values, per_class = {}, None  # a failed run: no artefact is read, its one row carries the status
-    if io.read_json(run_dir / "train.json")["status"] != "failed":
+    if info["status"] != "failed":
         with failing_stage(run_dir, "evaluate_run", log_path or run_dir / "evaluate.log"):
-            info = io.read_json(run_dir / "train.json")
             values, per_class = tasks.get(info["task"]).evaluate_run(run_dir, info)
     info = io.read_json(run_dir / "train.json")
     values["train/wall_seconds"] = info["wall_seconds"]
@@ -167,16 +292,39 @@ def evaluate_run(run_dir, log_path=None) -> pd.DataFrame:
     metrics = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     io.write_csv(run_dir / "metrics.csv", metrics)
     io.write_csv(run_dir / "per_class.csv", per_class if per_class is not None else pd.DataFrame())
-    io.write_json(run_dir / "run.json", {**info, "metrics": values})
+    evaluation = {name: io.sha256_file(run_dir / name) for name in ("metrics.csv", "per_class.csv", "train.json")}
+    io.write_json(run_dir / "run.json", {**info, "metrics": values, "evaluation_sha256": {**read_sha256, **evaluation}})
+    end_attempt(run_dir, "evaluate_run")
     return metrics
+
+
+def _eval_artefacts(run_dir: Path, info: dict) -> list[str]:
+    """Files of the run folder that evaluation reads besides train.json's artefacts (the task's
+    `eval_artefacts`, e.g. the preference track's eval.npz), where present."""
+    if info.get("task") not in tasks.TASKS:
+        return []
+    fn = getattr(tasks.get(info["task"]), "eval_artefacts", None)
+    return [n for n in (fn(info) if fn else []) if (run_dir / n).exists()]
+
+
+def check_evaluation(run_dir, run: dict | None = None) -> dict:
+    """Check the files a run's evaluation recorded in run.json (`evaluation_sha256`: metrics.csv,
+    per_class.csv, train.json and what it read) and the train.json artefacts it copied; returns run.json."""
+    run_dir = Path(run_dir)
+    run = io.read_json(run_dir / "run.json") if run is None else run
+    hint = f"re-evaluate the run (snakemake --forcerun {run_dir / 'run.json'}) or restore the file"
+    io.check_recorded(run_dir, run.get("evaluation_sha256") or {}, run_dir / "run.json", hint)
+    io.check_recorded(run_dir, run.get("outputs_sha256") or {}, run_dir / "run.json",
+                      f"retrain the run (snakemake --forcerun {run_dir / 'train.json'}) or restore the file")
+    return run
 
 
 def _read_optional_csv(path) -> pd.DataFrame:
     """A table a task may leave empty (e.g. per-class results outside classification)."""
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
+    return io.read_csv(path, empty_ok=True)
+
+
+TIDY_FILES = ("summary.csv", "curves.csv", "per_class.csv", "runs.json", "methods.json", "provenance.json")
 
 
 def aggregate(run_dirs, out_dir, provenance: dict) -> None:
@@ -190,16 +338,18 @@ def aggregate(run_dirs, out_dir, provenance: dict) -> None:
         io.write_json(out_dir / "runs.json", [])
         io.write_json(out_dir / "methods.json", {})
         io.write_json(out_dir / "provenance.json", provenance)
+        io.write_manifest(out_dir, TIDY_FILES)
         return
-    summary = pd.concat([pd.read_csv(d / "metrics.csv") for d in run_dirs], ignore_index=True)
+    records = {d: check_evaluation(d) for d in run_dirs}  # every file read below is the one recorded
+    summary = pd.concat([io.read_csv(d / "metrics.csv") for d in run_dirs], ignore_index=True)
     dup = summary.duplicated(RUN_KEYS + ["metric"])
     if dup.any():
         raise RuntimeError(f"duplicate result rows: {summary[dup].head()}")
-    curves = pd.concat([pd.read_csv(d / "curves.csv") for d in run_dirs], ignore_index=True)
+    curves = pd.concat([io.read_csv(d / "curves.csv") for d in run_dirs], ignore_index=True)
     per_class = pd.concat([_read_optional_csv(d / "per_class.csv") for d in run_dirs], ignore_index=True)
     runs = []
     for d in run_dirs:
-        r = io.read_json(d / "run.json")
+        r = records[d]
         runs.append({k: r.get(k) for k in RUN_KEYS + ["status", "hparams", "method_version", "track_version", "run_id",
                                                        "wall_seconds", "device", "host", "protocol_name", "error", "log"]})
     registry = {name: methods.get(name) for name in sorted({r["method"] for r in runs})}
@@ -211,6 +361,7 @@ def aggregate(run_dirs, out_dir, provenance: dict) -> None:
     io.write_json(out_dir / "runs.json", runs)
     io.write_json(out_dir / "methods.json", method_meta)
     io.write_json(out_dir / "provenance.json", provenance)
+    io.write_manifest(out_dir, TIDY_FILES)  # lossbench verify re-checks the tables against it
 
 
 def aggregate_kernels(slice_csvs, out_csv, out_json, baselines: dict) -> None:

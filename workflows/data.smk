@@ -12,6 +12,8 @@ rule prepare_source:
         source_archive,
     output:
         "resources/data/{source}/prepared.npz",
+        # its sha256 (lossbench.io.write_sidecar): training refuses a prepared file that differs
+        "resources/data/{source}/prepared.npz.sha256",
     params:
         entry=lambda wc: datasets.source_entry(wc.source),  # editing a source's recipe re-prepares it
     priority: 30  # every run of the source waits for it

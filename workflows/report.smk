@@ -1,6 +1,9 @@
 rule aggregate_results:
     input:
+        # every file aggregate reads: a missing one makes Snakemake rebuild it (and its run)
         metrics=lambda wc: [f"{d}/metrics.csv" for d in run_dirs(wc.profile)],
+        per_class=lambda wc: [f"{d}/per_class.csv" for d in run_dirs(wc.profile)],
+        curves=lambda wc: [f"{d}/curves.csv" for d in run_dirs(wc.profile)],
         runs=lambda wc: [f"{d}/run.json" for d in run_dirs(wc.profile)],
     output:
         summary="results/{profile}/summary.csv",
@@ -9,6 +12,7 @@ rule aggregate_results:
         runs="results/{profile}/runs.json",
         methods="results/{profile}/methods.json",
         provenance="results/{profile}/provenance.json",
+        manifest="results/{profile}/SHA256SUMS",  # the tables' sha256 (lossbench verify)
     log:
         "results/{profile}/logs/aggregate_results.log",
     run:

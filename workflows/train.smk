@@ -1,8 +1,17 @@
+def prepared_checksums(wildcards):
+    """The prepare step's record of each prepared source the run reads (prepared.npz.sha256), as
+    `<name>_sha256`: lossbench.runner.check_inputs refuses a prepared file that does not match it."""
+    return {f"{k}_sha256": f"{p}.sha256" for k, p in train_inputs(wildcards).items() if p.endswith("/prepared.npz")}
+
+
 rule train_run:
     input:
         unpack(train_inputs),
+        unpack(prepared_checksums),
     output:
-        # the task's own artefacts (predictions.npz, policy.pt) sit beside these
+        # the task's own artefacts (predictions.npz, final.json, policy.pt: their names depend on the
+        # track's task, which an output pattern cannot) sit beside these; train.json records the sha256
+        # of each, and every later reader checks it (lossbench.runner.check_artefacts)
         curves=f"{RUN_DIR}/curves.csv",
         info=f"{RUN_DIR}/train.json",
     params:

@@ -16,6 +16,7 @@ from lossbench.models import MODELS
 PROTOCOL_SCHEMA = "protocol_classification"
 METHOD_KINDS = ("loss", "batch_loss", "reweight", "sampler", "adversarial")
 OPTIMIZER_AXIS = True  # tracks may add optimizer_axis (optimizer x loss; lossbench.config.variants)
+ARTEFACTS = ("curves.csv", "predictions.npz")  # what train_run writes; train.json records their sha256
 METRICS = ([f"test/{m}" for m in ("accuracy", "balanced_accuracy", "worst_class_accuracy", "macro_f1",
                                   "ece", "nll", "acc_many", "acc_medium", "acc_few")]
            + [f"test/coverage_n{n}" for n in COVERAGE_N] + ["val/balanced_accuracy"])
@@ -78,7 +79,8 @@ def build_teacher(track: str, proto: dict, seed: int, dataset: str, data_path, o
 
     device = resolve_device(device)
     log = run_logger(Path(out_path).with_suffix(".log"))
-    ds = data.build(dataset, data.load_prepared(data_path), run_data_seed(track, dataset, seed))
+    io.check_sidecar(data_path)  # the prepared source the prepare step recorded
+    ds = data.build(dataset, io.read_npz(data_path), run_data_seed(track, dataset, seed))
     tproto = teacher_protocol(proto)
     res = train(ds, methods.get("erm"), {}, tproto, derive_seed(track, dataset, seed, "teacher_init"),
                 derive_seed(track, dataset, seed, "teacher_order"), device=device, log=log.info)
@@ -89,19 +91,32 @@ def build_teacher(track: str, proto: dict, seed: int, dataset: str, data_path, o
              f"balanced {values['test/balanced_accuracy']:.4f}")
     # the shape the model was built for: images go channels-first (InputPipeline), not as stored
     shape = InputPipeline(ds.modality, "none", "cpu", 0).to_device(ds.x_train[:1]).shape[1:]
-    io.write_torch(out_path, {"model": tproto["model"], "input_shape": list(shape),
-                              "num_classes": ds.num_classes, "modality": ds.modality,
+    # tensors and plain values only: load_teacher reads it with torch.load(weights_only=True)
+    io.write_torch(out_path, {"model": tproto["model"], "input_shape": [int(n) for n in shape],
+                              "num_classes": int(ds.num_classes), "modality": str(ds.modality),
                               "state_dict": {k: v.cpu() for k, v in res.model.state_dict().items()},
-                              "val_scores": res.val_scores, "test_scores": res.test_scores, "metrics": values})
+                              "val_scores": torch.from_numpy(np.ascontiguousarray(res.val_scores)),
+                              "test_scores": torch.from_numpy(np.ascontiguousarray(res.test_scores)),
+                              "metrics": {k: float(v) for k, v in values.items()}})
 
 
 def load_teacher(path, device):
-    """(frozen teacher model, its saved test scores and metrics) from a build_teacher file."""
+    """(frozen teacher model, its saved test scores and metrics) from a build_teacher file, read with
+    torch.load(weights_only=True): tensors and plain values only, no pickled code."""
+    import pickle
+
     import torch
 
     from lossbench.models import build_model
 
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise io.CorruptFile(path, f"not a weights-only teacher file (written before teachers were saved as "
+                                   f"tensors and plain values? delete it to rebuild): {str(e).splitlines()[0]}") from None
+    except (RuntimeError, EOFError) as e:
+        raise io.CorruptFile(path, f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
+    blob = {**blob, **{k: blob[k].numpy() for k in ("val_scores", "test_scores")}}
     model = build_model(blob["model"], blob["input_shape"], blob["num_classes"])
     model.load_state_dict(blob["state_dict"])
     return model.to(device).eval(), blob
@@ -114,7 +129,7 @@ def eval_inputs(run: dict, run_dir, stage_dir) -> dict:
 def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
     from lossbench.train import train  # torch-heavy: imported only when a run trains
 
-    ds = data.build(run["dataset"], data.load_prepared(inputs["data"]), run["seeds"]["data"])
+    ds = data.build(run["dataset"], io.read_npz(inputs["data"]), run["seeds"]["data"])
     log.info(f"{len(ds.y_train)} train examples, class counts {ds.class_counts.tolist()}, "
              f"{ds.noisy.mean():.3f} noisy labels")
     teacher = blob = None
@@ -142,7 +157,7 @@ def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
 
 
 def evaluate_run(run_dir: Path, info: dict):
-    pred = data.load_prepared(run_dir / "predictions.npz")
+    pred = io.read_npz(run_dir / "predictions.npz")
     counts = pred["train_counts"]
     attacked = "attack" in info["protocol"]
     robust_recall = np.full(len(counts), np.nan)

@@ -20,6 +20,7 @@ from lossbench import io
 PROTOCOL_SCHEMA = "protocol_grokking"
 METHOD_KINDS = ("loss", "grad_transform")
 METHOD_OPTIMIZER = True  # the trainer builds the optimiser per run: methods may set optimizer_hparams
+ARTEFACTS = ("curves.csv", "final.json")  # what train_run writes; train.json records their sha256
 OPTIMIZER_KEYS = {"adamw": {"lr", "betas", "eps", "weight_decay"}, "adam": {"lr", "betas", "eps", "weight_decay"},
                   "sgd": {"lr", "momentum", "nesterov", "weight_decay"}}
 
@@ -57,7 +58,7 @@ def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
     from lossbench.grokking import train_grokking
     from lossbench.seeding import derive_seed
 
-    arrays = data.load_prepared(inputs["data"])
+    arrays = io.read_npz(inputs["data"])
     train, test = algorithmic.split(arrays, data.dataset_entry(run["dataset"])["train_fraction"], run["seeds"]["data"])
     x, y = torch.from_numpy(arrays["x"]).to(device), torch.from_numpy(arrays["y"]).to(device)
     log.info(f"{len(train)} train / {len(test)} test examples, {int(arrays['num_classes'])} classes")

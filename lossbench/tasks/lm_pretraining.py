@@ -22,6 +22,17 @@ METHOD_KINDS = ("sample_weight", "token_weight", "token_penalty", "reweight", "s
 REFERENCE_NEEDS = {"ref_losses", "ref_scores", "chunk_features", "target_features"}
 
 
+def artefacts(run: dict, out_dir) -> list[str]:
+    """What train_run writes (train.json records their sha256): curves, final scores, and the local
+    lm-eval task files where the protocol runs them."""
+    names = ["curves.csv", "final.json"]
+    lm_eval = run["protocol"]["eval"].get("lm_eval") or {}
+    tasks_dir = Path(out_dir) / "lm_eval_tasks"
+    if lm_eval.get("local", False) and tasks_dir.is_dir():
+        names += sorted(f"lm_eval_tasks/{p.name}" for p in tasks_dir.iterdir() if p.is_file())
+    return names
+
+
 def needs_reference(method: str) -> bool:
     spec = methods.get(method)
     return spec.kind == "token_weight" or bool(REFERENCE_NEEDS & set(spec.needs))
@@ -78,7 +89,8 @@ def build_reference(track: str, proto: dict, seed: int, dataset: str, data_path,
 
     device = resolve_device(device)
     log = run_logger(Path(out_path).with_suffix(".log"))
-    arrays = data.load_prepared(data_path)
+    io.check_sidecar(data_path)  # the prepared corpus the prepare step recorded
+    arrays = io.read_npz(data_path)
     data_seed = run_data_seed(track, dataset, seed)  # the runs' seeds["data"]: same pool and held-out chunks
     corpus = load_corpus(arrays, proto, data_seed, device)
     vocab = len(lm_corpus.load_tokenizer(arrays))
@@ -98,14 +110,14 @@ def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
     from lossbench.lm_pretrain import FLAGS, load_corpus, train_lm
 
     spec, hp, proto = methods.get(run["method"]), run["hparams"], run["protocol"]
-    arrays = data.load_prepared(inputs["data"])
+    arrays = io.read_npz(inputs["data"])
     corpus = load_corpus(arrays, proto, run["seeds"]["data"], device)
     tokenizer = lm_corpus.load_tokenizer(arrays)
     model = _model(proto, len(tokenizer), shared_seed(run, "init"), device)
     features = {"num_chunks": len(corpus.train), "seed": shared_seed(run, "selection")}
     ref_logp = None
     if "reference" in inputs:
-        ref = data.load_prepared(inputs["reference"])
+        ref = io.read_npz(inputs["reference"])
         features.update(ref)
         ref_logp = torch.as_tensor(ref["ref_logp"], dtype=torch.float32, device=device)
     log.info(f"{len(corpus.train)} pool chunks of {corpus.train.shape[1] - 1} tokens, domains "

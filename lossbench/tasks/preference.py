@@ -29,6 +29,7 @@ from lossbench import io
 PROTOCOL_SCHEMA = "protocol_preference"
 METHOD_KINDS = ("pairwise", "listwise", "unpaired", "unlearning")  # = lossbench.preference.PREFERENCE_KINDS
 TESTBEDS = {"synthpref": "lossbench.synthpref_testbed", "hub": "lossbench.hub_testbed"}
+ARTEFACTS = ("curves.csv", "policy.pt")  # what train_run writes; train.json records their sha256
 SPO_DEGREES = 4  # SPO-style degradation degrees: delete 0, 1/3, 2/3, all of y_w's keywords (card M13)
 # What the hub testbed lacks, by method kind or need: the data these methods are defined on
 HUB_UNSUPPORTED = {
@@ -151,6 +152,12 @@ def sample_eval_inputs(run: dict, run_dir, stage_dir) -> dict:
     return out
 
 
+def eval_artefacts(info: dict) -> list[str]:
+    """Files of the run folder that evaluation reads besides train.json's artefacts (their sha256
+    goes into run.json): the sample_eval output, and the hub testbed's capability scores."""
+    return ["eval.npz"] + (["capability.json"] if testbed_name(info["protocol"]) == "hub" else [])
+
+
 def eval_inputs(run: dict, run_dir, stage_dir) -> dict:
     """What evaluate_run reads besides train.json: the sample_eval output and the stages it scores
     (hub: and the capability scores of the policy and of π_ref)."""
@@ -192,8 +199,10 @@ def build_reference(proto: dict, out_path) -> None:
 def build_capability(proto: dict, sft_path, policy_path, out_path, device: str = "cpu") -> None:
     """lm-eval scores of π_ref (`policy_path` None) or of a run's policy (hub testbed)."""
     from lossbench import hub_testbed
-    from lossbench.runner import resolve_device
+    from lossbench.runner import check_artefacts, resolve_device
 
+    if policy_path is not None:
+        check_artefacts(Path(policy_path).parent)  # the policy.pt its run recorded
     hub_testbed.build_capability(proto, sft_path, policy_path, out_path, resolve_device(device))
 
 
@@ -310,8 +319,11 @@ def sample_eval(run: dict, inputs: dict, out_path, device: str = "cpu") -> None:
     from lossbench.runner import resolve_device
     from lossbench.seeding import derive_seed
 
+    from lossbench.runner import check_artefacts
+
     device = resolve_device(device)
     info = io.read_json(inputs["info"])
+    check_artefacts(Path(inputs["info"]).parent, info)  # the policy.pt this run wrote
     if info["status"] != "ok":  # diverged: nothing to sample; evaluation records NaN metrics
         io.write_npz(out_path, ok=np.array(False))
         return
@@ -354,7 +366,7 @@ def _oriented(x, swap):
 def evaluate_run(run_dir: Path, info: dict):
     from lossbench import preference as pe
 
-    ev = data.load_prepared(run_dir / "eval.npz")
+    ev = io.read_npz(run_dir / "eval.npz")
     if info["status"] != "ok" or not bool(ev["ok"]):
         return {m: float("nan") for m in metric_names(info)}, None
     stage = Path(info["stage_dir"])
