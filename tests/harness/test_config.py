@@ -196,3 +196,63 @@ def test_datasets_must_fit_the_task(pref_track, track):
     track["protocols"]["mlp_adam"]["datasets"].append("synthpref")
     with pytest.raises(lbconfig.ConfigError, match="'synthpref' is a preference dataset"):
         _check(track)
+
+
+# ---- what the schema says of models, the registry and resolved runs (issue 16; the broken-config
+# corpus is tests/configs/test_broken_configs.py)
+
+
+def test_classification_model_schema_matches_the_model_functions():
+    """Each model's keys in the protocol schema are exactly its builder's keyword arguments, and its
+    norm choices are models.NORMS: a new model or argument needs its schema entry."""
+    import inspect
+
+    from lossbench import models
+
+    blocks = lbconfig.schema("protocol_classification")["$defs"]["model"]["allOf"]
+    by_name = {b["if"]["properties"]["name"]["const"]: b["then"]["properties"] for b in blocks}
+    assert set(by_name) == set(models.MODELS)
+    for name, fn in models.MODELS.items():
+        kwargs = [p.name for p in inspect.signature(fn).parameters.values() if p.kind == p.KEYWORD_ONLY]
+        assert set(by_name[name]) == {"name", *kwargs}, name
+    assert by_name["mlp"]["norm"]["enum"] == list(models.NORMS)
+
+
+def test_the_shipped_registry_validates_and_its_noise_keys_are_the_transforms():
+    import data
+
+    data.check_registry()
+    reg = copy.deepcopy(data.registry())
+    reg["datasets"]["mnist1d_sym40"]["noise"]["rate"] = 1.0  # every label flipped
+    with pytest.raises(data.RegistryError, match=r"noise/rate: .*\[0, 1\).*got 1.0"):
+        data.check_registry(reg, "reg")
+    reg = copy.deepcopy(data.registry())
+    reg["datasets"]["digits_lt10"]["long_tail"] = 1  # balanced is fine
+    data.check_registry(reg, "reg")
+
+
+def test_every_variant_resolves_to_a_valid_protocol(pref_track):
+    """The resolved protocol of each variant is checked: a sweep's lr replaces the optimizer's."""
+    pref_track["sweep"]["ipo"] = [{"tau": 0.1, "lr": 1e-3}, {"tau": 1.0, "lr": 0.0}]
+    with pytest.raises(lbconfig.ConfigError, match=r"as run by ipo, variant lr0.0-tau1.0\).*optimizer/lr: 0.0 is less"):
+        _check(pref_track)
+
+
+def test_integers_are_ints_and_names_are_path_safe(track):
+    track["protocols"]["mlp_adam"]["budget"]["steps"] = 400.0
+    with pytest.raises(lbconfig.ConfigError, match=r"budget/steps: expected an integer, got 400.0 \(a float; write 400\)"):
+        _check(track)
+    track["protocols"]["mlp_adam"]["budget"]["steps"] = 400
+    track["protocols"]["MLP"] = track["protocols"].pop("mlp_adam")
+    with pytest.raises(lbconfig.ConfigError, match="protocols: 'MLP' is not a valid name"):
+        _check(track)
+
+
+def test_a_dataset_filter_must_select_something(tmp_path):
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("profile: p\ndevice: cpu\ndatasets: [digits_*]\n"
+                   "tracks: {classification: config/tracks/classification/smoke.yaml}\n")
+    with pytest.raises(lbconfig.ConfigError, match="'digits_\\*' matches no dataset.*Valid: mnist1d_lt100"):
+        lbconfig.load_profile(cfg)
+    cfg.write_text(cfg.read_text().replace("digits_*", "mnist1d_lt*"))
+    assert {d for _, d, *_ in lbconfig.runs(lbconfig.load_profile(cfg)[1], ["mnist1d_lt*"])} == {"mnist1d_lt100"}
