@@ -1,0 +1,282 @@
+"""Integrity of results (issue 16): a changed prepared file, metrics file, predictions file or curves
+file is refused and named by the pipeline step that reads it (train / evaluate / aggregate) and by
+`lossbench verify`; truncated files are named; an interrupted attempt is retried; the published
+sets verify clean. Two tiny in-process classification runs, no Snakemake."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lossbench import config as lbconfig
+from lossbench import io, runner, verify
+from tests.test_workflow import ROOT, _reduced_classification_track
+
+RUN = Path("results/itest/runs/classification/digits_lt10/erm/default")
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory, one_torch_thread):
+    """A working folder with a prepared digits source and two trained, evaluated, aggregated runs."""
+    work = tmp_path_factory.mktemp("integrity") / "work"
+    prepared = work / "resources/data/digits/prepared.npz"
+    runner.prepare_source("digits", prepared)
+    track = _reduced_classification_track(methods=("erm",), seeds=(0, 1))
+    track["protocols"]["mlp_adam"]["budget"]["steps"] = 10
+    cwd = os.getcwd()
+    os.chdir(work)  # inputs relative to the working folder, as Snakemake passes them
+    try:
+        for seed in (0, 1):
+            run = lbconfig.resolve_run(track, "digits_lt10", "erm", seed)
+            rel = prepared.relative_to(work)
+            inputs = {"data": str(rel), "data_sha256": str(io.sidecar(rel))}
+            assert runner.train_run(run, inputs, work / RUN / f"seed{seed}")["status"] == "ok"
+            runner.evaluate_run(work / RUN / f"seed{seed}")
+    finally:
+        os.chdir(cwd)
+    runner.aggregate([work / RUN / "seed0", work / RUN / "seed1"], work / "results/itest", {"profile": "itest"})
+    return work
+
+
+@pytest.fixture
+def work(pristine, tmp_path):
+    shutil.copytree(pristine, tmp_path / "work")
+    return tmp_path / "work"
+
+
+def _runs(work):
+    return [work / RUN / "seed0", work / RUN / "seed1"]
+
+
+def _verify(path, capsys):
+    code = verify.main([str(path)])
+    return code, capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ what is recorded
+def test_every_artefact_is_recorded(pristine):
+    run_dir = pristine / RUN / "seed0"
+    info = io.read_json(run_dir / "train.json")
+    assert set(info["outputs_sha256"]) == {"curves.csv", "predictions.npz"}
+    assert info["inputs_sha256"]["data"] == io.read_sidecar(pristine / "resources/data/digits/prepared.npz")
+    run = io.read_json(run_dir / "run.json")
+    assert set(run["evaluation_sha256"]) == {"metrics.csv", "per_class.csv", "train.json"}
+    assert set(io.read_manifest(pristine / "results/itest")) == set(runner.TIDY_FILES)
+
+
+def test_clean_results_verify(pristine, capsys):
+    code, out = _verify(pristine / "results/itest", capsys)
+    assert code == 0, out
+    assert "2 runs" in out and "0 problems" in out
+
+
+# ------------------------------------------------------------------------------ prepared data
+def test_a_changed_prepared_file_is_refused_by_training(work, capsys):
+    prepared = work / "resources/data/digits/prepared.npz"
+    recorded = io.read_sidecar(prepared)
+    arrays = io.read_npz(prepared)
+    arrays["y_train"] = np.random.default_rng(0).permutation(arrays["y_train"])  # label-permuted
+    io.write_npz(prepared, **arrays)
+    run = io.read_json(work / RUN / "seed0" / "train.json")
+    with pytest.raises(io.IntegrityError) as e:
+        runner.train_run(run, {"data": str(prepared)}, work / "retrain")
+    assert str(prepared) in str(e.value) and recorded in str(e.value) and io.sha256_file(prepared) in str(e.value)
+    assert not (work / "retrain" / "train.json").exists()  # nothing trained, nothing recorded as a result
+    code, out = _verify(work / "results/itest", capsys)  # the runs trained on another file
+    assert code == 1 and str(prepared) in out
+
+
+def test_a_truncated_prepared_file_is_named(work):
+    prepared = work / "resources/data/digits/prepared.npz"
+    prepared.write_bytes(prepared.read_bytes()[:1000])
+    with pytest.raises(io.IntegrityError, match=str(prepared)):
+        runner.check_inputs({"data": str(prepared)})
+    io.sidecar(prepared).unlink()  # made outside the pipeline: no record, the read still names it
+    with pytest.raises(io.CorruptFile, match=str(prepared)):
+        io.read_npz(prepared)
+
+
+# ------------------------------------------------------------------------------ a run's artefacts
+def test_another_runs_predictions_are_refused_by_evaluation(work, capsys):
+    seed0, seed1 = _runs(work)
+    shutil.copy(seed1 / "predictions.npz", seed0 / "predictions.npz")
+    with pytest.raises(io.IntegrityError) as e:
+        runner.evaluate_run(seed0)
+    msg = str(e.value)
+    assert str(seed0 / "predictions.npz") in msg and str(seed0 / "train.json") in msg
+    assert io.sha256_file(seed1 / "predictions.npz") in msg
+    assert io.read_json(seed0 / "train.json")["outputs_sha256"]["predictions.npz"] in msg
+    assert runner.attempt_open(seed0, "evaluate_run")  # the next invocation retries it
+    code, out = _verify(work / "results/itest", capsys)
+    assert code == 1 and "predictions.npz" in out
+
+
+def test_an_edited_metrics_file_is_refused_by_aggregation(work, capsys):
+    seed0, seed1 = _runs(work)
+    metrics = pd.read_csv(seed0 / "metrics.csv")
+    metrics.loc[metrics.metric == "test/balanced_accuracy", "value"] = 0.99
+    io.write_csv(seed0 / "metrics.csv", metrics)
+    with pytest.raises(io.IntegrityError, match=str(seed0 / "metrics.csv")):
+        runner.aggregate([seed0, seed1], work / "agg", {"profile": "itest"})
+    assert not (work / "agg" / "summary.csv").exists()
+    code, out = _verify(work / "results/itest", capsys)
+    assert code == 1 and str(seed0 / "metrics.csv") in out
+
+
+def test_a_halved_curves_file_is_refused_by_aggregation(work, capsys):
+    seed0, seed1 = _runs(work)
+    curves = pd.read_csv(seed1 / "curves.csv")
+    io.write_csv(seed1 / "curves.csv", curves.iloc[: len(curves) // 2])
+    with pytest.raises(io.IntegrityError, match=str(seed1 / "curves.csv")):
+        runner.aggregate([seed0, seed1], work / "agg", {"profile": "itest"})
+    code, out = _verify(seed1, capsys)  # one run folder
+    assert code == 1 and str(seed1 / "curves.csv") in out
+
+
+def test_an_edited_summary_is_found_by_verify(work, capsys):
+    results = work / "results/itest"
+    summary = pd.read_csv(results / "summary.csv")
+    summary.loc[summary.metric == "test/accuracy", "value"] = 0.5
+    io.write_csv(results / "summary.csv", summary)
+    code, out = _verify(results, capsys)
+    assert code == 1 and str(results / "summary.csv") in out and "SHA256SUMS" in out
+    io.write_manifest(results, runner.TIDY_FILES)  # even with a manifest rewritten to match
+    code, out = _verify(results, capsys)
+    assert code == 1 and "differ from" in out and "metrics.csv" in out
+
+
+@pytest.mark.parametrize("name", ["run.json", "train.json", "predictions.npz", "metrics.csv"])
+def test_a_truncated_run_file_is_named(work, name, capsys):
+    seed0, seed1 = _runs(work)
+    path = seed0 / name
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    code, out = _verify(work / "results/itest", capsys)
+    assert code == 1 and str(path) in out
+    if name == "run.json":
+        with pytest.raises(io.CorruptFile, match=str(path)):
+            runner.aggregate([seed0, seed1], work / "agg", {"profile": "itest"})
+    if name in ("train.json", "predictions.npz"):
+        with pytest.raises((io.CorruptFile, io.IntegrityError), match=str(path)):
+            runner.evaluate_run(seed0)
+
+
+# ------------------------------------------------------------------------------ failed reruns
+def test_an_interrupted_attempt_changes_the_retry_token(tmp_path):
+    """Snakemake deletes a failed job's outputs and records its params: an attempt that started and
+    never ended must change the token, or the run is never retried ("Nothing to be done")."""
+    assert runner.retry_token(tmp_path) == ""
+    runner.begin_attempt(tmp_path, "train_run")
+    runner.end_attempt(tmp_path, "train_run")
+    assert runner.retry_token(tmp_path) == ""  # a finished attempt is no failure
+    runner.begin_attempt(tmp_path, "train_run")  # killed, or raised before recording anything
+    token = runner.retry_token(tmp_path)
+    assert token == "retry after 1 failed attempts"
+    runner.begin_attempt(tmp_path, "train_run")  # the retry
+    runner.end_attempt(tmp_path, "train_run")
+    assert runner.retry_token(tmp_path) == token  # stable: no rerun after the retry succeeded
+    assert runner.retry_token(tmp_path, "evaluate_run") == ""  # each stage has its own
+    runner.begin_attempt(tmp_path, "evaluate_run")
+    assert runner.retry_token(tmp_path, "evaluate_run") == "retry after 1 failed attempts"
+    assert runner.retry_token(tmp_path) == token
+
+
+def test_the_rules_declare_what_later_rules_read():
+    """aggregate_results reads curves.csv and per_class.csv of every run; train_run reads the prepared
+    source's checksum; evaluate_run reruns after an interrupted attempt."""
+    report = (ROOT / "workflows/report.smk").read_text()
+    assert 'f"{d}/curves.csv"' in report and 'f"{d}/per_class.csv"' in report and "SHA256SUMS" in report
+    assert "prepared.npz.sha256" in (ROOT / "workflows/data.smk").read_text()
+    assert "prepared_checksums" in (ROOT / "workflows/train.smk").read_text()
+    assert "evaluate_retry_token" in (ROOT / "workflows/evaluate.smk").read_text()
+
+
+# ------------------------------------------------------------------------------ published sets
+def test_the_published_sets_verify_clean(capsys):
+    rep = verify.verify(ROOT / "results/published")
+    assert len(rep.parts) >= 4 and rep.ok(), rep.format()
+
+
+def test_a_published_manifest_catches_an_edit(tmp_path, capsys):
+    src = ROOT / "results/published/grokking_sc_cpu"
+    shutil.copytree(src, tmp_path / "set")
+    verify.write_manifest(tmp_path / "set")
+    listed = io.read_manifest(tmp_path / "set")
+    assert "summary.csv" in listed and not any(n.startswith("report/") for n in listed)
+    code, out = _verify(tmp_path / "set", capsys)
+    assert code == 0 and verify.verify(tmp_path / "set").ok(strict=True), out
+    with open(tmp_path / "set" / "summary.csv", "a") as f:
+        f.write(f.name and "x,1\n")
+    code, out = _verify(tmp_path / "set", capsys)
+    assert code == 1 and "summary.csv" in out
+
+
+# ------------------------------------------------------------------------------ unsafe loads
+def test_a_teacher_with_pickled_code_is_refused(tmp_path):
+    import torch
+
+    from lossbench.tasks.classification import load_teacher
+
+    torch.save({"model": {"name": "mlp"}, "hook": Path}, tmp_path / "t.pt")  # a class: not weights-only
+    with pytest.raises(io.CorruptFile, match="weights-only"):
+        load_teacher(tmp_path / "t.pt", "cpu")
+
+
+def _cifar_archive(path, blob_for):
+    import io as pyio
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            blob = blob_for(name)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(blob)
+            tar.addfile(info, pyio.BytesIO(blob))
+
+
+def test_cifar_reads_the_archive_not_an_extracted_folder(tmp_path):
+    import os
+    import pickle
+
+    from data import cifar
+
+    rng = np.random.default_rng(0)
+    batch = lambda name: pickle.dumps({"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8),  # noqa: E731
+                                       "labels": [1, 2]})
+    _cifar_archive(tmp_path / "cifar-10-python.tar.gz", batch)
+    first = cifar.prepare({"variant": "cifar10"}, raw_dir=tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(batch("x"))  # replaced after extraction
+    again = cifar.prepare({"variant": "cifar10"}, raw_dir=tmp_path)
+    np.testing.assert_array_equal(first["x_heldout"], again["x_heldout"])  # read from the archive
+
+    (tmp_path / "cifar-10-python.tar.gz").unlink()  # a folder alone: only with the official MD5s
+    with pytest.raises(RuntimeError, match="data_batch_1: MD5"):
+        cifar.prepare({"variant": "cifar10"}, raw_dir=tmp_path)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    _cifar_archive(tmp_path / "evil.tar.gz", lambda name: pickle.dumps({"data": Evil(), "labels": []}))
+    shutil.rmtree(tmp_path / "cifar-10-batches-py")
+    with pytest.raises(RuntimeError, match="refusing to load"):
+        cifar.prepare({"variant": "cifar10"}, raw_dir=tmp_path)
+
+
+# ------------------------------------------------------------------------------ movable results
+def test_lm_eval_task_files_hold_relative_paths(tmp_path):
+    from data import lm_eval_tasks
+
+    prepared = {"test_texts": np.array(["\n".join(f"line {i} of passage {k}, with some words" for i in range(12))
+                                        for k in range(8)])}
+    names = lm_eval_tasks.write_lm_eval_tasks(prepared, tmp_path / "a", seed=0, n_docs=4)
+    shutil.move(tmp_path / "a", tmp_path / "b")  # a results folder moved elsewhere
+    for name in names:
+        text = (tmp_path / "b" / f"{name}.yaml").read_text()
+        assert str(tmp_path) not in text and "custom_dataset: !function data.lm_eval_tasks.load_local" in text
+        ds = lm_eval_tasks.load_local(data_file=f"{name}.jsonl", config_source=str(tmp_path / "b" / f"{name}.yaml"),
+                                      version=1.0)
+        rows = [json.loads(x) for x in (tmp_path / "b" / f"{name}.jsonl").read_text().splitlines()]
+        assert ds["test"].num_rows == len(rows) == 4
