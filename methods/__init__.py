@@ -89,6 +89,7 @@ REGISTRY: dict[str, str] = {
     "stablemax": "methods.stablemax:SPEC",  # G2
     "orthograd": "methods.orthograd:SPEC",  # G3 ⊥Grad per tensor (⊥AdamW / ⊥SGD by the protocol's optimiser)
     "orthograd_global": "methods.orthograd:GLOBAL",  # G3 over all parameters as one vector
+    "orthograd_released": "methods.orthograd:RELEASED",  # G3 ⊥AdamW as the paper's released runs stepped it
 }
 
 _cache: dict[str, MethodSpec] = {}

@@ -15,6 +15,17 @@ says. Weight decay is left to the base optimiser (0 in the card's runs).
 `orthograd_global` projects the concatenation of all parameters (the paper's θ as one vector),
 a separate spec because the two differ whenever the layers' cosines differ. The projection is
 computed in float64 and cast back, so the result is orthogonal to ~1e-16 rather than ~1e-7.
+
+`orthograd_released` is `orthograd` stepped the way the paper's released runs were (its Fig. 1 and
+Fig. 6 ⊥AdamW curves): the official `grokking_experiments.py` builds the `OrthoGrad` wrapper with only
+`lr` and `weight_decay` (the `betas=(0.9, beta2)` it computes for AdamW is never passed on) and then
+loads the base AdamW's state dict into the wrapper, whose param groups are not the inner AdamW's; the
+inner AdamW that steps keeps torch's defaults, β = (0.9, 0.999) and ε = 1e−8, instead of the β₂ = 0.99
+and ε = 1e−25 of the script's flags (card §1.4; read in the official code). This spec sets those two
+as `optimizer_hparams`, overriding the protocol's AdamW betas/eps; lr and weight decay stay the
+protocol's, as the wrapper passed them. AdamW protocols only (an SGD protocol refuses it: ⊥SGD got its
+lr and momentum 0.8 passed correctly). `orthograd` keeps the protocol's betas/eps (the paper's stated
+settings).
 """
 import torch
 
@@ -68,4 +79,12 @@ GLOBAL = MethodSpec(
     name="orthograd_global", kind="grad_transform", fn=orthograd_global, defaults={"rescale": True},
     paper=PAPER, url=URL, card="G3", reference=_reference_global,
     summary="⊥Grad over all parameters as one vector (the per-tensor reference code's global variant)",
+)
+
+RELEASED = MethodSpec(
+    name="orthograd_released", kind="grad_transform", fn=orthograd,
+    # the inner AdamW of the released script: torch's defaults (module docstring), lists like stablemax's betas
+    defaults={"rescale": True, "betas": [0.9, 0.999], "eps": 1e-8}, optimizer_hparams=("betas", "eps"),
+    paper=PAPER, url=URL, card="G3", reference=_reference,
+    summary="⊥Grad per tensor with the released runs' inner AdamW (β₂ 0.999, ε 1e-8, not the flags' 0.99, 1e-25)",
 )

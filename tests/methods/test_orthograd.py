@@ -91,3 +91,33 @@ def test_removes_the_weight_growth_of_sgd_on_a_fitted_batch():
             assert change > 10 * lr ** 2 * max(float(g.norm() ** 2) for g in new)
         else:
             assert change <= 1.01 * lr ** 2 * max(float(g.norm() ** 2) for g in new) + 1e-6
+
+
+def test_released_variant_steps_inner_adamw_with_torch_defaults():
+    """The paper's released runs stepped their inner AdamW with β = (0.9, 0.999), ε = 1e-8 whatever the
+    flags said (β₂ 0.99, ε 1e-25): orthograd_released overrides exactly those two, orthograd keeps the
+    protocol's."""
+    from lossbench.optim import build_optimizer
+
+    protocol_opt = {"name": "adamw", "lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-25, "weight_decay": 0.0}
+    released, plain = methods.get("orthograd_released"), methods.get("orthograd")
+    assert released.fn is plain.fn and released.card == plain.card == "G3"
+    model = build_model(4, [8], 3, 0)
+    for spec, betas, eps in ((released, (0.9, 0.999), 1e-8), (plain, (0.9, 0.99), 1e-25)):
+        fn_hp, opt_hp = spec.split_hparams(spec.hparams())
+        assert fn_hp == {"rescale": True}
+        opt = build_optimizer(model.parameters(), {**protocol_opt, **opt_hp})  # as lossbench.grokking does
+        assert isinstance(opt, torch.optim.AdamW)
+        for group in opt.param_groups:
+            assert tuple(group["betas"]) == betas and group["eps"] == eps
+            assert group["lr"] == 0.01 and group["weight_decay"] == 0.0  # the protocol's, as the wrapper passed
+
+
+def test_released_variant_refused_under_sgd():
+    from lossbench.config import ConfigError
+    from lossbench.tasks.grokking import check_protocol
+
+    proto = {"datasets": ["mod113_add_f40"], "optimizer": {"name": "sgd", "lr": 10.0, "momentum": 0.8},
+             "eval": {"every": 10}, "budget": {"steps": 100}}
+    with pytest.raises(ConfigError, match="orthograd_released"):
+        check_protocol(proto, "test", {"methods": ["orthograd_released"]})
