@@ -23,9 +23,9 @@ from lossbench.stats import leaderboard
 from report import claims as claims_mod
 from report import optimizers
 from report import plots
-from report import grokking, kernels, lm_pretraining, preference
-from report.tables import (LAYOUT_PATH, bad_statuses, fmt_mapping, legend, load_layout, markdown_table,
-                           table_rows, track_layout)
+from report import grokking, kernels, lm_pretraining, preference, selection
+from report.tables import (LAYOUT_PATH, bad_statuses, fmt_mapping, legend, load_layout, markdown_extra,
+                           markdown_table, md_text, table_rows, track_layout)
 
 TEMPLATES = Path(__file__).with_name("templates")
 CURVE_COLUMNS = ["track", "dataset", "method", "seed", "step", "epoch", "tokens", "metric", "value"]
@@ -184,9 +184,13 @@ def track_section(track: str, board: pd.DataFrame, data: Mapping, layout: Mappin
             r["url"] = urls.get(r["method"])
             r["hparams"] = hp.get((track, dataset, r["method"]), "")
         statuses = bad_statuses(table)
-        md += [f"## {dataset}", description,
+        md += [f"## {md_text(dataset)}", md_text(description),
                markdown_table(table, headers_of(cols), info["baseline"], statuses)]
         extra = []  # a track's own tables under the leaderboard (grokking: steps to grok)
+        chosen = selection_table(track, dataset, [r["method"] for r in table], data)
+        if chosen:
+            extra.append(chosen)
+            md.append(markdown_extra(chosen))
         for pseudo, a in (data.get("axis") or {}).items():
             if a["track"] == track:
                 cols_o = ctx.layout.get("optimizer_columns", cols)
@@ -194,12 +198,12 @@ def track_section(track: str, board: pd.DataFrame, data: Mapping, layout: Mappin
                                      lambda part, opt, c: _text_row(part, opt, c, a["baseline"], ctx.metrics))
                 if x:
                     extra.append(x)
-                    md.append(grokking.markdown(x))
+                    md.append(markdown_extra(x))
         if grokking.is_grokking(data, track):
             own = data["summary"]
             extra.append(grokking.steps_table(own[(own["track"] == track) & (own["dataset"] == dataset)],
                                               [r["method"] for r in table]))
-            md += [grokking.markdown(x) for x in extra]
+            md.append(markdown_extra(extra[-1]))
         datasets.append({"name": dataset, "description": description, "rows": table, "headers": headers_of(cols),
                          "statuses": statuses, "extra_tables": extra,
                          "figures": _figures(ctx, dataset, [r["method"] for r in table], rows,
@@ -208,6 +212,19 @@ def track_section(track: str, board: pd.DataFrame, data: Mapping, layout: Mappin
     _write(out_dir / "tables" / f"{track}.csv",
            board[board["track"] == track].to_csv(index=False, float_format="%.6g"))
     return {**info, "headers": headers, "datasets_ctx": datasets}
+
+
+def selection_table(track: str, dataset: str, order: list[str], data: Mapping) -> dict | None:
+    """Which variant each method of a swept track runs at on `dataset`, and what it was chosen on
+    (report/selection.py), optimizer-axis picks (`<loss> × <optimizer>`) after the methods."""
+    chosen = data.get("selection") or {}
+    parts = [chosen[track]] if track in chosen else []
+    for pseudo, a in (data.get("axis") or {}).items():
+        if a["track"] == track and pseudo in chosen:
+            parts.append(chosen[pseudo].assign(method=[f"{a['loss']} × {o}" for o in chosen[pseudo]["method"]]))
+    if not parts:
+        return None
+    return selection.table(pd.concat(parts, ignore_index=True), dataset, order)
 
 
 def _text_row(part: pd.DataFrame, method: str, columns: list[str], baseline: str, metrics: Mapping) -> list[str]:
@@ -220,11 +237,11 @@ def _text_row(part: pd.DataFrame, method: str, columns: list[str], baseline: str
 def _md_header(info: Mapping, provenance: Mapping, level: float) -> str:
     dirty = " (dirty)" if provenance.get("git_dirty") else ""
     return "\n".join([
-        f"# Leaderboard: {info['name']} (track version {info['version']})", "",
-        f"- commit: {provenance.get('git_commit', '?')}{dirty}; profile: "
-        f"{provenance.get('profile', '?')}",
-        f"- seeds: {', '.join(map(str, info['seeds']))}; baseline: {info['baseline']}; "
-        f"budget: {info['budget'] or '?'}",
+        f"# Leaderboard: {md_text(info['name'])} (track version {md_text(info['version'])})", "",
+        f"- commit: {md_text(provenance.get('git_commit', '?'))}{dirty}; profile: "
+        f"{md_text(provenance.get('profile', '?'))}",
+        f"- seeds: {', '.join(map(str, info['seeds']))}; baseline: {md_text(info['baseline'])}; "
+        f"budget: {md_text(info['budget'] or '?')}",
         f"- {legend(level)}",
     ])
 
@@ -250,12 +267,16 @@ def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "los
     data, layout, out = load_results(results_dir), load_layout(layout_path), Path(out_dir)
     failed, devices = failed_runs(data["runs"]), devices_used(data["runs"])  # before any view drops runs
     level = level or layout.get("ci_level", 0.95)
+    axis = optimizers.split(data)  # optimizer-axis runs leave the main boards for their own tables
     for t in data["summary"]["track"].unique():  # variant selection on validation data (fair tuning)
         if preference.is_preference(data, t):
-            preference.expand_views(data, t)
+            preference.expand_views(data, t)  # per view, by the same rule
+        else:
+            selection.apply(data, t)  # a track without a sweep is left as it is
         if lm_pretraining.is_lm(data, t):
-            lm_pretraining.add_time_to_target(data, t)
-    axis = optimizers.split(data)  # optimizer-axis runs leave the main boards for their own tables
+            lm_pretraining.add_time_to_target(data, t)  # against the baseline's selected variant
+    for pseudo, a in axis.items():  # each optimizer at its own best grid point of the loss's sweep
+        selection.apply(data, pseudo, selection.task_of(data, a["track"]), tables=("axis_summary",))
     summary, prov = data["summary"], data["provenance"]
     tracks = list(dict.fromkeys([*(prov.get("tracks") or {}), *summary["track"].unique()]))
     tracks = [t for t in tracks if (summary["track"] == t).any()]

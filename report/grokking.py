@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from report import plots
+from report.tables import markdown_extra
 
 # (column header, metric) of the steps table; steps are full-batch optimiser steps at the logged resolution
 STEP_COLUMNS = [("to 95% test (grok)", "test/steps_to_grok"), ("to 99% test", "test/steps_to_grok_99"),
@@ -56,9 +57,7 @@ def steps_table(summary: pd.DataFrame, order: list[str]) -> dict:
 
 
 def markdown(table: dict) -> str:
-    lines = [f"### {table['title']}", table["caption"], "",
-             "| " + " | ".join(table["headers"]) + " |", "| --- |" + " ---: |" * (len(table["headers"]) - 1)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in table["rows"]])
+    return markdown_extra(table)
 
 
 def figures(ctx, curves: pd.DataFrame, path) -> list[tuple[str, Path | None]]:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from report import plots
+from report.tables import md_row, md_text
 
 POINT = ["bench", "dtype", "n", "v", "d", "reduction", "ignore_frac"]
 plt = plots.plt
@@ -234,13 +235,13 @@ def section(df: pd.DataFrame, meta: Mapping, out_dir: Path) -> dict:
 def markdown(ctx: Mapping) -> str:
     """tables/kernels.md: the same tables as the HTML."""
     def table(t, cells=lambda r: r["cells"]):
-        lines = ["| " + " | ".join(t["headers"]) + " |", "|" + "---|" * len(t["headers"])]
-        return "\n".join(lines + ["| " + " | ".join(cells(r)) + " |" for r in t["rows"]])
+        lines = [md_row(t["headers"]), "|" + "---|" * len(t["headers"])]
+        return "\n".join(lines + [md_row(cells(r)) for r in t["rows"]])
 
     parts = ["# Kernels benchmark", "## Ceilings", table(ctx["ceilings"], list)]
     for name in ("linear_ce", "softmax"):
         if ctx[name]["rows"]:
-            parts += [f"## {name} (baseline {ctx['baselines'].get(name)})", table(ctx[name])]
+            parts += [f"## {name} (baseline {md_text(ctx['baselines'].get(name))})", table(ctx[name])]
     parts += ["## Distance from the bound", table(ctx["distance"], list)]
     if ctx["not_run"]["rows"]:
         parts += ["## Not run", table(ctx["not_run"], list)]

@@ -33,7 +33,9 @@ def tokens_to_target(curve: pd.DataFrame, target: float) -> float:
 
 def add_time_to_target(data: dict, track: str) -> None:
     """Append val/tokens_to_target and val/reached_target rows to data['summary'] for `track`.
-    The target of a seed is the tuned baseline's final validation loss (its best variant)."""
+    The target of a seed is the tuned baseline's final validation loss: the report calls this after
+    variant selection (report/selection.py), which leaves the baseline's selected variant only; of
+    several variants (no selection made) the lowest."""
     summary, curves = data["summary"], data["curves"]
     baseline = (data["provenance"].get("tracks") or {}).get(track, {}).get("baseline", "uniform")
     finals = summary[(summary["track"] == track) & (summary["metric"] == TARGET_METRIC)]

@@ -24,23 +24,43 @@ def axes(data: Mapping) -> dict[str, dict]:
     return {t: info["optimizer_axis"] for t, info in tracks.items() if info.get("optimizer_axis")}
 
 
+def axis_variant(variant: str, optimizers) -> tuple[str, str] | None:
+    """(optimizer name, base variant) of an axis run's variant slug, else None. An axis run's slug
+    is its grid point's (lossbench.config.variant_slug) plus `optimizer<name>`: `optimizersgd`
+    alone (base `default`), or one `-`-separated part of a swept one (`lr0.01-optimizersgd`)."""
+    for name in optimizers:
+        part = variant_slug({OPTIMIZER_KEY: name})
+        if variant == part:
+            return name, "default"
+        if variant.startswith(part + "-"):
+            return name, variant[len(part) + 1:]
+        if variant.endswith("-" + part):
+            return name, variant[:-len(part) - 1]
+        if f"-{part}-" in variant:
+            return name, variant.replace(f"-{part}-", "-", 1)
+    return None
+
+
 def split(data: dict) -> dict[str, dict]:
     """Move every axis run out of data["summary"] (and curves, per_class) into pseudo-tracks;
     returns {pseudo-track: {"track", "loss", "baseline", "optimizers"}} and adds the pseudo-track
-    rows to data["axis_summary"]."""
+    rows to data["axis_summary"], each with its grid point as the variant (`default` without a
+    sweep: report/selection.py then picks one per optimizer on validation data)."""
     found, parts = {}, []
     for track, axis in axes(data).items():
-        slugs = {variant_slug({OPTIMIZER_KEY: name}): name for name in axis["optimizers"]}
+        names = list(axis["optimizers"])
         for table in ("summary", "curves", "per_class"):
             df = data.get(table)
             if df is None or "variant" not in df:
                 continue
-            moved = (df["track"] == track) & df["variant"].isin(list(slugs))
+            parsed = [axis_variant(v, names) if t == track else None
+                      for t, v in zip(df["track"], df["variant"].astype(str))]
+            moved = pd.Series([p is not None for p in parsed], index=df.index, dtype=bool)
             if table == "summary" and moved.any():
                 rows = df[moved].copy()
                 rows["track"] = rows["track"] + SEP + rows["method"]
-                rows["method"] = rows["variant"].map(slugs)
-                rows["variant"] = "default"
+                rows["method"] = [p[0] for p in parsed if p is not None]
+                rows["variant"] = [p[1] for p in parsed if p is not None]
                 parts.append(rows)
             data[table] = df[~moved]
         for loss in axis["methods"]:

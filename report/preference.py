@@ -24,6 +24,7 @@ import pandas as pd
 
 import data as datasets
 from lossbench.stats import mean_ci
+from report import selection
 from report.plots import line_style, save_figure  # Agg backend and shared style
 
 VIEWS = {
@@ -56,27 +57,25 @@ def split_view(name: str) -> tuple[str, str | None]:
     return base, view or None
 
 
-def _means(rows: pd.DataFrame, metric: str) -> pd.Series:
-    """Mean over seeds per (method, variant), NaN (diverged) seeds left out."""
-    part = rows[rows["metric"] == metric]
-    return part.groupby(["method", "variant"])["value"].mean()
+def _choose(rows: pd.DataFrame, view: str, budget: float, kinds: Mapping[str, str]) -> tuple[pd.DataFrame, str]:
+    """(report/selection.choose's picks, what they were chosen on) of one dataset's rows under `view`;
+    validation metrics only (the forget set for @unlearning), the rule shared by every track."""
+    if view == "unlearning":
+        rows = rows[rows["method"].map(lambda m: kinds.get(m) == "unlearning")]
+        return selection.choose(rows, "forget/forget_loglik", higher_is_better=False), "forget/forget_loglik (min)"
+    if view == "best":
+        crit = selection.criterion({}, "", "preference")  # the task's SELECTION: val/win_rate
+        way = "max" if crit.higher_is_better else "min"
+        return selection.choose(rows, crit.metric, crit.higher_is_better), f"{crit.metric} ({way})"
+    kl = selection.means(rows, "val/kl")["mean"]
+    return (selection.choose(rows, "val/gold_reward", True, allowed=kl <= budget),
+            f"val/gold_reward (max) with mean val/kl ≤ {budget:g}")
 
 
 def select(rows: pd.DataFrame, view: str, budget: float, kinds: Mapping[str, str]) -> dict[str, str]:
     """{method: chosen variant} of one dataset's rows under `view` (validation metrics only)."""
-    if view == "unlearning":
-        score = -_means(rows, "forget/forget_loglik")
-    elif view == "best":
-        score = _means(rows, "val/win_rate")
-    else:
-        kl, gold = _means(rows, "val/kl"), _means(rows, "val/gold_reward")
-        score = gold[kl.reindex(gold.index) <= budget]
-    chosen = {}
-    for (method, variant), s in score.dropna().items():
-        wanted = view != "unlearning" or kinds.get(method) == "unlearning"
-        if wanted and (method not in chosen or s > chosen[method][1]):
-            chosen[method] = (variant, s)
-    return {m: v for m, (v, _) in chosen.items()}
+    chosen, _ = _choose(rows, view, budget, kinds)
+    return dict(zip(chosen["method"], chosen["variant"]))
 
 
 def _sft_rows(rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
@@ -113,13 +112,19 @@ def expand_views(data: dict, track: str) -> pd.DataFrame:
     limit = budgets(data, track)
     views, runs, picks = [], [r for r in data["runs"] if r["track"] != track], []
     described = (data["provenance"].get("tracks") or {}).get(track, {}).get("datasets") or {}
-    new_desc = {}
+    new_desc, swept, shown = {}, selection.swept(own), []
     for dataset, rows in own.groupby("dataset", sort=False):
         for view, text in VIEWS.items():
-            chosen = select(rows, view, limit.get(dataset, np.inf), kinds)
+            picked, on = _choose(rows, view, limit.get(dataset, np.inf), kinds)
+            chosen = dict(zip(picked["method"], picked["variant"]))
             if not chosen:
                 continue
             name = view_name(dataset, view)
+            if swept:  # the selection table under the view's leaderboard (a sweep-less track shows none)
+                metric = on.split(" ")[0]
+                shown.append(picked.assign(track=track, dataset=name, on=on, metric=metric,
+                                           higher_is_better=view != "unlearning", split="validation",
+                                           grid=picked["method"].map(selection.grid_text(rows, metric))))
             keep = rows[[chosen.get(m) == v for m, v in zip(rows["method"], rows["variant"])]]
             views += [keep.assign(dataset=name), _sft_rows(rows, name)]
             runs += [{**r, "dataset": name} for r in data["runs"]
@@ -131,6 +136,8 @@ def expand_views(data: dict, track: str) -> pd.DataFrame:
     if track in (data["provenance"].get("tracks") or {}):
         data["provenance"]["tracks"][track]["datasets"] = new_desc
     data.setdefault("picks", {})[track] = pd.DataFrame(picks, columns=["dataset", "view", "method", "variant"])
+    if shown:
+        data.setdefault("selection", {})[track] = pd.concat(shown, ignore_index=True)[selection.SELECTION_COLUMNS]
     return data["picks"][track]
 
 

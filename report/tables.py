@@ -94,19 +94,43 @@ def bad_statuses(rows: list[dict]) -> list[str]:
     return [s for s in BAD_STATUSES if any(r.get(f"n_{s}") for r in rows)]
 
 
+def md_text(text) -> str:
+    """Text from config or results as Markdown prose: HTML escaped (a description `<b>` or `<script>`
+    shows as written, as the HTML report shows it), newlines joined. `&` and `<` are enough to stop a
+    tag or an entity; a lone `>` stays as written."""
+    return " ".join(str(text).splitlines()).replace("&", "&amp;").replace("<", "&lt;")
+
+
+def md_cell(text) -> str:
+    """md_text for a table cell: a `|` would end the cell."""
+    return md_text(text).replace("|", "\\|")
+
+
+def md_row(cells) -> str:
+    return "| " + " | ".join(md_cell(c) for c in cells) + " |"
+
+
 def markdown_table(rows: list[dict], headers: list[str], baseline: str, statuses: list[str] = ()) -> str:
     """A GitHub-flavoured table; best cells bold, the baseline labelled, a seed count per bad status."""
     head = ["method", *headers, *statuses]
-    lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
+    lines = [md_row(head), "| --- |" + " ---: |" * (len(head) - 1)]
     for row in rows:
-        name = row["method"] + (" (baseline)" if row["method"] == baseline else "")
+        name = md_cell(row["method"]) + (" (baseline)" if row["method"] == baseline else "")
         cells = []
         for c in row["cells"]:
-            text = f"{c['text']} {c['marker']}".strip()
+            text = md_cell(f"{c['text']} {c['marker']}".strip())
             cells.append(f"**{text}**" if c["best"] else text)
         extra = [str(row[f"n_{s}"]) for s in statuses]
         lines.append("| " + " | ".join([name, *cells, *extra]) + " |")
     return "\n".join(lines)
+
+
+def markdown_extra(table: Mapping) -> str:
+    """An extra table ({title, caption, headers, rows of strings}: steps to grok, optimizer axis,
+    variant selection) as a Markdown section."""
+    lines = [f"### {md_text(table['title'])}", md_text(table["caption"]), "",
+             md_row(table["headers"]), "| --- |" + " ---: |" * (len(table["headers"]) - 1)]
+    return "\n".join(lines + [md_row(r) for r in table["rows"]])
 
 
 def legend(level: float) -> str:

@@ -8,6 +8,9 @@ A task module provides:
   train_run(run, inputs, out_dir, device, log)   -> dict written to train.json
   eval_inputs(run, run_dir, stage_dir) -> {name: path}  extra files evaluation reads ({} if none)
   evaluate_run(run_dir, info)               -> (dict metric -> value, per-class DataFrame or None)
+  SELECTION            {"metric", "higher_is_better"[, "split"]}: what a sweep's variant is chosen on
+                       per (dataset, method) in the report (report/selection.py); split "train" where
+                       the task has no validation data (default "validation")
 and optionally
   METHOD_OPTIMIZER     true when the trainer builds the optimiser per run, so methods may set
                        `optimizer_hparams` (methods/base.py); other tasks refuse such methods

@@ -17,6 +17,7 @@ PROTOCOL_SCHEMA = "protocol_classification"
 METHOD_KINDS = ("loss", "batch_loss", "reweight", "sampler", "adversarial")
 OPTIMIZER_AXIS = True  # tracks may add optimizer_axis (optimizer x loss; lossbench.config.variants)
 ARTEFACTS = ("curves.csv", "predictions.npz")  # what train_run writes; train.json records their sha256
+SELECTION = {"metric": "val/balanced_accuracy", "higher_is_better": True}  # a sweep's variant (report/selection.py)
 METRICS = ([f"test/{m}" for m in ("accuracy", "balanced_accuracy", "worst_class_accuracy", "macro_f1",
                                   "ece", "nll", "acc_many", "acc_medium", "acc_few")]
            + [f"test/coverage_n{n}" for n in COVERAGE_N] + ["val/balanced_accuracy"])

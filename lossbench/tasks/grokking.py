@@ -21,6 +21,7 @@ PROTOCOL_SCHEMA = "protocol_grokking"
 METHOD_KINDS = ("loss", "grad_transform")
 METHOD_OPTIMIZER = True  # the trainer builds the optimiser per run: methods may set optimizer_hparams
 ARTEFACTS = ("curves.csv", "final.json")  # what train_run writes; train.json records their sha256
+SELECTION = {"metric": "train/loss", "higher_is_better": False, "split": "train"}  # no validation split yet
 OPTIMIZER_KEYS = {"adamw": {"lr", "betas", "eps", "weight_decay"}, "adam": {"lr", "betas", "eps", "weight_decay"},
                   "sgd": {"lr", "momentum", "nesterov", "weight_decay"}}
 

@@ -19,6 +19,7 @@ from lossbench import io
 
 PROTOCOL_SCHEMA = "protocol_lm_pretraining"
 METHOD_KINDS = ("sample_weight", "token_weight", "token_penalty", "reweight", "sampler", "selection")
+SELECTION = {"metric": "val/loss", "higher_is_better": False}  # a sweep's variant (report/selection.py)
 REFERENCE_NEEDS = {"ref_losses", "ref_scores", "chunk_features", "target_features"}
 
 

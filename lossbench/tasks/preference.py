@@ -28,6 +28,7 @@ from lossbench import io
 
 PROTOCOL_SCHEMA = "protocol_preference"
 METHOD_KINDS = ("pairwise", "listwise", "unpaired", "unlearning")  # = lossbench.preference.PREFERENCE_KINDS
+SELECTION = {"metric": "val/win_rate", "higher_is_better": True}  # the @best view (report/preference.py)
 TESTBEDS = {"synthpref": "lossbench.synthpref_testbed", "hub": "lossbench.hub_testbed"}
 ARTEFACTS = ("curves.csv", "policy.pt")  # what train_run writes; train.json records their sha256
 SPO_DEGREES = 4  # SPO-style degradation degrees: delete 0, 1/3, 2/3, all of y_w's keywords (card M13)
