@@ -7,7 +7,20 @@ arXiv:1906.07413, Alg. 1: weights are all 1 until a late epoch (160 of 200 in th
 then effective-number weights with β = 0.9999. Card C1 in shared/methods/classification.md.
 
 Class weights are normalised so that Σ_k w_k = K, as in the LDAM-DRW code. The per-example weight
-is w_{y_i}; the trainer owns the reduction (the LDAM code's weighted mean divides by Σ_i w_{y_i}).
+is w_{y_i}; the trainer takes the batch mean of w_i·CE_i, i.e. divides by the batch size B. The two
+sources reduce differently, so `reduction` says which divisor the batch's weighted loss gets:
+
+- "batch": Σ_i w_{y_i}·CE_i / B, the weights as above. The class-balanced loss code (Cui et al.,
+  softmax CE through tf.losses.softmax_cross_entropy with per-example weights, whose default
+  reduction divides by the number of nonzero weights = B) does this: the default of cb_inverse and
+  cb_effective.
+- "weight_sum": Σ_i w_{y_i}·CE_i / Σ_i w_{y_i}, as the LDAM-DRW code's nn.CrossEntropyLoss(weight=w)
+  mean does: the default of drw. The returned weights are rescaled per batch by B/Σ_i w_{y_i} (still
+  detached), so the trainer's batch mean is that ratio. It matters: on CIFAR-10-LT ρ = 100 the
+  effective-number weights of a batch average 0.171, so under SGD "batch" turns the DRW switch into a
+  ~6× cut of the step size as well as a reweighting; "weight_sum" keeps the loss scale.
+
+drw is version 2 since its default became "weight_sum" (issue 16; version 1 divided by B).
 Classes with zero count get weight 0 and the present classes share the total K (the card does not
 cover empty classes; the formula would divide by zero there).
 """
@@ -15,7 +28,9 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, require_in
+from methods.base import MethodSpec, require_choice, require_in
+
+REDUCTIONS = ("batch", "weight_sum")
 
 
 def class_weights(class_counts, *, beta: float):
@@ -34,22 +49,39 @@ def class_weights(class_counts, *, beta: float):
     return (raw * (n.numel() / raw.sum().clamp_min(1e-300))).float()
 
 
-def inverse_frequency(targets, *, class_counts):
-    return class_weights(class_counts, beta=1.0).to(targets.device)[targets].detach()
+def reduce_weights(w, reduction: str):
+    """Per-example weights for the trainer's batch mean: as they are ("batch"), or times B/Σ_i w_i so
+    the mean of w·CE is Σ w·CE / Σ w ("weight_sum"; a batch of zero weights stays zero)."""
+    if reduction == "weight_sum":
+        total = w.sum()
+        return (w * (w.numel() / torch.where(total > 0, total, torch.ones_like(total)))).detach()
+    if reduction != "batch":
+        raise ValueError(f"class-balanced: unknown reduction {reduction!r}; valid: {REDUCTIONS}")
+    return w.detach()
 
 
-def effective_number(targets, *, class_counts, beta: float):
-    return class_weights(class_counts, beta=beta).to(targets.device)[targets].detach()
+def inverse_frequency(targets, *, class_counts, reduction: str = "batch"):
+    return reduce_weights(class_weights(class_counts, beta=1.0).to(targets.device)[targets], reduction)
 
 
-def deferred_reweighting(targets, *, class_counts, progress: float, beta: float, switch: float):
-    if progress < switch:
+def effective_number(targets, *, class_counts, beta: float, reduction: str = "batch"):
+    return reduce_weights(class_weights(class_counts, beta=beta).to(targets.device)[targets], reduction)
+
+
+def deferred_reweighting(targets, *, class_counts, progress: float, beta: float, switch: float,
+                         reduction: str = "weight_sum"):
+    if progress < switch:  # unweighted: both reductions divide by B
         return torch.ones(targets.shape, dtype=torch.float32, device=targets.device)
-    return effective_number(targets, class_counts=class_counts, beta=beta)
+    return effective_number(targets, class_counts=class_counts, beta=beta, reduction=reduction)
+
+
+def _validate_reduction(hp):
+    require_choice("class-balanced", hp, "reduction", REDUCTIONS)
 
 
 def _validate_beta(hp):
     require_in("class-balanced", hp, "beta", 0, 1, closed_high=True)
+    _validate_reduction(hp)
 
 
 def _validate_drw(hp):
@@ -75,8 +107,9 @@ def _ref_effective():
 
 def _ref_drw():
     # progress exactly at the switch: epoch 160 of 200 already uses the effective-number weights.
+    # One example per class: Σ_i w_i = K = B, so "weight_sum" leaves the class weights as they are.
     kw = dict(targets=torch.tensor([0, 1, 2]), class_counts=torch.tensor(_COUNTS), progress=0.8,
-              beta=0.9999, switch=0.8)
+              beta=0.9999, switch=0.8, reduction="weight_sum")
     return kw, torch.tensor(_EFFECTIVE)
 
 
@@ -84,14 +117,14 @@ _CUI = "Cui et al. 2019, arXiv:1901.05555"
 _CUI_URL = "https://arxiv.org/abs/1901.05555"
 
 INVERSE = MethodSpec(
-    name="cb_inverse", kind="reweight", fn=inverse_frequency, defaults={},
+    name="cb_inverse", kind="reweight", fn=inverse_frequency, defaults={"reduction": "batch"},
     paper=_CUI, url=_CUI_URL, card="C1", version=1,
-    reference=_ref_inverse, needs=("class_counts",),
+    reference=_ref_inverse, needs=("class_counts",), validate=_validate_reduction,
     summary="weights each example by 1/n_y, class weights normalised to sum K",
 )
 
 EFFECTIVE = MethodSpec(
-    name="cb_effective", kind="reweight", fn=effective_number, defaults={"beta": 0.9999},
+    name="cb_effective", kind="reweight", fn=effective_number, defaults={"beta": 0.9999, "reduction": "batch"},
     search={"beta": ("choice", 0.9, 0.99, 0.999, 0.9999)},
     paper=_CUI, url=_CUI_URL, card="C1", version=1,
     reference=_ref_effective, needs=("class_counts",), validate=_validate_beta,
@@ -99,10 +132,11 @@ EFFECTIVE = MethodSpec(
 )
 
 DRW = MethodSpec(
-    name="drw", kind="reweight", fn=deferred_reweighting, defaults={"beta": 0.9999, "switch": 0.8},
+    name="drw", kind="reweight", fn=deferred_reweighting,
+    defaults={"beta": 0.9999, "switch": 0.8, "reduction": "weight_sum"},
     search={"beta": ("choice", 0.99, 0.999, 0.9999), "switch": ("choice", 0.6, 0.7, 0.8, 0.9)},
     paper="Cao et al. 2019 (LDAM-DRW), arXiv:1906.07413", url="https://arxiv.org/abs/1906.07413",
-    card="C1", version=1, reference=_ref_drw, needs=("class_counts", "progress"),
+    card="C1", version=2, reference=_ref_drw, needs=("class_counts", "progress"),
     validate=_validate_drw,
     summary="unweighted until progress >= switch (epoch 160/200), then effective-number weights",
 )

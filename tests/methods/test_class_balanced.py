@@ -60,10 +60,10 @@ def test_per_example_weight_is_class_weight_of_target():
 def test_drw_ones_before_switch_then_effective():
     targets = torch.tensor([0, 1, 2, 2])
     hp = DRW.hparams()
-    assert hp == {"beta": 0.9999, "switch": 0.8}  # epoch 160 of 200
+    assert hp == {"beta": 0.9999, "switch": 0.8, "reduction": "weight_sum"}  # epoch 160 of 200; LDAM code's mean
     for progress in (0.0, 0.5, 159 / 200):
         _close(DRW.fn(targets, class_counts=COUNTS, progress=progress, **hp), torch.ones(4))
-    after = EFFECTIVE.fn(targets, class_counts=COUNTS, beta=0.9999)
+    after = EFFECTIVE.fn(targets, class_counts=COUNTS, beta=0.9999, reduction="weight_sum")
     for progress in (160 / 200, 0.9, 1.0):
         _close(DRW.fn(targets, class_counts=COUNTS, progress=progress, **hp), after)
 
@@ -87,3 +87,56 @@ def test_validate_rejects_bad_hparams():
         DRW.hparams({"switch": -0.1})
     with pytest.raises(ValueError):
         INVERSE.hparams({"beta": 0.9})  # inverse frequency has no hyperparameter
+
+
+def _weighted_mean(spec, targets, logits, **hp):
+    """What the trainer computes for a reweight spec: the batch mean of w·CE."""
+    needs = {"class_counts": COUNTS, "progress": 1.0}
+    w = spec.fn(targets, **{k: needs[k] for k in spec.needs}, **spec.hparams(hp))
+    return (w * torch.nn.functional.cross_entropy(logits, targets, reduction="none")).mean()
+
+
+@pytest.mark.parametrize("spec", [INVERSE, EFFECTIVE, DRW])
+def test_both_reductions_by_hand(spec):
+    targets = torch.tensor([0, 0, 0, 1, 2])  # head-heavy batch: Σ w ≠ B
+    logits = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    ce = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    beta = 1.0 if spec is INVERSE else 0.9999
+    w = class_weights(COUNTS, beta=beta)[targets]
+    _close(_weighted_mean(spec, targets, logits, reduction="batch"), (w * ce).sum() / 5)
+    _close(_weighted_mean(spec, targets, logits, reduction="weight_sum"), (w * ce).sum() / w.sum())
+    assert w.sum() / 5 < 0.7  # the two differ by this factor on such a batch
+
+
+def test_default_reduction_of_each_source():
+    # Cui et al.'s code divides the weighted softmax CE by the batch size; LDAM-DRW's
+    # nn.CrossEntropyLoss(weight=w) by the sum of the weights.
+    assert INVERSE.defaults["reduction"] == "batch" and EFFECTIVE.defaults["reduction"] == "batch"
+    assert DRW.defaults["reduction"] == "weight_sum" and DRW.version == 2
+    targets = torch.tensor([0, 0, 0, 0, 1, 2])
+    logits = torch.randn(6, 3, generator=torch.Generator().manual_seed(1))
+    w = class_weights(COUNTS, beta=0.9999)[targets]
+    ldam = torch.nn.functional.cross_entropy(logits, targets, weight=class_weights(COUNTS, beta=0.9999))
+    torch.testing.assert_close(_weighted_mean(DRW, targets, logits), ldam)  # the LDAM code's weighted mean
+    ce = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    _close(_weighted_mean(EFFECTIVE, targets, logits), (w * ce).mean())
+
+
+def test_drw_before_switch_is_unweighted_under_both_reductions():
+    targets = torch.tensor([0, 0, 1, 2])
+    for reduction in ("batch", "weight_sum"):
+        out = DRW.fn(targets, class_counts=COUNTS, progress=0.5, beta=0.9999, switch=0.8, reduction=reduction)
+        _close(out, torch.ones(4))
+
+
+def test_weight_sum_weights_are_detached_and_average_one():
+    targets = torch.tensor([0, 0, 0, 1])
+    w = EFFECTIVE.fn(targets, class_counts=COUNTS, beta=0.9999, reduction="weight_sum")
+    assert not w.requires_grad
+    _close(w.mean(), torch.tensor(1.0))
+
+
+def test_reduction_validated():
+    for spec in (INVERSE, EFFECTIVE, DRW):
+        with pytest.raises(ValueError, match="reduction"):
+            spec.hparams({"reduction": "mean"})
