@@ -307,16 +307,21 @@ def _eval_artefacts(run_dir: Path, info: dict) -> list[str]:
     return [n for n in (fn(info) if fn else []) if (run_dir / n).exists()]
 
 
-def check_evaluation(run_dir, run: dict | None = None) -> dict:
+def check_evaluation(run_dir, run: dict | None = None, only=None) -> dict:
     """Check the files a run's evaluation recorded in run.json (`evaluation_sha256`: metrics.csv,
-    per_class.csv, train.json and what it read) and the train.json artefacts it copied; returns run.json."""
+    per_class.csv, train.json and what it read) and the train.json artefacts it copied (`only`: just
+    these names); returns run.json."""
     run_dir = Path(run_dir)
     run = io.read_json(run_dir / "run.json") if run is None else run
+    pick = lambda rec: {k: v for k, v in (rec or {}).items() if only is None or k in only}  # noqa: E731
     hint = f"re-evaluate the run (snakemake --forcerun {run_dir / 'run.json'}) or restore the file"
-    io.check_recorded(run_dir, run.get("evaluation_sha256") or {}, run_dir / "run.json", hint)
-    io.check_recorded(run_dir, run.get("outputs_sha256") or {}, run_dir / "run.json",
+    io.check_recorded(run_dir, pick(run.get("evaluation_sha256")), run_dir / "run.json", hint)
+    io.check_recorded(run_dir, pick(run.get("outputs_sha256")), run_dir / "run.json",
                       f"retrain the run (snakemake --forcerun {run_dir / 'train.json'}) or restore the file")
     return run
+
+
+AGGREGATED = ("metrics.csv", "curves.csv", "per_class.csv")  # what aggregate reads of a run, besides run.json
 
 
 def _read_optional_csv(path) -> pd.DataFrame:
@@ -340,7 +345,7 @@ def aggregate(run_dirs, out_dir, provenance: dict) -> None:
         io.write_json(out_dir / "provenance.json", provenance)
         io.write_manifest(out_dir, TIDY_FILES)
         return
-    records = {d: check_evaluation(d) for d in run_dirs}  # every file read below is the one recorded
+    records = {d: check_evaluation(d, only=AGGREGATED) for d in run_dirs}  # every file read below is the one recorded
     summary = pd.concat([io.read_csv(d / "metrics.csv") for d in run_dirs], ignore_index=True)
     dup = summary.duplicated(RUN_KEYS + ["metric"])
     if dup.any():
