@@ -36,7 +36,7 @@ def _reference():
 SPEC = MethodSpec(
     name="focal", kind="loss", fn=focal_loss, defaults={"gamma": 2.0},
     search={"gamma": ("uniform", 0.0, 5.0)},
-    paper="Lin et al. 2017, arXiv:1708.02002", url="https://arxiv.org/abs/1708.02002", card="C3",
+    paper="Lin et al. 2017, arXiv:1708.02002", url="https://arxiv.org/abs/1708.02002", card="C3", version=2,
     reference=_reference, validate=_validate,
     summary="down-weights well-classified examples by (1 - p_y)^gamma",
 )

@@ -57,7 +57,7 @@ def _reference():
 SPEC = MethodSpec(
     name="orpo", kind="pairwise", fn=orpo_loss, defaults={"lam": 0.1},
     search={"lam": ("choice", 0.05, 0.1, 0.25, 0.5)},
-    paper="Hong et al. 2024, arXiv:2403.07691", url="https://arxiv.org/abs/2403.07691", card="M15",
+    paper="Hong et al. 2024, arXiv:2403.07691", url="https://arxiv.org/abs/2403.07691", card="M15", version=2,
     reference=_reference, validate=_validate,
     summary="reference-free: token-average NLL of y_w plus λ·logistic loss on the log odds ratio, λ = 0.1",
 )
