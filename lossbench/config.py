@@ -54,7 +54,7 @@ def read_yaml(path, what: str = "config", where: str | None = None) -> dict:
         raise ConfigError(f"{where}: is a folder, not a {what} file")
     try:
         with open(path) as f:
-            doc = yaml.safe_load(f)
+            doc = yaml.load(f, Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise ConfigError(f"{where}: no such {what} file{named}") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -66,6 +66,26 @@ def read_yaml(path, what: str = "config", where: str | None = None) -> dict:
     if not isinstance(doc, dict):
         raise ConfigError(f"{where}: a {what} file holds a mapping of keys, got a {type(doc).__name__}: {doc!r:.60}")
     return doc
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (PyYAML keeps the last silently: a
+    second `seeds:` further down a track would replace the first without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line)
+            except TypeError:  # an unhashable key: the constructor below reports it
+                continue
+            if first != key_node.start_mark.line:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first at line {first + 1})",
+                                                        key_node.start_mark)
+        return super().construct_mapping(node, deep)
 
 
 def _yaml_problem(e) -> str:
@@ -462,7 +482,7 @@ def _check_optimizer_axis(track: dict, where: str, task) -> None:
 EXTENDS = "extends"  # a track file's key naming the track file it starts from
 
 
-def track_yaml(path) -> dict:
+def track_yaml(path, _chain: tuple = ()) -> dict:
     """A track file's mapping. With `extends: <track file>` (relative to the repository) it starts
     from that file's mapping, its own top-level keys replacing the base's (a key set to null removes
     it): a tier runs a subset of a track's methods or seeds without copying its protocols, which stay
@@ -472,10 +492,15 @@ def track_yaml(path) -> dict:
     if base is not None and not isinstance(base, str):
         raise ConfigError(f"{path}: {EXTENDS}: expected the path of a track file, got {_describe(base)}")
     if base:
-        where = f"{path}: {EXTENDS}"
-        if not (ROOT / base).exists():
+        where, file = f"{path}: {EXTENDS}", ROOT / base
+        if not file.exists():
             raise ConfigError(f"{where}: no such track file: {base}{_paths_hint(base, Path(path).parent, 'track file')}")
-        merged = {**track_yaml(ROOT / base), **track}
+        if file.is_dir():
+            raise ConfigError(f"{where}: {base} is a folder, not a track file")
+        chain = (*_chain, Path(path).resolve())
+        if file.resolve() in chain:
+            raise ConfigError(f"{where}: {base} extends itself: {' -> '.join(map(str, (*chain, file.resolve())))}")
+        merged = {**track_yaml(file, chain), **track}
     else:
         merged = track
     return {k: v for k, v in merged.items() if v is not None}

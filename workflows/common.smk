@@ -22,6 +22,8 @@ _CONFIG_WHERE = str(workflow.overwrite_configfiles[-1]) if workflow.overwrite_co
 try:
     if not config:
         raise lbconfig.ConfigError(f"{_CONFIG_WHERE}: the profile is empty")
+    for _f in workflow.overwrite_configfiles:  # what Snakemake's reader lets pass: a key given twice
+        lbconfig.read_yaml(_f, "profile")
     lbconfig.validate_schema(config, "config", _CONFIG_WHERE)
     TRACKS = lbconfig.load_tracks(config, _CONFIG_WHERE)
     BENCHES = lbconfig.load_benchmarks(config, _CONFIG_WHERE)

@@ -200,6 +200,19 @@ CASES = [
              "model": {"arch": "gpt2", "d_modle": 48, "layers": 2, "heads": 4, "context": 64}}}),
     case("extends_missing_file", EXTRA, "track.yaml: extends: no such track file: config/tracks/classification/smok.yaml",
          "resolve against the repository root", "not the track file's folder", track="extends: config/tracks/classification/smok.yaml\n"),
+    case("extends_a_folder", EXTRA, "track.yaml: extends: config/tracks is a folder, not a track file",
+         track="extends: config/tracks\n"),
+    case("extends_itself", EXTRA, "track.yaml: extends: {tmp}/track.yaml extends itself", track="extends: {tmp}/track.yaml\n"),
+    case("duplicate_key", EXTRA, "track.yaml: YAML syntax error at line", "duplicate key 'seeds' (first at line",
+         track=yaml.safe_dump(CLS) + "seeds: [3]\n"),
+    case("profile_duplicate_key", EXTRA, "profile.yaml: YAML syntax error at line 4, column 1",
+         "duplicate key 'device' (first at line 2)",
+         profile="profile: broken\ndevice: cpu\ntracks: {cls: {tmp}/track.yaml}\ndevice: cuda\n"),
+    case("methods_not_a_list", EXTRA, "track.yaml: methods: expected a list, got the string 'focal'", edit={"methods": "focal"}),
+    case("tracks_not_a_mapping", EXTRA, "profile.yaml: tracks: expected a mapping, got the string",
+         profile={"tracks": "config/tracks/classification/smoke.yaml"}),
+    case("task_typo", EXTRA, "track.yaml: task: unknown task 'clasification'. Did you mean classification?",
+         "Valid: classification, grokking, lm_pretraining, preference", edit={"task": "clasification"}),
     case("track_name_mismatch", EXTRA, "profile.yaml: tracks/cls points at a file for track 'other'", edit={"track": "other"}),
     case("registry_dataset_key_typo", EXTRA, "registry.yaml: datasets/mnist1d_lt100: unknown key 'long_tial'",
          "Did you mean long_tail", registry=lambda reg: reg["datasets"].__setitem__(
@@ -233,8 +246,10 @@ def _write_case(c: Case, tmp: Path) -> str:
             _set(track, path, copy.deepcopy(value))
         track_path.write_text(yaml.safe_dump(track, sort_keys=False))
     name = BASES[c.base]["track"]
+    if c.track is not None and "{tmp}" in c.track:
+        track_path.write_text(c.track.replace("{tmp}", str(tmp)))
     if isinstance(c.profile, str):
-        text = c.profile
+        text = c.profile.replace("{tmp}", str(tmp))
     else:
         profile = {"profile": "broken", "device": "cpu", "tracks": {name: str(track_path)}, **(c.profile or {})}
         text = yaml.safe_dump(profile).replace("{tmp}", str(tmp))
@@ -291,7 +306,8 @@ def test_the_bases_are_valid(tmp_path, capsys):
 # ---- the DAG refuses them too, at parse time, before any job, with the same line
 
 DAG_CASES = ["batch_size_float", "model_key_typo", "dataset_filter_matches_nothing", "track_yaml_syntax",
-             "sweep_lr_negative", "empty_profile"]
+             "sweep_lr_negative", "empty_profile", "track_path_relative_to_profile",
+             "profile_duplicate_key"]
 
 
 @pytest.mark.slow
