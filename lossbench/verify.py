@@ -43,6 +43,7 @@ class Report:
     runs: int = 0
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    legacy: list[str] = field(default_factory=list)  # files recorded before checksums were (one line in the output)
     parts: list["Report"] = field(default_factory=list)  # the sets of a folder of published sets
 
     def ok(self, strict: bool = False) -> bool:
@@ -52,7 +53,7 @@ class Report:
         return self.problems + [p for r in self.parts for p in r.all_problems()]
 
     def all_warnings(self) -> list[str]:
-        return self.warnings + [w for r in self.parts for w in r.all_warnings()]
+        return self.warnings + self.legacy + [w for r in self.parts for w in r.all_warnings()]
 
     def format(self, strict: bool = False) -> str:
         if self.parts:
@@ -60,9 +61,12 @@ class Report:
         state = "OK" if self.ok(strict) else "FAILED"
         what = f"{self.runs} runs, " if self.runs else ""
         lines = [f"{self.path} ({self.kind}): {what}{self.files_checked} checksums checked: {state}"
-                 f" ({len(self.problems)} problems, {len(self.warnings)} warnings)"]
+                 f" ({len(self.problems)} problems, {len(self.warnings) + len(self.legacy)} warnings)"]
         lines += [f"  problem: {p}" for p in self.problems]
         lines += [f"  warning: {w}" for w in self.warnings]
+        if self.legacy:
+            lines.append(f"  warning: {len(self.legacy)} files were recorded before lossbench recorded checksums "
+                         f"(their contents cannot be checked), e.g. {self.legacy[0]}")
         return "\n".join(lines)
 
 
@@ -124,8 +128,7 @@ def verify_run(run_dir, rep: Report | None = None) -> Report:
     if "outputs_sha256" in info:
         _check_recorded(rep, run_dir, info["outputs_sha256"], run_dir / "train.json")
     else:
-        rep.warnings.append(f"{run_dir / 'train.json'}: no `outputs_sha256` (recorded before runs recorded their "
-                            "artefacts' checksums): its artefacts cannot be checked")
+        rep.legacy.append(f"{run_dir / 'train.json'}: no `outputs_sha256`")
     workdir = _workdir(run_dir)
     paths = info.get("inputs") or {}
     for name, sha in sorted((info.get("inputs_sha256") or {}).items()):
@@ -155,8 +158,7 @@ def verify_run(run_dir, rep: Report | None = None) -> Report:
     if "evaluation_sha256" in run:
         _check_recorded(rep, run_dir, run["evaluation_sha256"], run_dir / "run.json")
     else:
-        rep.warnings.append(f"{run_dir / 'run.json'}: no `evaluation_sha256` (recorded before evaluations recorded "
-                            "checksums): metrics.csv and per_class.csv cannot be checked")
+        rep.legacy.append(f"{run_dir / 'run.json'}: no `evaluation_sha256`")
     metrics = _check(rep, io.read_csv, run_dir / "metrics.csv")
     if metrics is not None and not _same_values(dict(zip(metrics.metric, metrics.value)), run.get("metrics", {})):
         rep.problems.append(f"{run_dir / 'metrics.csv'}: its values differ from the metrics recorded in "
