@@ -2,6 +2,12 @@
 
 The Snakefile validates with `snakemake.utils.validate` against the same schema files; the CLI
 uses `jsonschema` directly. Every error names the offending key and lists the valid choices.
+
+Everything a config can get wrong is a ConfigError of one line (file, key, value, valid choices) before
+any job: unreadable YAML (read_yaml), the schema with integers that are ints, every run's protocol as
+resolved after its sweep and optimizer-axis overrides (check_resolved, check_models), the dataset
+registry (data.check_registry) and a `datasets` filter that selects nothing (check_dataset_filter).
+tests/configs/test_broken_configs.py holds the corpus of broken configs this is held to.
 """
 from __future__ import annotations
 
