@@ -6,6 +6,7 @@
                   [--set gamma=1.0] [--out DIR] [--device cpu]
     lossbench publish results/full full_2026_11 --config config/full.yaml [--note "..."]
     lossbench plan [config/full.yaml] [--table config/throughput.yaml] [--format json]
+    lossbench verify results/smoke [--strict]      (or results/published, one set, one run folder)
 """
 from __future__ import annotations
 
@@ -128,6 +129,9 @@ def _publish(args):
     cfg = lbconfig.load_profile(args.config)[0]
     for track_path in [*(cfg.get("tracks") or {}).values(), *(cfg.get("benchmarks") or {}).values()]:
         shutil.copy2(lbconfig.ROOT / track_path, dest / "config" / Path(track_path).name)
+    from lossbench import verify
+
+    verify.write_manifest(dest)  # SHA256SUMS: `lossbench verify` proves the set was never edited
     build_report(dest, dest / "report", title=f"lossbench — published: {args.name}", note=args.note)
     print(f"published {src} -> {dest}; report {dest / 'report' / 'index.html'}")
 
@@ -175,9 +179,16 @@ def main(argv=None):
     p.add_argument("--table", default=lbconfig.ROOT / "config" / "throughput.yaml", help="the throughput table")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=_plan)
+    from lossbench import verify
+
+    p = sub.add_parser("verify", help="re-check a results folder (profile, published set, run) against its checksums")
+    verify.add_arguments(p)
+    p.set_defaults(func=verify.run)
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        rc = args.func(args)
+        if isinstance(rc, int):
+            return rc
     except (lbconfig.ConfigError, KeyError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
