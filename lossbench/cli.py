@@ -105,7 +105,6 @@ def _run(args):
                       "metrics": dict(zip(metrics.metric, metrics.value))}, indent=2))
 
 
-TIDY_FILES = ("summary.csv", "curves.csv", "per_class.csv", "runs.json", "methods.json", "provenance.json")
 BENCHMARK_FILES = ("kernels.csv", "kernels.json")  # where the profile ran a benchmark track
 
 
@@ -123,6 +122,8 @@ def _publish(args):
     if prov.get("git_dirty"):
         raise SystemExit("these results come from a dirty working tree; rerun from a clean commit to publish")
     (dest / "config").mkdir(parents=True)
+    from lossbench.runner import TIDY_FILES
+
     for name in TIDY_FILES + tuple(n for n in BENCHMARK_FILES if (src / n).exists()):
         shutil.copy2(src / name, dest / name)
     shutil.copy2(args.config, dest / "config" / Path(args.config).name)
