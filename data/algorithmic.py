@@ -2,8 +2,13 @@
 and sparse parity, generated exactly, with no randomness except sparse parity's fixed draw.
 
 A prepared source holds every example of the task: `x` float32 [N, D] (the model's input), `y`
-int64 [N] and `num_classes`. A dataset splits it at run time into train/test with the run's data
-seed (`split`), so every method of a seed trains on the same examples (paired comparisons).
+int64 [N] and `num_classes`. A dataset splits it at run time with the run's data seed, so every
+method of a seed trains and is evaluated on the same examples (paired comparisons):
+`split_train_val_test` gives train/val/test, a partition of all examples. Train is the first
+floor(train_fraction·N) of one seeded permutation (`split`, the reference code's train set, so the
+training set does not depend on the validation size); val is the next floor(val_fraction·N) of the
+same permutation, a seeded slice of the held-out examples; test is the rest. Val is what a sweep's
+variant is chosen on (lossbench/tasks/grokking.py: SELECTION); test is never used for selection.
 
 - modular: all p² pairs (a, b), a, b ∈ 0..p−1, label `a ∘ b mod p` for ∘ ∈ {add, sub, mul};
   input = concat(one-hot(a), one-hot(b)), 2p dims (the reference MLP setup).
@@ -59,12 +64,37 @@ def prepare(params: dict, raw_dir=None) -> dict:
     raise KeyError(f"unknown algorithmic task {kind!r}; valid: modular, sparse_parity")
 
 
-def split(prepared: dict, train_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices, test indices) of a seeded random split; floor(fraction·N) train examples,
-    as in the reference code (p = 113, fraction 0.4: 5 107 train, 7 662 test)."""
+VAL_FRACTION = 0.1  # default share of all examples held out for validation (protocol key `val_fraction`)
+
+
+def _permutation(prepared: dict, train_fraction: float, seed: int) -> tuple[np.ndarray, int]:
     n = len(prepared["y"])
-    perm = np.random.default_rng(seed).permutation(n)
     n_train = int(np.floor(train_fraction * n))
     if not 0 < n_train < n:
         raise ValueError(f"train_fraction {train_fraction} leaves an empty split of {n} examples")
+    return np.random.default_rng(seed).permutation(n), n_train
+
+
+def split(prepared: dict, train_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, held-out indices) of a seeded random split; floor(fraction·N) train examples,
+    as in the reference code (p = 113, fraction 0.4: 5 107 train, 7 662 held out). Runs carve a
+    validation slice out of the held-out part (`split_train_val_test`); train stays this one."""
+    perm, n_train = _permutation(prepared, train_fraction, seed)
     return np.sort(perm[:n_train]), np.sort(perm[n_train:])
+
+
+def split_train_val_test(prepared: dict, train_fraction: float, val_fraction: float,
+                         seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test) indices, sorted, partitioning all N examples: train as in `split` (same
+    seed, same examples), val the next floor(val_fraction·N) examples of the same seeded
+    permutation (a random slice of the held-out ones), test the rest (p = 113, train 0.4, val 0.1:
+    5 107 / 1 276 / 6 386). Refuses a val_fraction that leaves val or test empty."""
+    perm, n_train = _permutation(prepared, train_fraction, seed)
+    n = len(perm)
+    n_val = int(np.floor(val_fraction * n))
+    if n_val < 1:
+        raise ValueError(f"val_fraction {val_fraction} leaves an empty validation split of {n} examples")
+    if n_train + n_val >= n:
+        raise ValueError(f"val_fraction {val_fraction} with train_fraction {train_fraction} leaves no test "
+                         f"examples of {n}")
+    return np.sort(perm[:n_train]), np.sort(perm[n_train:n_train + n_val]), np.sort(perm[n_train + n_val:])

@@ -7,9 +7,11 @@ a `grad_transform` method rewrites the gradients of softmax CE before the protoc
 steps. Iteration s computes the logits and gradient at θ_s (after s updates) once and logs from
 them, so the train metrics and the gradient diagnostics of an evaluation step cost no extra pass.
 
-Logged at log-spaced early steps and every `eval.every` steps (card §4): train/test accuracy and
-loss, the Softmax Collapse fraction (shifted exp-sum exactly 1 in the run's softmax precision),
-the fraction of exactly-zero losses, the fraction whose top-2 logit gap exceeds the absorption gap
+Logged at log-spaced early steps and every `eval.every` steps (card §4): train, val and test
+accuracy and loss (val and test from one forward pass over the held-out examples, as many as the
+test set alone had before the split; val is the slice a sweep selects on, data/algorithmic.py),
+the Softmax Collapse fraction (shifted exp-sum exactly 1 in the run's softmax precision), the
+fraction of exactly-zero losses, the fraction whose top-2 logit gap exceeds the absorption gap
 ln(2/eps) of that precision, the top-2 gap, weight norms, cos(−∇L, θ) and ‖g⊥‖/‖g‖, per layer and
 overall. A non-finite loss stops the run as diverged; the curves up to it are kept.
 """
@@ -31,7 +33,7 @@ from methods.erm import cross_entropy
 from methods.softmax_ce import PRECISIONS
 
 GROK, GROK_STRICT, MEMORIZE, COLLAPSED = 0.95, 0.99, 0.99, 0.5  # card §4 thresholds
-PROGRESS = ("train/accuracy", "test/accuracy", "train/sc_fraction", "weights/l2")  # what the log prints
+PROGRESS = ("train/accuracy", "val/accuracy", "test/accuracy", "train/sc_fraction", "weights/l2")  # the log prints
 
 
 @dataclass
@@ -131,12 +133,15 @@ def summarize(curves: list) -> dict:
     for row in curves:
         last[row["metric"]] = row["value"]
     test_acc = [r["value"] for r in curves if r["metric"] == "test/accuracy"]
+    val_acc = [r["value"] for r in curves if r["metric"] == "val/accuracy"]
     sc = [r["value"] for r in curves if r["metric"] == "train/sc_fraction"]
-    final = {k: last[k] for k in ("test/accuracy", "train/accuracy", "test/loss", "train/loss", "train/sc_fraction",
-                                  "train/zero_loss_fraction", "weights/l2", "grad/nlm_cosine") if k in last}
+    final = {k: last[k] for k in ("test/accuracy", "val/accuracy", "train/accuracy", "test/loss", "val/loss",
+                                  "train/loss", "train/sc_fraction", "train/zero_loss_fraction", "weights/l2",
+                                  "grad/nlm_cosine") if k in last}
     grok, memorize = first_step(curves, "test/accuracy", GROK), first_step(curves, "train/accuracy", MEMORIZE)
     final.update({
         "test/max_accuracy": max(test_acc, default=float("nan")),
+        "val/max_accuracy": max(val_acc, default=float("nan")),  # a sweep's selection metric
         "test/steps_to_grok": grok, "test/grokked": float(not math.isnan(grok)),
         "test/steps_to_grok_99": first_step(curves, "test/accuracy", GROK_STRICT),
         "train/steps_to_memorize": memorize, "test/grok_delay": grok - memorize,
@@ -147,8 +152,10 @@ def summarize(curves: list) -> dict:
 
 
 def train_grokking(x_train, y_train, x_test, y_test, num_classes: int, spec: MethodSpec, hp: dict, proto: dict,
-                   init_seed: int, log=lambda msg: None) -> GrokResult:
-    """Train one run (tensors on the training device); see the module docstring."""
+                   init_seed: int, log=lambda msg: None, x_val=None, y_val=None) -> GrokResult:
+    """Train one run (tensors on the training device); see the module docstring. With x_val/y_val
+    (the validation slice) the curves also log val/accuracy and val/loss, evaluated with the test
+    examples in one batched forward pass."""
     fn_hp, opt_hp = spec.split_hparams(hp)
     model = build_model(x_train.shape[1], proto["model"]["hidden"], num_classes, init_seed).to(x_train.device)
     opt = build_optimizer(model.parameters(), {**proto["optimizer"], **opt_hp})
@@ -156,6 +163,7 @@ def train_grokking(x_train, y_train, x_test, y_test, num_classes: int, spec: Met
     total = proto["budget"]["steps"]
     logged = set(eval_steps(total, proto["eval"]["every"], proto["eval"]["early_points"]))
     named = [(n, p) for n, p in model.named_parameters()]
+    held = _Held(x_val, y_val, x_test, y_test)
     res = GrokResult(status="ok")
     t0 = time.perf_counter()
     for step in range(total + 1):
@@ -169,10 +177,10 @@ def train_grokking(x_train, y_train, x_test, y_test, num_classes: int, spec: Met
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if step in logged:
-            res.curves += _log_step(step, model, named, logits, per_example, y_train, x_test, y_test, loss_fn, precision)
+            res.curves += _log_step(step, model, named, logits, per_example, y_train, held, loss_fn, precision)
             if step % (proto["eval"]["every"] * 10) == 0 or step == total:
                 now = {r["metric"]: r["value"] for r in res.curves if r["step"] == step}
-                log(f"step {step}/{total} " + " ".join(f"{m} {now[m]:.4g}" for m in PROGRESS))
+                log(f"step {step}/{total} " + " ".join(f"{m} {now[m]:.4g}" for m in PROGRESS if m in now))
         if step < total:
             step_with(opt, spec, fn_hp)
     res.train_seconds = time.perf_counter() - t0
@@ -181,13 +189,31 @@ def train_grokking(x_train, y_train, x_test, y_test, num_classes: int, spec: Met
     return res
 
 
-def _log_step(step, model, named, logits, per_example, y_train, x_test, y_test, loss_fn, precision) -> list:
+class _Held:
+    """The held-out examples evaluated at a logged step: the val slice (if any) and the test
+    examples, concatenated once so one forward pass gives both."""
+
+    def __init__(self, x_val, y_val, x_test, y_test):
+        self.n_val = 0 if x_val is None else len(x_val)
+        self.x = x_test if not self.n_val else torch.cat([x_val, x_test])
+        self.parts = {"test": (slice(self.n_val, None), y_test)}
+        if self.n_val:
+            self.parts = {"val": (slice(0, self.n_val), y_val), **self.parts}
+
+    def metrics(self, model, loss_fn) -> dict:
+        held_logits, out = model(self.x), {}
+        for name, (rows, y) in self.parts.items():
+            z = held_logits[rows]
+            out[f"{name}/accuracy"] = float((z.argmax(1) == y).double().mean())
+            out[f"{name}/loss"] = float(loss_fn(z, y).double().mean())
+        return out
+
+
+def _log_step(step, model, named, logits, per_example, y_train, held: _Held, loss_fn, precision) -> list:
     with torch.no_grad():
-        test_logits = model(x_test)
         values = {"train/accuracy": float((logits.argmax(1) == y_train).double().mean()),
                   "train/loss": float(per_example.double().mean()),
-                  "test/accuracy": float((test_logits.argmax(1) == y_test).double().mean()),
-                  "test/loss": float(loss_fn(test_logits, y_test).double().mean())}
+                  **held.metrics(model, loss_fn)}
     values.update(collapse_stats(logits.detach(), per_example.detach(), precision))
     values.update(weight_grad_stats(named))
     return [{"step": step, "metric": k, "value": v} for k, v in values.items()]

@@ -2,9 +2,12 @@
 accuracy jumps long after the training set is fit (shared/methods/grokking.md).
 
 One run per (method, seed) trains with lossbench.grokking; every method of a seed shares the
-train/test split (data seed) and the model init, so differences are paired. No stages: a run
-reads its prepared source only. Steps to grok is the time-to-target metric: the first logged step
-with test accuracy ≥ 0.95, NaN when never reached, with `test/grokked` saying which.
+train/val/test split (data seed; data/algorithmic.py: split_train_val_test) and the model init, so
+differences are paired. The dataset's `train_fraction` of the examples train; the protocol's
+`val_fraction` (default 0.1) of all examples, a seeded slice of the held-out ones, is the
+validation split a sweep's variant is chosen on (`val/max_accuracy`); the rest is test. No stages:
+a run reads its prepared source only. Steps to grok is the time-to-target metric: the first logged
+step with test accuracy ≥ 0.95, NaN when never reached, with `test/grokked` saying which.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ PROTOCOL_SCHEMA = "protocol_grokking"
 METHOD_KINDS = ("loss", "grad_transform")
 METHOD_OPTIMIZER = True  # the trainer builds the optimiser per run: methods may set optimizer_hparams
 ARTEFACTS = ("curves.csv", "final.json")  # what train_run writes; train.json records their sha256
-SELECTION = {"metric": "train/loss", "higher_is_better": False, "split": "train"}  # no validation split yet
+SELECTION = {"metric": "val/max_accuracy", "higher_is_better": True}  # a sweep's variant (report/selection.py)
 OPTIMIZER_KEYS = {"adamw": {"lr", "betas", "eps", "weight_decay"}, "adam": {"lr", "betas", "eps", "weight_decay"},
                   "sgd": {"lr", "momentum", "nesterov", "weight_decay"}}
 
@@ -42,6 +45,19 @@ def check_protocol(proto: dict, where: str, track: dict) -> None:
                               f"take (valid: {sorted(OPTIMIZER_KEYS[name])})")
     if proto["eval"]["every"] > proto["budget"]["steps"]:
         raise ConfigError(f"{where}/eval/every ({proto['eval']['every']}) exceeds budget/steps")
+    val = val_fraction(proto)
+    for name in proto["datasets"]:
+        train = data.dataset_entry(name)["train_fraction"]
+        if train + val > 1 - 1e-9:
+            raise ConfigError(f"{where}/val_fraction: {val} with {name}'s train_fraction {train} leaves no test "
+                              "examples (train_fraction + val_fraction must be < 1)")
+
+
+def val_fraction(proto: dict) -> float:
+    """The protocol's share of all examples held out for validation (data/algorithmic.py)."""
+    from data import algorithmic
+
+    return float(proto.get("val_fraction", algorithmic.VAL_FRACTION))
 
 
 def train_inputs(run: dict, stage_dir, profile: str) -> dict:
@@ -60,19 +76,20 @@ def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
     from lossbench.seeding import derive_seed
 
     arrays = io.read_npz(inputs["data"])
-    train, test = algorithmic.split(arrays, data.dataset_entry(run["dataset"])["train_fraction"], run["seeds"]["data"])
+    train, val, test = algorithmic.split_train_val_test(arrays, data.dataset_entry(run["dataset"])["train_fraction"],
+                                                        val_fraction(run["protocol"]), run["seeds"]["data"])
     x, y = torch.from_numpy(arrays["x"]).to(device), torch.from_numpy(arrays["y"]).to(device)
-    log.info(f"{len(train)} train / {len(test)} test examples, {int(arrays['num_classes'])} classes")
+    log.info(f"{len(train)} train / {len(val)} val / {len(test)} test examples, {int(arrays['num_classes'])} classes")
     init_seed = derive_seed(run["seeds"]["data"], "init")  # shared by every method of the seed: paired
     res = train_grokking(x[train], y[train], x[test], y[test], int(arrays["num_classes"]), methods.get(run["method"]),
-                         run["hparams"], run["protocol"], init_seed, log=log.info)
+                         run["hparams"], run["protocol"], init_seed, log=log.info, x_val=x[val], y_val=y[val])
     keys = {k: run[k] for k in ("track", "dataset", "method", "variant", "seed")}
     io.write_csv(out_dir / "curves.csv", pd.DataFrame([{**keys, **row} for row in res.curves],
                                                       columns=list(keys) + ["step", "metric", "value"]))
     io.write_json(out_dir / "final.json", res.final)
     return {"status": res.status, "diverged_at_step": res.diverged_at_step, "steps": res.steps,
             "train_seconds": res.train_seconds, "steps_per_second": res.steps / max(res.train_seconds, 1e-9),
-            "train_examples": len(train), "test_examples": len(test)}
+            "train_examples": len(train), "val_examples": len(val), "test_examples": len(test)}
 
 
 def evaluate_run(run_dir: Path, info: dict):

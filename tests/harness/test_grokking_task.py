@@ -1,6 +1,7 @@
 """The grokking task end to end at micro scale, and the trainer's diagnostics on hand-made inputs:
 Softmax Collapse (card G1), weight/gradient geometry, time-to-target bookkeeping, divergence,
-determinism, paired init, and the config checks of optimiser-setting methods."""
+determinism, paired init, the validation split and its selection metric, and the config checks of
+optimiser-setting methods and of val_fraction."""
 import copy
 import math
 
@@ -14,6 +15,7 @@ import methods
 from lossbench import config as lbconfig
 from lossbench import io
 from lossbench.config import resolve_run
+from lossbench import tasks
 from lossbench.grokking import collapse_stats, eval_steps, summarize, weight_grad_stats
 from lossbench.runner import evaluate_run, train_run
 
@@ -81,18 +83,33 @@ def test_time_to_target_metrics_and_not_reached():
     assert final["train/first_collapse_step"] == 20 and final["test/max_accuracy"] == 0.96  # > 0.5, not ≥
     never = summarize(rows("test/accuracy", [(0, 0.1)]))
     assert never["test/grokked"] == 0.0 and math.isnan(never["test/steps_to_grok"])
+    assert math.isnan(final["val/max_accuracy"])  # no val curve: missing, not 0
+    val = summarize(curves + rows("val/accuracy", [(0, 0.0), (10, 0.7), (20, 0.6)]) + rows("val/loss", [(20, 1.5)]))
+    assert (val["val/max_accuracy"], val["val/accuracy"], val["val/loss"]) == (0.7, 0.6, 1.5)
+
+
+def test_variants_are_selected_on_the_validation_split():
+    spec = tasks.get("grokking").SELECTION
+    assert spec["metric"] == "val/max_accuracy" and spec["higher_is_better"] is True
+    assert spec.get("split", "validation") == "validation"
 
 
 def test_micro_runs_end_to_end_paired_and_deterministic(prepared, tmp_path):
     track = _track(["erm", "orthograd", "stablemax", "ce_wd"])
     curves, metrics, info = _run(track, "erm", 0, prepared, tmp_path / "erm")
     assert info["status"] == "ok" and info["train_examples"] == 5107 and info["steps"] == 12
+    assert (info["val_examples"], info["test_examples"]) == (1276, 6386)  # val_fraction 0.1 by default
     assert sorted(curves["step"].unique()) == eval_steps(12, 4, 3)
-    for m in ("test/accuracy", "train/sc_fraction", "weights/l2/fc1", "grad/nlm_cosine/out", "grad/orth_ratio"):
+    for m in ("test/accuracy", "val/accuracy", "val/loss", "train/sc_fraction", "weights/l2/fc1",
+              "grad/nlm_cosine/out", "grad/orth_ratio"):
         assert m in set(curves["metric"])
+    for metric in ("val/accuracy", "val/loss"):  # on the test metrics' schedule
+        assert sorted(curves[curves.metric == metric]["step"]) == eval_steps(12, 4, 3)
     for m in ("test/accuracy", "test/steps_to_grok", "test/grokked", "train/steps_to_memorize",
-              "train/first_collapse_step", "weights/l2", "train/wall_seconds"):
+              "train/first_collapse_step", "weights/l2", "train/wall_seconds", "val/accuracy", "val/loss",
+              "val/max_accuracy", tasks.get("grokking").SELECTION["metric"]):
         assert m in metrics.index
+    assert metrics["val/max_accuracy"] == curves[curves.metric == "val/accuracy"]["value"].max()
     assert metrics["test/grokked"] == 0.0 and math.isnan(metrics["test/steps_to_grok"])
 
     again, metrics2, _ = _run(track, "erm", 0, prepared, tmp_path / "erm_again")
@@ -137,3 +154,39 @@ def test_config_checks_of_optimiser_setting_methods():
         lbconfig.check_track(_track(["erm"], {**PROTO, "datasets": ["digits_lt10"]}))
     with pytest.raises(lbconfig.ConfigError, match="needs"):
         lbconfig.check_track(_track(["erm", "logit_adjust"]))
+
+
+def test_val_metrics_match_a_separate_evaluation_of_the_slice(prepared, tmp_path):
+    """val/* are the model's numbers on exactly the val slice of the seeded split (the batched pass
+    over val + test changes nothing), and a protocol's val_fraction sets the slice's size."""
+    from data import algorithmic
+    from lossbench.grokking import build_model
+    from lossbench.seeding import derive_seed
+
+    proto = {**PROTO, "val_fraction": 0.2, "budget": {"steps": 4}, "eval": {"every": 4, "early_points": 0}}
+    track = _track(["erm"], proto)
+    curves, _, info = _run(track, "erm", 0, prepared, tmp_path)
+    assert (info["train_examples"], info["val_examples"]) == (5107, 2553)
+    run = resolve_run(track, "mod113_add_f40", "erm", 0)
+    arrays = io.read_npz(prepared)
+    _, val, test = algorithmic.split_train_val_test(arrays, 0.4, 0.2, run["seeds"]["data"])
+    model = build_model(226, [24], 113, derive_seed(run["seeds"]["data"], "init"))  # the step-0 weights
+    x, y = torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"])
+    with torch.no_grad():
+        for name, rows in (("val", val), ("test", test)):
+            logits = model(x[rows])
+            at0 = curves[(curves.step == 0) & (curves.metric == f"{name}/accuracy")]["value"].item()
+            assert at0 == pytest.approx(float((logits.argmax(1) == y[rows]).double().mean()), abs=1e-12)
+            loss0 = curves[(curves.step == 0) & (curves.metric == f"{name}/loss")]["value"].item()
+            ce = torch.nn.functional.cross_entropy(logits, y[rows]).item()
+            assert loss0 == pytest.approx(ce, rel=1e-5)
+
+
+def test_config_checks_of_val_fraction():
+    lbconfig.check_track(_track(["erm"], {**PROTO, "val_fraction": 0.5}))  # 0.4 + 0.5 < 1
+    with pytest.raises(lbconfig.ConfigError, match="leaves no test examples"):
+        lbconfig.check_track(_track(["erm"], {**PROTO, "val_fraction": 0.6}))  # 0.4 + 0.6 = 1
+    with pytest.raises(lbconfig.ConfigError, match="val_fraction"):
+        lbconfig.check_track(_track(["erm"], {**PROTO, "val_fraction": 0.0}))  # the schema's range
+    with pytest.raises(lbconfig.ConfigError, match="val_fraction"):
+        lbconfig.check_track(_track(["erm"], {**PROTO, "val_fraction": 1.5}))

@@ -159,5 +159,28 @@ def test_a_task_without_a_selection_metric_says_so():
     data = {"provenance": {"tracks": {"t": {"task": None}}}}
     with pytest.raises(ValueError, match="selection metric"):
         selection.criterion(data, "t")
-    crit = selection.criterion({"provenance": {"tracks": {"g": {"task": "grokking"}}}}, "g")
-    assert crit.split == "train" and "train data" in crit.text
+    off_val = selection.Criterion("train/loss", False, "train")  # a task without validation data says so
+    assert off_val.text == "train/loss (min, train data)"
+
+
+def test_grokking_variants_are_chosen_on_validation_accuracy():
+    """The grokking task selects on its validation slice (val/max_accuracy, max), not on the final
+    training loss: here the variant with the lower training loss is the worse on val, and the
+    test-best one is the worse on val too, so neither train nor test data decide."""
+    provenance = {"tracks": {"g": {"task": "grokking"}}}
+    crit = selection.criterion({"provenance": provenance}, "g")
+    assert crit == selection.Criterion("val/max_accuracy", True, "validation")
+    assert crit.text == "val/max_accuracy (max)"
+    numbers = {"lr0.01": {"val/max_accuracy": 0.40, "train/loss": 0.01, "test/accuracy": 0.90},
+               "lr0.003": {"val/max_accuracy": 0.85, "train/loss": 0.50, "test/accuracy": 0.30}}
+    rows = pd.DataFrame([{"track": "g", "dataset": "mod113_add_f40", "method": "erm", "variant": variant,
+                          "seed": seed, "metric": metric, "value": v + 0.001 * seed}
+                         for variant, values in numbers.items() for metric, v in values.items() for seed in (0, 1)])
+    data = {"provenance": provenance, "summary": rows, "runs": []}
+    picks = selection.apply(data, "g", tables=("summary",))
+    assert picks[["method", "variant", "metric", "split"]].values.tolist() == [
+        ["erm", "lr0.003", "val/max_accuracy", "validation"]]
+    assert picks["value"].item() == pytest.approx(0.8505)
+    assert set(data["summary"]["variant"]) == {"lr0.003"}
+    caption = selection.table(picks, "mod113_add_f40", ["erm"])["caption"]
+    assert "chosen without test data" in caption and "no validation split" not in caption
