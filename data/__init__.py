@@ -229,8 +229,9 @@ def describe(dataset: str) -> str:
     if entry.get("task") == "lm_pretraining":
         return "; ".join(parts) + "; " + _lm_summary(source_entry(entry["source"]).get("params", {}))
     if entry.get("task") == "grokking":
-        return "; ".join(parts) + (f"; a random {entry['train_fraction']:.0%} of the examples train, the rest test "
-                                   "(split by the run's data seed, shared by every method)")
+        return "; ".join(parts) + (f"; a random {entry['train_fraction']:.0%} of the examples train, a further slice "
+                                   "validation (the protocol's val_fraction, default 10%), the rest test (split by the "
+                                   "run's data seed, shared by every method)")
     if entry.get("task") == "preference":
         flip = entry.get("label_noise", 0.0)
         return "; ".join(parts) + f"; train preference labels flipped at rate {flip}; held-out pairs clean"
