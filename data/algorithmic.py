@@ -1,4 +1,4 @@
-"""Algorithmic datasets of the grokking track (shared/methods/grokking.md §2): modular arithmetic
+"""Algorithmic datasets of the grokking track (Prieto et al., ICLR 2025, arXiv:2501.04697): modular arithmetic
 and sparse parity, generated exactly, with no randomness except sparse parity's fixed draw.
 
 A prepared source holds every example of the task: `x` float32 [N, D] (the model's input), `y`

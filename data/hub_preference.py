@@ -1,4 +1,4 @@
-"""Real preference pairs (shared/methods/preference.md, "Real" configuration), tokenized for
+"""Real preference pairs (docs/methods/README.md, preference track configuration), tokenized for
 `lossbench.preference.pref_data`.
 
 Formats (told apart by the type of the `chosen` / `rejected` values):

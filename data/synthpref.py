@@ -1,4 +1,4 @@
-"""SynthPref: the synthetic preference testbed (shared/methods/preference.md, SynthPref).
+"""SynthPref: the synthetic preference testbed (docs/methods/README.md, preference track, SynthPref).
 
 Token sequences with a closed-form gold reward r*, a noisy teacher for the SFT corpus, Bradley-Terry
 labels with stored preference probabilities p (E1), K-wise lists (LiPO, M10), oracle token credits

@@ -1,4 +1,4 @@
-"""Pretrained models for the preference track's real configuration (shared/methods/preference.md,
+"""Pretrained models for the preference track's real configuration (docs/methods/README.md, preference track,
 "Real" configuration): policies, the judge reward model, and capability retention with lm-eval.
 
 Everything takes a hub id or a local folder (`save_pretrained` layout); offline use needs only the

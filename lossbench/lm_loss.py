@@ -1,6 +1,6 @@
 """The loss layer of the LM-pretraining track: per-token cross-entropy and log-partition.
 
-Card L9 in shared/methods/lm_pretraining.md. Every LM method's loss goes through `token_losses`,
+docs/methods/README.md, LM-pretraining track. Every LM method's loss goes through `token_losses`,
 so DLSR's per-sample means, PRIOR's token weights and the z-loss all read the same float32
 numbers; weighting and reduction are the trainer's.
 

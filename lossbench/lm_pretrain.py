@@ -1,4 +1,4 @@
-"""One training loop for every LM-pretraining method (shared/methods/lm_pretraining.md).
+"""One training loop for every LM-pretraining method (docs/methods/README.md, LM-pretraining track).
 
 The trainer owns batching and domain sampling, weighting and reduction, selection, the optimiser
 and schedule, divergence checks, evaluation and weight diagnostics; a method only maps detached

@@ -1,4 +1,4 @@
-"""Loss-layer kernels track (issue 5, card shared/methods/kernels.md): softmax variants (K2, K3),
+"""Loss-layer kernels track (issue 5, lossbench/kernels/registry.py): softmax variants (K2, K3),
 linear cross-entropy implementations (K1, K4), their registry and the benchmark.
 
 Every softmax variant (Python and C) treats non-finite logits the same way (softmax.py's docstring):

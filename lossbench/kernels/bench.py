@@ -1,4 +1,4 @@
-"""Benchmark of the loss-layer kernels (card shared/methods/kernels.md): time, memory, traffic
+"""Benchmark of the loss-layer kernels (lossbench/kernels/registry.py): time, memory, traffic
 against the device's ceilings, and error against float64, per grid point and implementation.
 
     python -m lossbench.kernels.bench --grid smoke --out results/kernels/smoke.csv

@@ -1,5 +1,5 @@
 /* Softmax over rows of a float32 [rows, v] array, one C loop per pass over memory (card K2, K3:
- * shared/methods/kernels.md), for a CPU timing of the pass counts that the torch-op variants in
+ * lossbench/kernels/registry.py), for a CPU timing of the pass counts that the torch-op variants in
  * softmax.py cannot give (their temporaries are passes of their own).
  *
  * Every variant computes e^x the same way, as the two-pass paper's kernels do: n = rint(x·log2 e),

@@ -1,4 +1,4 @@
-"""Final linear layer + cross-entropy, several ways (cards K1 and K4 in shared/methods/kernels.md).
+"""Final linear layer + cross-entropy, several ways (lossbench/kernels/registry.py).
 
 Every function takes hidden E [N, D], the LM head's weight C [V, D] and labels y [N] (IGNORE_INDEX =
 not a target) and returns the float32 CE of the logits E·Cᵀ: the mean over targets

@@ -2,7 +2,7 @@
 
 `IMPLS[name]` is a KernelImpl; `get(name)` raises a KeyError listing the valid names;
 `unavailable(impl, device)` says why an implementation cannot run here (None when it can).
-Names are the card's registry ids (shared/methods/kernels.md).
+Names are the benchmark's registry ids.
 """
 from __future__ import annotations
 

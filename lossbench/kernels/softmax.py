@@ -1,6 +1,6 @@
 """Softmax over the last axis of x [R, V], written so each loop is one pass over memory.
 
-Cards K2 and K3 in shared/methods/kernels.md. Every variant is vectorised over rows and walks
+lossbench/kernels/registry.py. Every variant is vectorised over rows and walks
 the vocabulary axis in blocks of `block` columns; one loop over the blocks is one pass over x (or
 y), so the loops below are the algorithms' passes (PASSES counts them):
 
