@@ -7,6 +7,12 @@ Everything a config can get wrong is a ConfigError of one line (file, key, value
 any job: unreadable YAML (read_yaml), the schema with integers that are ints, every run's protocol as
 resolved after its sweep and optimizer-axis overrides (check_resolved, check_models), the dataset
 registry (data.check_registry) and a `datasets` filter that selects nothing (check_dataset_filter).
+
+Subsets (select, check_overrides): a profile may keep only some of its tracks (`only_tracks`), datasets
+(`datasets`, globs), methods (`methods`, globs) and seeds (`seeds`: replaces the tracks' own), and override
+hyperparameters (`method_hparams: {method: {key: value}}`); results go to results/<profile>/, so a subset
+gets its own profile name. A subset given with Snakemake's --config must name its profile there too
+(`--config profile=NAME ...`): without it, it would overwrite the named profile's results with the subset.
 tests/configs/test_broken_configs.py holds the corpus of broken configs this is held to.
 """
 from __future__ import annotations
@@ -23,8 +29,8 @@ from pathlib import Path
 
 import yaml
 
-import data
-import methods
+from lossbench import data
+from lossbench import methods
 from lossbench import tasks
 from lossbench.seeding import derive_seed
 
@@ -593,16 +599,110 @@ def check_dataset_filter(cfg: dict, tracks: dict, where: str = "config") -> None
 
 
 def load_profile(path) -> tuple[dict, dict]:
-    """(profile config, {track name: track config}) with everything validated."""
+    """(profile config, {track name: track config}) with everything validated; the tracks as the
+    profile's subset keys leave them (select)."""
     cfg = read_yaml(path, "profile")
     validate_schema(cfg, "config", str(path))
-    load_benchmarks(cfg, str(path))  # validated here too; the DAG reads them itself
-    return cfg, load_tracks(cfg, str(path))
+    benches = load_benchmarks(cfg, str(path))  # validated here too; the DAG reads them itself
+    return cfg, select(cfg, load_tracks(cfg, str(path)), benches, str(path))[0]
 
 
-def runs(tracks: dict, dataset_filter=None) -> list[tuple[str, str, str, str, int]]:
-    """Every (track, dataset, method, variant, seed) the profile asks for; `dataset_filter` (glob
-    patterns, the profile's optional `datasets` key) keeps only matching datasets."""
+# Profile keys that run a subset of the profile's tracks (config/schema/config.schema.yaml).
+SUBSET_KEYS = ("only_tracks", "datasets", "methods", "seeds", "method_hparams")
+
+
+def check_overrides(cfg: dict, overrides, where: str = "config") -> None:
+    """The rule for subset keys given on Snakemake's command line (`overrides`: its --config mapping,
+    already merged into `cfg`): they need their own `profile=NAME` there, different from the profile
+    file's, since results/<profile>/ is where the subset's runs, tables and report go (without it,
+    `--config datasets=[x]` would replace results/smoke's tables and report with the subset's). Also
+    turns what --config reads as strings (it parses list items as text) into the numbers they spell:
+    `seeds=[0,1]`, `method_hparams={focal: {gamma: 1.0}}`."""
+    overrides = dict(overrides or {})
+    given = [k for k in SUBSET_KEYS if k in overrides]
+    if isinstance(cfg.get("seeds"), list):
+        cfg["seeds"] = [int(s) if isinstance(s, str) and s.strip().isdigit() else s for s in cfg["seeds"]]
+    if isinstance(cfg.get("method_hparams"), dict):
+        cfg["method_hparams"] = {m: {k: yaml.safe_load(v) if isinstance(v, str) and "method_hparams" in overrides
+                                     else v for k, v in hp.items()} if isinstance(hp, dict) else hp
+                                 for m, hp in cfg["method_hparams"].items()}
+    if not given:
+        return
+    try:
+        own = (read_yaml(where, "profile") if Path(where).exists() else {}).get("profile")
+    except ConfigError:
+        own = None
+    if "profile" not in overrides or overrides["profile"] == own:
+        name = str(overrides.get("profile") or own or cfg.get("profile"))
+        raise ConfigError(f"{where}: --config {' '.join(given)}: a subset needs its own profile name, or it would "
+                          f"replace results/{name}/ (tables and report) with the subset's; add "
+                          f"profile=<name>, e.g. --config profile={name}_subset ... (results go to results/<name>/)")
+
+
+def select(cfg: dict, tracks: dict, benches: dict, where: str = "config") -> tuple[dict, dict]:
+    """(tracks, benchmarks) the profile's subset keys keep: `only_tracks` (names of tracks and
+    benchmarks), `seeds` (replace the tracks' and their protocols' seeds), `method_hparams` (merged
+    over each selected track's own, for the tracks that run the method); with a `datasets` or
+    `methods` filter, the tracks left with no run are dropped. A filter or name that selects nothing
+    is a ConfigError. Without subset keys, `tracks` and `benches` unchanged."""
+    only = cfg.get("only_tracks")
+    if only is not None:
+        valid = [*tracks, *benches]
+        for name in only:
+            if name not in valid:
+                raise unknown_name("track", name, valid, f"{where}: only_tracks")
+        tracks = {k: v for k, v in tracks.items() if k in only}
+        benches = {k: v for k, v in benches.items() if k in only}
+    seeds, hparams = cfg.get("seeds"), cfg.get("method_hparams")
+    if hparams:
+        ran = {m for t in tracks.values() for m in t["methods"]}
+        for m in hparams:
+            if m not in ran:
+                raise unknown_name("method in method_hparams", m, sorted(ran), f"{where}: method_hparams")
+    if seeds or hparams:
+        out = {}
+        for name, track in tracks.items():
+            track = copy.deepcopy(track)
+            if seeds:
+                track["seeds"] = list(seeds)
+                for proto in track["protocols"].values():
+                    proto.pop("seeds", None)
+            for m, over in (hparams or {}).items():
+                if m in track["methods"]:
+                    track.setdefault("method_hparams", {})[m] = {**track.get("method_hparams", {}).get(m, {}), **over}
+            if hparams:
+                check_track(track, f"{where}: method_hparams ({name})")
+            out[name] = track
+        tracks = out
+    if only is not None or seeds or hparams:
+        check_dataset_filter(cfg, tracks, where)
+    check_method_filter(cfg, tracks, where)
+    if cfg.get("datasets") is not None or cfg.get("methods") is not None:
+        kept = {t for t, *_ in runs(tracks, cfg.get("datasets"), cfg.get("methods"))}
+        tracks = {k: v for k, v in tracks.items() if k in kept}
+    return tracks, benches
+
+
+def check_method_filter(cfg: dict, tracks: dict, where: str = "config") -> None:
+    """Each pattern of the profile's `methods` filter matches a method of its tracks, and the filters
+    together select runs (a method may run on none of the selected datasets)."""
+    patterns = cfg.get("methods")
+    if patterns is None:
+        return
+    names = list(dict.fromkeys(m for t in tracks.values() for m in t["methods"]))
+    for pat in patterns:
+        if not any(_matches(m, [pat]) for m in names):
+            raise ConfigError(f"{where}: methods: the pattern {pat!r} matches no method of the profile's tracks."
+                              f"{_did_you_mean(pat, names)} Valid: {', '.join(names) or '(no tracks)'}")
+    if tracks and not runs(tracks, cfg.get("datasets"), patterns):
+        raise ConfigError(f"{where}: methods: {patterns} with datasets {cfg.get('datasets') or ['*']} selects no runs "
+                          f"of the profile's tracks")
+
+
+def runs(tracks: dict, dataset_filter=None, method_filter=None) -> list[tuple[str, str, str, str, int]]:
+    """Every (track, dataset, method, variant, seed) the profile asks for; `dataset_filter` and
+    `method_filter` (glob patterns, the profile's optional `datasets` and `methods` keys) keep only
+    matching datasets and methods."""
     out = []
     for t, track in tracks.items():
         for pname, proto in track["protocols"].items():
@@ -611,6 +711,8 @@ def runs(tracks: dict, dataset_filter=None) -> list[tuple[str, str, str, str, in
                 if dataset_filter and not _matches(d, dataset_filter):
                     continue
                 for m in methods_on(track, d):
+                    if method_filter and not _matches(m, method_filter):
+                        continue
                     for v in variants(view, m, d):
                         for s in view["seeds"]:
                             out.append((t, d, m, v, s))

@@ -11,7 +11,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
 
-import data as datasets  # noqa: E402  (the repository's dataset recipes)
+from lossbench import data as datasets  # noqa: E402  (the repository's dataset recipes)
 from lossbench import config as lbconfig  # noqa: E402
 from lossbench import io as lbio  # noqa: E402
 
@@ -24,10 +24,13 @@ try:
         raise lbconfig.ConfigError(f"{_CONFIG_WHERE}: the profile is empty")
     for _f in workflow.overwrite_configfiles:  # what Snakemake's reader lets pass: a key given twice
         lbconfig.read_yaml(_f, "profile")
+    lbconfig.check_overrides(config, workflow.config_settings.config, _CONFIG_WHERE)  # subsets need profile=NAME
     lbconfig.validate_schema(config, "config", _CONFIG_WHERE)
     TRACKS = lbconfig.load_tracks(config, _CONFIG_WHERE)
     BENCHES = lbconfig.load_benchmarks(config, _CONFIG_WHERE)
-    RUNS = lbconfig.runs(TRACKS, config.get("datasets"))
+    # subset keys (only_tracks, datasets, methods, seeds, method_hparams): lbconfig.select
+    TRACKS, BENCHES = lbconfig.select(config, TRACKS, BENCHES, _CONFIG_WHERE)
+    RUNS = lbconfig.runs(TRACKS, config.get("datasets"), config.get("methods"))
 except lbconfig.ConfigError as _e:
     raise WorkflowError(f"config error: {_e}")
 except Exception as _e:  # a config the checks missed: still one line, not a traceback
