@@ -56,7 +56,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import data  # noqa: E402
+from lossbench import data  # noqa: E402
 from lossbench import config as lbconfig  # noqa: E402
 from lossbench import io, plan, runner, tasks  # noqa: E402
 

@@ -21,8 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import methods  # noqa: E402
-from data import ClassificationData  # noqa: E402
+from lossbench import methods  # noqa: E402
+from lossbench.data import ClassificationData  # noqa: E402
 from lossbench.train import train  # noqa: E402
 
 CASES = {

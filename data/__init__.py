@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from data import transforms
+from lossbench.data import transforms
 
 REGISTRY_PATH = Path(__file__).with_name("registry.yaml")
 # What a prepared source must hold, by the source's task (classification unless it says otherwise).
@@ -111,6 +111,15 @@ def _unknown_keys(entry: dict, known, where: str) -> None:
             raise RegistryError(f"{where}: unknown key {key!r}.{_close(key, known)} Valid keys: {', '.join(known)}")
 
 
+def _find_module(name: str):
+    """The spec of a registry entry's `module` (lossbench.data.mnist1d, or .mnist1d relative to this
+    package), None if there is none."""
+    try:
+        return importlib.util.find_spec(name, __package__)
+    except (ImportError, ValueError):  # a parent package that does not exist, an empty name
+        return None
+
+
 def _check_source(entry: dict, where: str) -> None:
     _unknown_keys(entry, SOURCE_KEYS, where)
     required = [k for k, req in SOURCE_KEYS.items() if req] + (list(DOWNLOAD_KEYS) if entry.get("kind") == "download" else [])
@@ -122,8 +131,9 @@ def _check_source(entry: dict, where: str) -> None:
         if key in entry and entry[key] not in valid:
             raise RegistryError(f"{where}: {key}: {entry[key]!r} is not a valid value.{_close(entry[key], valid)} "
                                 f"Valid: {', '.join(valid)}")
-    if not isinstance(entry["module"], str) or importlib.util.find_spec(entry["module"]) is None:
-        raise RegistryError(f"{where}: module: {entry['module']!r} is not an importable module (e.g. data.mnist1d)")
+    if not isinstance(entry["module"], str) or _find_module(entry["module"]) is None:
+        raise RegistryError(f"{where}: module: {entry['module']!r} is not an importable module "
+                            "(e.g. lossbench.data.mnist1d)")
     if "params" in entry and not isinstance(entry["params"], dict):
         raise RegistryError(f"{where}: params: expected a mapping, got {entry['params']!r}")
 
@@ -255,7 +265,7 @@ def download_source(source: str, archive_path) -> Path:
     entry = source_entry(source)
     if entry["kind"] != "download":
         raise ValueError(f"source {source!r} is {entry['kind']}, nothing to download")
-    module = importlib.import_module(entry["module"])
+    module = importlib.import_module(entry["module"], __package__)
     return module.download(entry["url"], Path(archive_path), entry["md5"], offline=offline())
 
 
@@ -265,7 +275,7 @@ def prepare_source(source: str, raw_dir=None) -> dict:
     if entry["kind"] == "hub" and offline():
         raise RuntimeError(f"source {source!r} streams {entry['params']['path']} from the HuggingFace hub and "
                            "BENCH_OFFLINE is set; unset it, or use an embedded source such as shakespeare_mix")
-    module = importlib.import_module(entry["module"])
+    module = importlib.import_module(entry["module"], __package__)
     arrays = module.prepare(entry.get("params", {}), raw_dir=raw_dir)
     missing = PREPARED_KEYS[entry.get("task", "classification")] - set(arrays)
     if missing:

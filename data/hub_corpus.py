@@ -16,8 +16,8 @@ import itertools
 
 import numpy as np
 
-from data import lm_corpus
-from data.hub_preference import load_split
+from lossbench.data import lm_corpus
+from lossbench.data.hub_preference import load_split
 
 ORDER = ("val", "test", "train")
 TEST_TEXTS = 256   # test documents kept as raw text (their first passage) for local lm-eval tasks

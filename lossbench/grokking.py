@@ -28,9 +28,9 @@ from torch import nn
 
 from lossbench.seeding import seeded_build
 from lossbench.train import build_optimizer
-from methods.base import MethodSpec
-from methods.erm import cross_entropy
-from methods.softmax_ce import PRECISIONS
+from lossbench.methods.base import MethodSpec
+from lossbench.methods.erm import cross_entropy
+from lossbench.methods.softmax_ce import PRECISIONS
 
 GROK, GROK_STRICT, MEMORIZE, COLLAPSED = 0.95, 0.99, 0.99, 0.5  # card §4 thresholds
 PROGRESS = ("train/accuracy", "val/accuracy", "test/accuracy", "train/sc_fraction", "weights/l2")  # the log prints

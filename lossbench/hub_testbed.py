@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import data
-from data import hub_preference as hp
-from data.synthpref import orient
+from lossbench import data
+from lossbench.data import hub_preference as hp
+from lossbench.data.synthpref import orient
 from lossbench import hub, io
 from lossbench import preference as pe
 from lossbench.proxy_rm import fit_reward_model

@@ -56,7 +56,7 @@ def head_gradient_features(model, chunks, proj_a, proj_b, batch: int = 128) -> t
 
 
 def build_reference(corpus, vocab_size: int, proto: dict, seed: int, out_path, log=lambda m: None) -> None:
-    import methods
+    from lossbench import methods
 
     ref = proto["reference"]
     device = corpus.train.device

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-import methods
+from lossbench import methods
 from lossbench import config as lbconfig
 
 TABLE = lbconfig.ROOT / "config" / "throughput.yaml"

@@ -41,8 +41,8 @@ from lossbench.lm import (eval_mode, join_prompt_response, pack_rows, response_m
                           token_logps)
 from lossbench.seeding import seeded_build
 from lossbench.train import optimizer_step
-from methods.base import MethodSpec, PairBatch
-from methods.spo import degrade
+from lossbench.methods.base import MethodSpec, PairBatch
+from lossbench.methods.spo import degrade
 
 PREFERENCE_KINDS = ("pairwise", "listwise", "unpaired", "unlearning")
 KIND_ARGS = {  # what each kind's fn receives besides hyperparameters (methods/base.py)

@@ -25,8 +25,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-import data
-import methods
+from lossbench import data
+from lossbench import methods
 from lossbench import io, tasks
 
 RUN_KEYS = ["track", "dataset", "method", "variant", "seed"]

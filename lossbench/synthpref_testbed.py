@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data import load_prepared
-from data import synthpref as sp
+from lossbench.data import load_prepared
+from lossbench.data import synthpref as sp
 from lossbench import io
 from lossbench import preference as pe
 from lossbench.lm import build_causal_lm, join_prompt_response, lm_loss, sample, sequence_logps

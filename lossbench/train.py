@@ -18,8 +18,8 @@ from lossbench.adversarial import pgd_attack
 from lossbench.models import build_model
 from lossbench.optim import build_optimizer, state_bytes
 from lossbench.seeding import derive_seed, generator, seeded_build
-from methods.base import MethodSpec
-from methods.erm import SPEC as ERM, cross_entropy
+from lossbench.methods.base import MethodSpec
+from lossbench.methods.erm import SPEC as ERM, cross_entropy
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)

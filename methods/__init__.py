@@ -1,95 +1,98 @@
 """Method registry: the only list of method names in the repository.
 
 Add a method by writing `methods/<paper>.py` with a `SPEC` (see `methods/base.py`) and one line
-here. Modules are imported lazily, so a broken module only breaks the runs that use it.
+here, `"<name>": ".<paper>:SPEC"`. The folder installs as the package `lossbench.methods`: entries
+name their module relative to it (".erm" is lossbench.methods.erm), and a method module imports its
+helpers as `from lossbench.methods.base import MethodSpec`. Modules are imported lazily, so a broken
+module only breaks the runs that use it.
 """
 from __future__ import annotations
 
 import difflib
 import importlib
 
-from methods.base import MethodSpec
+from lossbench.methods.base import MethodSpec
 
 REGISTRY: dict[str, str] = {
     # C0 baseline
-    "erm": "methods.erm:SPEC",
+    "erm": ".erm:SPEC",
     # C1 class-balanced upweighting
-    "cb_inverse": "methods.class_balanced:INVERSE",
-    "cb_effective": "methods.class_balanced:EFFECTIVE",
-    "drw": "methods.class_balanced:DRW",
+    "cb_inverse": ".class_balanced:INVERSE",
+    "cb_effective": ".class_balanced:EFFECTIVE",
+    "drw": ".class_balanced:DRW",
     # C2 resampling / temperature sampling and Cooldown ("Upsample or Upweight?")
-    "resample": "methods.temperature_sampling:RESAMPLE",
-    "temp_sample": "methods.temperature_sampling:TEMP_SAMPLE",
-    "temp_upweight": "methods.temperature_sampling:TEMP_UPWEIGHT",
-    "cooldown": "methods.temperature_sampling:COOLDOWN",
+    "resample": ".temperature_sampling:RESAMPLE",
+    "temp_sample": ".temperature_sampling:TEMP_SAMPLE",
+    "temp_upweight": ".temperature_sampling:TEMP_UPWEIGHT",
+    "cooldown": ".temperature_sampling:COOLDOWN",
     # C3 focal
-    "focal": "methods.focal:SPEC",
+    "focal": ".focal:SPEC",
     # C4 logit adjustment / balanced softmax
-    "logit_adjust": "methods.logit_adjustment:LA_LOSS",
-    "balanced_softmax": "methods.logit_adjustment:BALANCED_SOFTMAX",
-    "posthoc_la": "methods.logit_adjustment:POSTHOC",
+    "logit_adjust": ".logit_adjustment:LA_LOSS",
+    "balanced_softmax": ".logit_adjustment:BALANCED_SOFTMAX",
+    "posthoc_la": ".logit_adjustment:POSTHOC",
     # C5 label-distributionally robust losses
-    "ldr_kl": "methods.ldr:LDR_KL",
-    "aldr_kl": "methods.ldr:ALDR_KL",
+    "ldr_kl": ".ldr:LDR_KL",
+    "aldr_kl": ".ldr:ALDR_KL",
     # C6 spherical Z-loss
-    "zloss_spherical": "methods.zloss_spherical:SPEC",
+    "zloss_spherical": ".zloss_spherical:SPEC",
     # C7 AnyLoss
-    "anyloss": "methods.anyloss:SPEC",
+    "anyloss": ".anyloss:SPEC",
     # C8 self-adjusting Dice
-    "dice": "methods.dice:SPEC",
-    "dice_batch": "methods.dice:DICE_BATCH",
+    "dice": ".dice:SPEC",
+    "dice_batch": ".dice:DICE_BATCH",
     # C9 comp-sum family
-    "gce": "methods.comp_sum:GCE",
-    "mae": "methods.comp_sum:MAE",
+    "gce": ".comp_sum:GCE",
+    "mae": ".comp_sum:MAE",
     # C10 direct coverage optimisation (confidence limiting)
-    "dco": "methods.dco:SPEC",
+    "dco": ".dco:SPEC",
     # C11-C12 adversarial training (kind adversarial; PGD examples from the protocol's attack)
-    "pgd_at": "methods.pgd_at:SPEC",
-    "srat": "methods.srat:SPEC",
-    "done": "methods.done:SPEC",
+    "pgd_at": ".pgd_at:SPEC",
+    "srat": ".srat:SPEC",
+    "done": ".done:SPEC",
     # C13-C15 distillation (teacher_logits from the cached teacher or the previous round)
-    "kd": "methods.kd:SPEC",
-    "dhkd": "methods.dhkd:SPEC",
-    "pld": "methods.pld:SPEC",
-    "self_distill": "methods.self_distill:SPEC",
+    "kd": ".kd:SPEC",
+    "dhkd": ".dhkd:SPEC",
+    "pld": ".pld:SPEC",
+    "self_distill": ".self_distill:SPEC",
     # --- preference optimisation (shared/methods/preference.md) ---
-    "dpo": "methods.dpo:DPO",  # M1
-    "ipo": "methods.ipo:SPEC",  # M2
-    "cdpo": "methods.cdpo:SPEC",  # M3
-    "rdpo": "methods.rdpo:SPEC",  # M4
-    "simpo": "methods.simpo:SPEC",  # M5
-    "rpo": "methods.rpo:SPEC",  # M6
-    "madpo": "methods.madpo:SPEC",  # M7
-    "sparsepo": "methods.sparsepo:SPEC",  # M8
-    "tgdpo": "methods.tgdpo:SPEC",  # M9
-    "lipo": "methods.lipo:SPEC",  # M10
-    "flex_dpo": "methods.flex_dpo:SPEC",  # M11
-    "npo": "methods.npo:SPEC",  # M12
-    "spo": "methods.spo:SPEC",  # M13
-    "kto": "methods.kto:SPEC",  # M14
-    "orpo": "methods.orpo:SPEC",  # M15
-    "ln_dpo": "methods.ln_dpo:SPEC",  # Hitchhiker's guide LN-DPO
+    "dpo": ".dpo:DPO",  # M1
+    "ipo": ".ipo:SPEC",  # M2
+    "cdpo": ".cdpo:SPEC",  # M3
+    "rdpo": ".rdpo:SPEC",  # M4
+    "simpo": ".simpo:SPEC",  # M5
+    "rpo": ".rpo:SPEC",  # M6
+    "madpo": ".madpo:SPEC",  # M7
+    "sparsepo": ".sparsepo:SPEC",  # M8
+    "tgdpo": ".tgdpo:SPEC",  # M9
+    "lipo": ".lipo:SPEC",  # M10
+    "flex_dpo": ".flex_dpo:SPEC",  # M11
+    "npo": ".npo:SPEC",  # M12
+    "spo": ".spo:SPEC",  # M13
+    "kto": ".kto:SPEC",  # M14
+    "orpo": ".orpo:SPEC",  # M15
+    "ln_dpo": ".ln_dpo:SPEC",  # Hitchhiker's guide LN-DPO
     # --- LM pretraining (shared/methods/lm_pretraining.md) ---
     # Domain mixing (L3) reuses resample / temp_sample / temp_upweight / cooldown with domains as classes.
-    "uniform": "methods.uniform:SPEC",  # the track's ERM baseline (token mean)
-    "dlsr_linupper": "methods.dlsr:LINUPPER",  # L1
-    "dlsr_quadratic": "methods.dlsr:QUADRATIC",  # L1
-    "dlsr_extremes": "methods.dlsr:EXTREMES",  # L1
-    "curriculum": "methods.curriculum:SPEC",  # papers.md curriculum-rerank
-    "prior": "methods.prior:SPEC",  # L2
-    "cooldown_linear": "methods.temperature_sampling:COOLDOWN_LINEAR",  # L3 linear-decay variant
-    "random_select": "methods.random_select:SPEC",  # baseline of L4 / L5
-    "preselect": "methods.preselect:SPEC",  # L4
-    "tarot": "methods.tarot:SPEC",  # L5
-    "zloss": "methods.zloss:SPEC",  # L8 (PaLM z-loss, not zloss_spherical)
+    "uniform": ".uniform:SPEC",  # the track's ERM baseline (token mean)
+    "dlsr_linupper": ".dlsr:LINUPPER",  # L1
+    "dlsr_quadratic": ".dlsr:QUADRATIC",  # L1
+    "dlsr_extremes": ".dlsr:EXTREMES",  # L1
+    "curriculum": ".curriculum:SPEC",  # papers.md curriculum-rerank
+    "prior": ".prior:SPEC",  # L2
+    "cooldown_linear": ".temperature_sampling:COOLDOWN_LINEAR",  # L3 linear-decay variant
+    "random_select": ".random_select:SPEC",  # baseline of L4 / L5
+    "preselect": ".preselect:SPEC",  # L4
+    "tarot": ".tarot:SPEC",  # L5
+    "zloss": ".zloss:SPEC",  # L8 (PaLM z-loss, not zloss_spherical)
     # --- grokking (shared/methods/grokking.md); the track's baseline is erm (float32 softmax CE) ---
-    "ce_fp64": "methods.softmax_ce:CE_FP64",  # G4 ablation: softmax in float64
-    "ce_fp16": "methods.softmax_ce:CE_FP16",  # G4: softmax in float16
-    "ce_wd": "methods.softmax_ce:CE_WD",  # G1 regularised control: AdamW weight decay
-    "stablemax": "methods.stablemax:SPEC",  # G2
-    "orthograd": "methods.orthograd:SPEC",  # G3 ⊥Grad per tensor (⊥AdamW / ⊥SGD by the protocol's optimiser)
-    "orthograd_global": "methods.orthograd:GLOBAL",  # G3 over all parameters as one vector
-    "orthograd_released": "methods.orthograd:RELEASED",  # G3 ⊥AdamW as the paper's released runs stepped it
+    "ce_fp64": ".softmax_ce:CE_FP64",  # G4 ablation: softmax in float64
+    "ce_fp16": ".softmax_ce:CE_FP16",  # G4: softmax in float16
+    "ce_wd": ".softmax_ce:CE_WD",  # G1 regularised control: AdamW weight decay
+    "stablemax": ".stablemax:SPEC",  # G2
+    "orthograd": ".orthograd:SPEC",  # G3 ⊥Grad per tensor (⊥AdamW / ⊥SGD by the protocol's optimiser)
+    "orthograd_global": ".orthograd:GLOBAL",  # G3 over all parameters as one vector
+    "orthograd_released": ".orthograd:RELEASED",  # G3 ⊥AdamW as the paper's released runs stepped it
 }
 
 _cache: dict[str, MethodSpec] = {}
@@ -103,7 +106,8 @@ def get(name: str) -> MethodSpec:
         raise KeyError(f"unknown method {name!r}.{hint} Registered: {', '.join(sorted(REGISTRY))}")
     if name not in _cache:
         module, attr = REGISTRY[name].split(":")
-        spec = getattr(importlib.import_module(module), attr)
+        # ".erm" resolves inside this package (lossbench.methods.erm) wherever it is installed
+        spec = getattr(importlib.import_module(module, __package__), attr)
         if spec.name != name:
             raise RuntimeError(f"registry entry {name!r} points at spec named {spec.name!r}")
         _cache[name] = spec

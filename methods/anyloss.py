@@ -35,7 +35,7 @@ Default metric f1: the first AnyLoss example in the authors' README, and an imba
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, require_positive
+from lossbench.methods.base import MethodSpec, require_positive
 
 METRICS = ("accuracy", "f1", "balanced_accuracy", "gmean")
 _S = 1e-5  # the authors' denominator guard

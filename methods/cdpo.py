@@ -13,8 +13,8 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, PairBatch, require_in, require_positive
-from methods.dpo import dpo_margin, logistic_loss, reference_pair
+from lossbench.methods.base import MethodSpec, PairBatch, require_in, require_positive
+from lossbench.methods.dpo import dpo_margin, logistic_loss, reference_pair
 
 
 def cdpo_loss(batch: PairBatch, *, beta: float, eps: float):

@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, require_choice, require_in
+from lossbench.methods.base import MethodSpec, require_choice, require_in
 
 REDUCTIONS = ("batch", "weight_sum")
 

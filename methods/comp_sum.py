@@ -11,7 +11,7 @@ epoch-wise pruning are not part of this loss).
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, require_in
+from lossbench.methods.base import MethodSpec, require_in
 
 
 def comp_sum_loss(logits, targets, *, tau: float):

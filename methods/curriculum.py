@@ -22,7 +22,7 @@ effective learning rate early).
 """
 import torch
 
-from methods.base import MethodSpec, require_in
+from lossbench.methods.base import MethodSpec, require_in
 
 
 def curriculum_weights(sample_losses, *, progress: float, anneal: float):

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, require_positive
+from lossbench.methods.base import MethodSpec, require_positive
 
 
 TINY = -20.0  # below this log p_y, −log(1 − p_y) = p_y to 1e-9: use log p_y directly

@@ -27,9 +27,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, require_choice, require_nonnegative, require_positive
-from methods.erm import cross_entropy
-from methods.kd import tempered_kl
+from lossbench.methods.base import MethodSpec, require_choice, require_nonnegative, require_positive
+from lossbench.methods.erm import cross_entropy
+from lossbench.methods.kd import tempered_kl
 
 AUX_LOSSES = ("binary_kl", "binary_kl_norm")
 

@@ -18,7 +18,7 @@ Card C8 in shared/methods/classification.md. Two variants:
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, require_nonnegative, require_positive
+from lossbench.methods.base import MethodSpec, require_nonnegative, require_positive
 
 
 def dice(logits, targets, *, alpha: float, gamma: float):

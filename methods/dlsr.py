@@ -17,8 +17,8 @@ import functools
 
 import torch
 
-from methods.base import MethodSpec, require_in, require_positive
-from methods.uniform import uniform_weights
+from lossbench.methods.base import MethodSpec, require_in, require_positive
+from lossbench.methods.uniform import uniform_weights
 
 STRATEGIES = {
     "linupper": lambda x, delta: torch.clamp(x + delta, max=delta),

@@ -10,8 +10,8 @@ implicit gradients through the log-barrier attack) is not implemented (its code 
 """
 import torch
 
-from methods.base import MethodSpec, require_positive
-from methods.erm import cross_entropy
+from lossbench.methods.base import MethodSpec, require_positive
+from lossbench.methods.erm import cross_entropy
 
 
 def dro_weights(losses, *, r: float):

@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, PairBatch, require_positive
+from lossbench.methods.base import MethodSpec, PairBatch, require_positive
 
 
 def log_ratios(batch: PairBatch):

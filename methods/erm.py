@@ -5,7 +5,7 @@ Card C0 in shared/methods/classification.md. No label smoothing.
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec
+from lossbench.methods.base import MethodSpec
 
 
 def cross_entropy(logits, targets):

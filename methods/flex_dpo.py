@@ -13,8 +13,8 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, PairBatch, require_positive
-from methods.dpo import log_ratios, logistic_loss, reference_pair
+from lossbench.methods.base import MethodSpec, PairBatch, require_positive
+from lossbench.methods.dpo import log_ratios, logistic_loss, reference_pair
 
 
 def flex_dpo_loss(batch: PairBatch, *, beta_chosen: float, beta_rejected: float):

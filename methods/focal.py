@@ -12,7 +12,7 @@ range U(0, 5)) and the example's gradient is NaN; the true gradient there is 0 t
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, require_nonnegative
+from lossbench.methods.base import MethodSpec, require_nonnegative
 
 
 def focal_loss(logits, targets, *, gamma: float):

@@ -11,8 +11,8 @@ reproductions (**unverified**): the paper's experiments are illustrative, not LL
 """
 import torch
 
-from methods.base import MethodSpec, PairBatch, require_positive
-from methods.dpo import normalised_margin, reference_pair
+from lossbench.methods.base import MethodSpec, PairBatch, require_positive
+from lossbench.methods.dpo import normalised_margin, reference_pair
 
 
 def ipo_loss(batch: PairBatch, *, tau: float):

@@ -13,8 +13,8 @@ HobbitLong/RepDistiller: scripts/run_cifar_distill.sh runs KD with CE weight `-r
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, require_in, require_positive
-from methods.erm import cross_entropy
+from lossbench.methods.base import MethodSpec, require_in, require_positive
+from lossbench.methods.erm import cross_entropy
 
 
 def tempered_kl(teacher_logits, student_logits, temperature: float):

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, require_positive
+from lossbench.methods.base import MethodSpec, require_positive
 
 
 def kto_loss(policy, ref, desirable, kl_ref, *, beta: float, lambda_d: float, lambda_u: float):

@@ -33,7 +33,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, require_positive
+from lossbench.methods.base import MethodSpec, require_positive
 
 NORMALIZE = ("softplus_mean", "l1_mean", "none")
 _EPS = 1e-12  # guards the l1_mean division (an all-zero row) and ALDR's temperature

@@ -23,8 +23,8 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, require_positive
-from methods.dpo import logistic_loss
+from lossbench.methods.base import MethodSpec, require_positive
+from lossbench.methods.dpo import logistic_loss
 
 
 def ranks_by_score(s, psi, valid):

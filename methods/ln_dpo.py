@@ -15,8 +15,8 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, PairBatch, require_positive
-from methods.dpo import logistic_loss, normalised_margin, reference_pair
+from lossbench.methods.base import MethodSpec, PairBatch, require_positive
+from lossbench.methods.dpo import logistic_loss, normalised_margin, reference_pair
 
 
 def ln_dpo_loss(batch: PairBatch, *, beta: float):

@@ -15,8 +15,8 @@ value below is exact.
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, require_nonnegative
-from methods.erm import cross_entropy
+from lossbench.methods.base import MethodSpec, require_nonnegative
+from lossbench.methods.erm import cross_entropy
 
 
 def log_prior(class_counts):

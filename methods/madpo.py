@@ -17,8 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, PairBatch, require_positive
-from methods.dpo import dpo_loss, reference_pair
+from lossbench.methods.base import MethodSpec, PairBatch, require_positive
+from lossbench.methods.dpo import dpo_loss, reference_pair
 
 TAU = math.log(0.999 / 0.001)
 

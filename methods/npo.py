@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, require_positive
+from lossbench.methods.base import MethodSpec, require_positive
 
 
 def npo_loss(policy, ref, *, beta: float):

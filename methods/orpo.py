@@ -17,8 +17,8 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, PairBatch, require_nonnegative
-from methods.dpo import logistic_loss, per_token, reference_pair
+from lossbench.methods.base import MethodSpec, PairBatch, require_nonnegative
+from lossbench.methods.dpo import logistic_loss, per_token, reference_pair
 
 MAX_AVG_LOGP = -torch.finfo(torch.float32).tiny  # caps only ℓ̄ >= 0 (-2^-126): log odds <= ~87.3
 

@@ -29,8 +29,8 @@ settings).
 """
 import torch
 
-from methods.base import MethodSpec
-from methods.softmax_ce import PAPER, URL
+from lossbench.methods.base import MethodSpec
+from lossbench.methods.softmax_ce import PAPER, URL
 
 EPS = 1e-30  # the reference's guard for θ = 0 and g⊥ = 0
 

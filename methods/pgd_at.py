@@ -5,8 +5,8 @@ under the protocol's `attack` (lossbench/adversarial.py), this module only score
 """
 import torch
 
-from methods.base import MethodSpec
-from methods.erm import cross_entropy
+from lossbench.methods.base import MethodSpec
+from lossbench.methods.erm import cross_entropy
 
 
 def pgd_at(logits, targets):

@@ -13,7 +13,7 @@ CE; it is convex and invariant to s + c·1, and replaces CE + KD (no separate KD
 """
 import torch
 
-from methods.base import MethodSpec, require_positive
+from lossbench.methods.base import MethodSpec, require_positive
 
 
 def teacher_ranking(teacher_logits, targets):

@@ -23,8 +23,8 @@ Choices of ours, stated because the card leaves them open:
 """
 import torch
 
-from methods.base import MethodSpec
-from methods.selection import as_float, keep_top
+from lossbench.methods.base import MethodSpec
+from lossbench.methods.selection import as_float, keep_top
 
 
 def predictive_strength(ref_losses, ref_scores):

@@ -13,7 +13,7 @@ Weights are renormalised to mean 1 over the batch's valid tokens, so the loss ke
 """
 import torch
 
-from methods.base import MethodSpec, require_choice, require_nonnegative, require_positive
+from lossbench.methods.base import MethodSpec, require_choice, require_nonnegative, require_positive
 
 FORMS = ("one_minus_p", "inv_p")
 

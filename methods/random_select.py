@@ -7,8 +7,8 @@ chunks.
 """
 import torch
 
-from methods.base import MethodSpec
-from methods.selection import budget
+from lossbench.methods.base import MethodSpec
+from lossbench.methods.selection import budget
 
 
 def random_select(*, ratio: float, num_chunks: int, seed: int):

@@ -24,8 +24,8 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, PairBatch, require_choice, require_nonnegative, require_positive
-from methods.dpo import dpo_loss, per_token, reference_pair
+from lossbench.methods.base import MethodSpec, PairBatch, require_choice, require_nonnegative, require_positive
+from lossbench.methods.dpo import dpo_loss, per_token, reference_pair
 
 SFT_VARIANTS = ("sum", "mean")
 NLL_REDUCTIONS = ("pair_mean", "token_mean")

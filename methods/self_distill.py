@@ -21,7 +21,7 @@ The code's L2 term reg_coef·Σ‖θ‖ (unsquared norms) and Adam belong to the
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, require_choice, require_in, require_positive
+from lossbench.methods.base import MethodSpec, require_choice, require_in, require_positive
 
 TARGET_LOSSES = ("ce", "mse")
 

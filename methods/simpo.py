@@ -13,8 +13,8 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, PairBatch, require_nonnegative, require_positive
-from methods.dpo import logistic_loss, per_token, reference_pair
+from lossbench.methods.base import MethodSpec, PairBatch, require_nonnegative, require_positive
+from lossbench.methods.dpo import logistic_loss, per_token, reference_pair
 
 
 def simpo_loss(batch: PairBatch, *, beta: float, gamma_beta_ratio: float):

@@ -25,7 +25,7 @@ tiny gradients that float32 would round to zero (float32 has the exponent range 
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, require_choice
+from lossbench.methods.base import MethodSpec, require_choice
 
 PRECISIONS = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
 URL = "https://arxiv.org/abs/2501.04697"

@@ -31,8 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, PairBatch, require_nonnegative, require_positive
-from methods.dpo import logistic_loss, masked_token_sum, token_log_ratios
+from lossbench.methods.base import MethodSpec, PairBatch, require_nonnegative, require_positive
+from lossbench.methods.dpo import logistic_loss, masked_token_sum, token_log_ratios
 
 MODES = ("common", "indp")
 

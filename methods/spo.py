@@ -25,8 +25,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, PairBatch, require_nonnegative, require_positive
-from methods.dpo import dpo_loss, reference_pair
+from lossbench.methods.base import MethodSpec, PairBatch, require_nonnegative, require_positive
+from lossbench.methods.dpo import dpo_loss, reference_pair
 
 
 def spo_loss(batch: PairBatch, *, beta: float, lam: float):

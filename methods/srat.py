@@ -20,9 +20,9 @@ skipped.
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, require_in, require_nonnegative
-from methods.class_balanced import deferred_reweighting
-from methods.erm import cross_entropy
+from lossbench.methods.base import MethodSpec, require_in, require_nonnegative
+from lossbench.methods.class_balanced import deferred_reweighting
+from lossbench.methods.erm import cross_entropy
 
 
 def separability(features, targets):

@@ -20,8 +20,8 @@ hyperparameter so a track can still run StableMax under the shared β₂.
 """
 import torch
 
-from methods.base import MethodSpec, require_choice
-from methods.softmax_ce import PAPER, PRECISIONS, URL
+from lossbench.methods.base import MethodSpec, require_choice
+from lossbench.methods.softmax_ce import PAPER, PRECISIONS, URL
 
 
 def s(x):

@@ -27,8 +27,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, require_choice, require_positive
-from methods.selection import as_float, budget
+from lossbench.methods.base import MethodSpec, require_choice, require_positive
+from lossbench.methods.selection import as_float, budget
 
 MODES = ("fixed_size", "otm")
 

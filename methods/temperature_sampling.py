@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, require_in, require_positive
+from lossbench.methods.base import MethodSpec, require_in, require_positive
 
 
 def temperature_probs(class_counts, *, tau: float):

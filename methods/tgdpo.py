@@ -17,8 +17,8 @@ import math
 
 import torch
 
-from methods.base import MethodSpec, PairBatch, require_nonnegative, require_positive
-from methods.dpo import logistic_loss, masked_token_sum, token_log_ratios
+from lossbench.methods.base import MethodSpec, PairBatch, require_nonnegative, require_positive
+from lossbench.methods.dpo import logistic_loss, masked_token_sum, token_log_ratios
 
 
 def token_weights(batch: PairBatch, *, beta: float, alpha: float):

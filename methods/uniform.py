@@ -6,7 +6,7 @@ that mean, so every `sample_weight` method is compared against the same loss sca
 """
 import torch
 
-from methods.base import MethodSpec
+from lossbench.methods.base import MethodSpec
 
 
 def uniform_weights(sample_losses, *, progress=None):

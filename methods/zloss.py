@@ -10,7 +10,7 @@ z-term is not (it becomes α(lse + c)²).
 """
 import torch
 
-from methods.base import MethodSpec, require_nonnegative
+from lossbench.methods.base import MethodSpec, require_nonnegative
 
 
 def z_loss(lse, mask, *, alpha: float):

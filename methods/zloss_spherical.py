@@ -16,7 +16,7 @@ i.e. a = 1, b = 0. Tune a ∈ {0.1, 1, 10}, b ∈ {0, 1, 5, 10} (the card's grid
 import torch
 import torch.nn.functional as F
 
-from methods.base import MethodSpec, require_positive
+from lossbench.methods.base import MethodSpec, require_positive
 
 _EPS = 1e-6
 

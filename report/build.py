@@ -1,6 +1,6 @@
 """Build the static report: index.html, tables/<track>.{md,csv} and figures/*.png.
 
-    python -m report.build RESULTS_DIR OUT_DIR [--title T] [--note N] [--level 0.95]
+    python -m lossbench.report.build RESULTS_DIR OUT_DIR [--title T] [--note N] [--level 0.95]
 
 Reads only the tidy files the pipeline writes under results/<profile>/ (summary.csv, curves.csv,
 per_class.csv, runs.json, provenance.json, methods.json, and kernels.csv/json where a benchmark
@@ -20,11 +20,11 @@ import jinja2
 import pandas as pd
 
 from lossbench.stats import leaderboard
-from report import claims as claims_mod
-from report import optimizers
-from report import plots
-from report import grokking, kernels, lm_pretraining, preference, selection
-from report.tables import (LAYOUT_PATH, bad_statuses, fmt_mapping, legend, load_layout, markdown_extra,
+from lossbench.report import claims as claims_mod
+from lossbench.report import optimizers
+from lossbench.report import plots
+from lossbench.report import grokking, kernels, lm_pretraining, preference, selection
+from lossbench.report.tables import (LAYOUT_PATH, bad_statuses, fmt_mapping, legend, load_layout, markdown_extra,
                            markdown_table, md_text, table_rows, track_layout)
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -316,7 +316,7 @@ def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "los
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m report.build", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lossbench.report.build", description=__doc__.split("\n")[0])
     p.add_argument("results_dir", type=Path)
     p.add_argument("out_dir", type=Path)
     p.add_argument("--title", default="lossbench report")

@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 
 from lossbench.stats import BAD_STATUSES, better_worse, paired_diff, status_counts
-from report.tables import fmt_number
+from lossbench.report.tables import fmt_number
 
 CLAIMS_PATH = Path(__file__).with_name("claims.yaml")
 MIN_SEEDS_FOR_NULL = 3  # paired seeds below which a non-significant difference gets no verdict
@@ -196,7 +196,7 @@ def evaluate(claims: list[dict], summary: pd.DataFrame, level: float,
              provenance: Mapping | None = None) -> list[dict]:
     """Per claim: its text plus one row per (test, method) with the measured cells and verdict.
     A test with a `bench` key reads the kernels benchmark's table (report/kernels.py)."""
-    from report import kernels as kernel_claims
+    from lossbench.report import kernels as kernel_claims
 
     out = []
     for entry in claims:

@@ -13,8 +13,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from report import plots
-from report.tables import markdown_extra
+from lossbench.report import plots
+from lossbench.report.tables import markdown_extra
 
 # (column header, metric) of the steps table; steps are full-batch optimiser steps at the logged resolution
 STEP_COLUMNS = [("to 95% test (grok)", "test/steps_to_grok"), ("to 99% test", "test/steps_to_grok_99"),

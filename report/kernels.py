@@ -17,8 +17,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from report import plots
-from report.tables import md_row, md_text
+from lossbench.report import plots
+from lossbench.report.tables import md_row, md_text
 
 POINT = ["bench", "dtype", "n", "v", "d", "reduction", "ignore_frac"]
 plt = plots.plt
@@ -266,7 +266,7 @@ def claim_row(method: str, test: Mapping, entry: Mapping, df: pd.DataFrame | Non
     not overlap. Verdict: reproduced = every point significant (memory: exact) in the claimed
     direction with ratio ≥ factor; partly = the direction holds somewhere; not reproduced = nowhere.
     """
-    from report.claims import NOT_REPRODUCED, NOT_TESTABLE, PARTLY, REPRODUCED
+    from lossbench.report.claims import NOT_REPRODUCED, NOT_TESTABLE, PARTLY, REPRODUCED
 
     direction, factor, metric = test.get("direction", "lower"), float(test.get("factor", 1.0)), test["metric"]
     row = {"method": method, "baseline": test["baseline"], "direction": direction,

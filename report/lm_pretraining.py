@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lossbench.lm_pretrain import FLAGS, WEIGHT_EDGES
-from report.plots import line_style, save_figure
+from lossbench.report.plots import line_style, save_figure
 
 TARGET_METRIC = "val/loss"
 

@@ -22,10 +22,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-import data as datasets
+from lossbench import data as datasets
 from lossbench.stats import mean_ci
-from report import selection
-from report.plots import line_style, save_figure  # Agg backend and shared style
+from lossbench.report import selection
+from lossbench.report.plots import line_style, save_figure  # Agg backend and shared style
 
 VIEWS = {
     "best": "each method at the variant with the best mean validation win rate",

@@ -1,6 +1,6 @@
 """Headless-Chromium screenshot of a local HTML page, to eyeball the rendered report.
 
-    python -m report.screenshot out/index.html /tmp/shot.png [--width 1400] [--height 4000]
+    python -m lossbench.report.screenshot out/index.html /tmp/shot.png [--width 1400] [--height 4000]
 
 Flags keep Chromium offline and stateless (fresh profile, no sync/updates), so it works in CI.
 """
@@ -42,7 +42,7 @@ def screenshot(html: Path | str, png: Path | str, width: int = 1400, height: int
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m report.screenshot",
+    p = argparse.ArgumentParser(prog="python -m lossbench.report.screenshot",
                                 description=__doc__.split("\n")[0])
     p.add_argument("html", type=Path)
     p.add_argument("png", type=Path)

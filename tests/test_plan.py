@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import methods
+from lossbench import methods
 from lossbench import config as lbconfig
 from lossbench import plan
 from lossbench.cli import main

@@ -31,7 +31,7 @@ rule build_report:
     log:
         "results/{profile}/logs/build_report.log",
     run:
-        from report.build import build_report
+        from lossbench.report.build import build_report
 
         build_report(f"results/{wildcards.profile}", os.path.dirname(output[0]), title=f"lossbench — {wildcards.profile} profile")
 
@@ -46,6 +46,6 @@ rule build_published_report:
     log:
         "results/logs/build_published_report/{name}.log",
     run:
-        from report.build import build_report
+        from lossbench.report.build import build_report
 
         build_report(os.path.dirname(input[0]), os.path.dirname(output[0]), title=f"lossbench — published: {wildcards.name}")

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import data
-import methods
+from lossbench import data
+from lossbench import methods
 from lossbench import io
 from lossbench.metrics import (COVERAGE_N, classification_metrics, coverage_metrics, robust_metrics,
                                teacher_metrics)

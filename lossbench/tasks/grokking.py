@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-import data
-import methods
+from lossbench import data
+from lossbench import methods
 from lossbench import io
 
 PROTOCOL_SCHEMA = "protocol_grokking"
@@ -55,7 +55,7 @@ def check_protocol(proto: dict, where: str, track: dict) -> None:
 
 def val_fraction(proto: dict) -> float:
     """The protocol's share of all examples held out for validation (data/algorithmic.py)."""
-    from data import algorithmic
+    from lossbench.data import algorithmic
 
     return float(proto.get("val_fraction", algorithmic.VAL_FRACTION))
 
@@ -71,7 +71,7 @@ def eval_inputs(run: dict, run_dir, stage_dir) -> dict:
 def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
     import torch
 
-    from data import algorithmic
+    from lossbench.data import algorithmic
     from lossbench.grokking import train_grokking
     from lossbench.seeding import derive_seed
 

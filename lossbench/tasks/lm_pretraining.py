@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import data
-import methods
+from lossbench import data
+from lossbench import methods
 from lossbench import io
 
 PROTOCOL_SCHEMA = "protocol_lm_pretraining"
@@ -82,7 +82,7 @@ def shared_seed(run: dict, purpose: str) -> int:
 
 def build_reference(track: str, proto: dict, seed: int, dataset: str, data_path, out_path, device: str = "cpu") -> None:
     """The reference stage (lossbench.lm_reference) for one (protocol, dataset, seed)."""
-    from data import lm_corpus
+    from lossbench.data import lm_corpus
     from lossbench import lm_reference
     from lossbench.config import data_seed as run_data_seed
     from lossbench.lm_pretrain import load_corpus
@@ -107,7 +107,7 @@ def _model(proto: dict, vocab: int, seed: int, device):
 def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
     import torch
 
-    from data import lm_corpus
+    from lossbench.data import lm_corpus
     from lossbench.lm_pretrain import FLAGS, load_corpus, train_lm
 
     spec, hp, proto = methods.get(run["method"]), run["hparams"], run["protocol"]
@@ -143,7 +143,7 @@ def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
 def _lm_eval(model, tokenizer, arrays, cfg: dict, out_dir: Path, run: dict, device) -> dict:
     """lm-eval scores of the trained in-memory model: the local tasks built from held-out text
     (embedded corpus) or lm-eval's own task names (hub corpora)."""
-    from data import lm_corpus
+    from lossbench.data import lm_corpus
     from lossbench.hub import capability_retention
 
     include = None

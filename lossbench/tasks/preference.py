@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import data
-import methods
+from lossbench import data
+from lossbench import methods
 from lossbench import io
 
 PROTOCOL_SCHEMA = "protocol_preference"
@@ -251,7 +251,7 @@ def _hooks(tb, spec, hp: dict, ref, inputs: dict, run: dict, device: str):
 
     from lossbench import preference as pe
     from lossbench.seeding import derive_seed
-    from methods.sparsepo import SparseTokenMask
+    from lossbench.methods.sparsepo import SparseTokenMask
 
     hooks = pe.Hooks(reference=ref)
     seed = derive_seed(run["run_id"], "hooks")

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-import data
+from lossbench import data
 from lossbench import cli
 from lossbench import config as lbconfig
 

@@ -3,8 +3,8 @@ train/val/test splits (val carved out of the held-out examples; the training set
 import numpy as np
 import pytest
 
-import data
-from data import algorithmic
+from lossbench import data
+from lossbench.data import algorithmic
 
 
 @pytest.mark.parametrize("op, fn", [("add", lambda a, b: (a + b) % 7), ("sub", lambda a, b: (a - b) % 7),

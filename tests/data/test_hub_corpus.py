@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import data
-from data import hub_corpus, lm_corpus
+from lossbench import data
+from lossbench.data import hub_corpus, lm_corpus
 
 WORDS = "the of and a to in is was for on that with by it as at from this be are or an".split()
 SETS = ["RedPajamaArXiv", "RedPajamaC4", "RedPajamaGithub"]

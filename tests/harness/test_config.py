@@ -219,7 +219,7 @@ def test_classification_model_schema_matches_the_model_functions():
 
 
 def test_the_shipped_registry_validates_and_its_noise_keys_are_the_transforms():
-    import data
+    from lossbench import data
 
     data.check_registry()
     reg = copy.deepcopy(data.registry())

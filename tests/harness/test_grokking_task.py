@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
-import data
-import methods
+from lossbench import data
+from lossbench import methods
 from lossbench import config as lbconfig
 from lossbench import io
 from lossbench.config import resolve_run
@@ -159,7 +159,7 @@ def test_config_checks_of_optimiser_setting_methods():
 def test_val_metrics_match_a_separate_evaluation_of_the_slice(prepared, tmp_path):
     """val/* are the model's numbers on exactly the val slice of the seeded split (the batched pass
     over val + test changes nothing), and a protocol's val_fraction sets the slice's size."""
-    from data import algorithmic
+    from lossbench.data import algorithmic
     from lossbench.grokking import build_model
     from lossbench.seeding import derive_seed
 

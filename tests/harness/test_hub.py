@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from data import hub_preference as hp
+from lossbench.data import hub_preference as hp
 from lossbench import hub
 from lossbench import preference as pe
 from lossbench.seeding import generator
-from methods import get
+from lossbench.methods import get
 from tests.hub_fixtures import lm_dir, rm_dir, root, task_dir, tokenizer, tokenizer_dir, uf_dir  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-import data
+from lossbench import data
 from lossbench import config as lbconfig
 from lossbench import io
 from lossbench.tasks import preference as task

@@ -240,7 +240,7 @@ def test_cifar_reads_the_archive_not_an_extracted_folder(tmp_path):
     import os
     import pickle
 
-    from data import cifar
+    from lossbench.data import cifar
 
     rng = np.random.default_rng(0)
     batch = lambda name: pickle.dumps({"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8),  # noqa: E731
@@ -267,7 +267,7 @@ def test_cifar_reads_the_archive_not_an_extracted_folder(tmp_path):
 
 # ------------------------------------------------------------------------------ movable results
 def test_lm_eval_task_files_hold_relative_paths(tmp_path):
-    from data import lm_eval_tasks
+    from lossbench.data import lm_eval_tasks
 
     prepared = {"test_texts": np.array(["\n".join(f"line {i} of passage {k}, with some words" for i in range(12))
                                         for k in range(8)])}
@@ -275,7 +275,7 @@ def test_lm_eval_task_files_hold_relative_paths(tmp_path):
     shutil.move(tmp_path / "a", tmp_path / "b")  # a results folder moved elsewhere
     for name in names:
         text = (tmp_path / "b" / f"{name}.yaml").read_text()
-        assert str(tmp_path) not in text and "custom_dataset: !function data.lm_eval_tasks.load_local" in text
+        assert str(tmp_path) not in text and "custom_dataset: !function lossbench.data.lm_eval_tasks.load_local" in text
         ds = lm_eval_tasks.load_local(data_file=f"{name}.jsonl", config_source=str(tmp_path / "b" / f"{name}.yaml"),
                                       version=1.0)
         rows = [json.loads(x) for x in (tmp_path / "b" / f"{name}.jsonl").read_text().splitlines()]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import methods
+from lossbench import methods
 from lossbench.lm import build_causal_lm
 from lossbench.lm_loss import token_losses
 from lossbench.lm_pretrain import (WEIGHT_EDGES, Corpus, WeightStats, batch_objective, eval_subset, load_corpus,

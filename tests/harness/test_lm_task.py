@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-import data
-from data import hub_corpus, lm_corpus
+from lossbench import data
+from lossbench.data import hub_corpus, lm_corpus
 from lossbench import io
 from lossbench.config import load_track, resolve_run
 from lossbench.lm_pretrain import load_corpus

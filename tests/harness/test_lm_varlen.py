@@ -11,7 +11,7 @@ import torch
 from lossbench import lm
 from lossbench import preference as pe
 from lossbench.seeding import generator
-from methods import get
+from lossbench.methods import get
 
 V, PAD, EOS, P, T = 12, 0, 1, 6, 5
 LENGTHS = [6, 2, 4, 1]  # real prompt tokens per row (row 0 unpadded)

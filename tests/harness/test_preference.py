@@ -9,14 +9,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-import methods
-from data import synthpref as sp
+from lossbench import methods
+from lossbench.data import synthpref as sp
 from lossbench import lm
 from lossbench import preference as pe
 from lossbench.seeding import seeded_build
-from methods.base import PairBatch
-from methods.sparsepo import SparseTokenMask
-from methods.spo import degrade
+from lossbench.methods.base import PairBatch
+from lossbench.methods.sparsepo import SparseTokenMask
+from lossbench.methods.spo import degrade
 
 V = sp.Vocab()
 CFG = {"arch": "gpt2", "d_model": 32, "layers": 1, "heads": 2, "context": 24}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-import data
+from lossbench import data
 from lossbench import config as lbconfig
 from lossbench import io
 from lossbench.tasks import preference as task

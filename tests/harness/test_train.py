@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-import methods
-from data import ClassificationData
+from lossbench import methods
+from lossbench.data import ClassificationData
 from lossbench.models import build_model
 from lossbench.train import InputPipeline, lr_factor, train
-from methods.base import MethodSpec
+from lossbench.methods.base import MethodSpec
 
 PROTO = {"model": {"name": "mlp", "hidden": [32]}, "optimizer": {"name": "adam", "lr": 0.01},
          "schedule": {"name": "constant"}, "budget": {"steps": 30, "batch_size": 32}, "curve_points": 5}

@@ -6,7 +6,7 @@ drawing extra fields from the same stream after the batch.
 """
 import torch
 
-from methods.base import PairBatch
+from lossbench.methods.base import PairBatch
 
 
 def gen(seed):

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from methods.done import done, dro_weights
-from methods.pgd_at import pgd_at
-from methods.srat import separability, srat
+from lossbench.methods.done import done, dro_weights
+from lossbench.methods.pgd_at import pgd_at
+from lossbench.methods.srat import separability, srat
 
 B, K = 12, 3
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-import methods
-from methods.anyloss import METRICS, SPEC, anyloss
+from lossbench import methods
+from lossbench.methods.anyloss import METRICS, SPEC, anyloss
 
 
 def _gen(seed):

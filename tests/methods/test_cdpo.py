@@ -3,9 +3,9 @@ import math
 
 import pytest
 
-import methods
-from methods.cdpo import SPEC, cdpo_loss
-from methods.dpo import dpo_loss
+from lossbench import methods
+from lossbench.methods.cdpo import SPEC, cdpo_loss
+from lossbench.methods.dpo import dpo_loss
 
 from tests.methods.preference_helpers import close, margin_batch, random_pairs
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-import methods
-from methods.class_balanced import DRW, EFFECTIVE, INVERSE, class_weights
+from lossbench import methods
+from lossbench.methods.class_balanced import DRW, EFFECTIVE, INVERSE, class_weights
 
 COUNTS = torch.tensor([5000.0, 500.0, 50.0])
 ALL3 = torch.tensor([0, 1, 2])

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-import methods
-from methods.comp_sum import GCE, MAE, comp_sum_loss
-from methods.erm import cross_entropy
+from lossbench import methods
+from lossbench.methods.comp_sum import GCE, MAE, comp_sum_loss
+from lossbench.methods.erm import cross_entropy
 
 Z20 = torch.tensor([[2.0, 0.0]])
 Y0 = torch.tensor([0])

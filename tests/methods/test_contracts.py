@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-import methods
-from methods.base import KINDS, MethodSpec, PairBatch
-from methods.selection import budget
+from lossbench import methods
+from lossbench.methods.base import KINDS, MethodSpec, PairBatch
+from lossbench.methods.selection import budget
 
 NAMES = list(methods.REGISTRY)
 K, B = 5, 16

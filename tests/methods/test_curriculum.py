@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-import methods
-from methods.curriculum import SPEC, curriculum_weights
+from lossbench import methods
+from lossbench.methods.curriculum import SPEC, curriculum_weights
 
 LOSSES = torch.tensor([2.0, 0.5, 3.5, 1.0, 2.0])
 

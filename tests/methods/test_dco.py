@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from methods.dco import dco
-from methods.erm import cross_entropy
+from lossbench.methods.dco import dco
+from lossbench.methods.erm import cross_entropy
 
 
 def test_n1_is_cross_entropy():

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-import methods
-from methods.dice import DICE_BATCH, SPEC, dice, dice_batch
+from lossbench import methods
+from lossbench.methods.dice import DICE_BATCH, SPEC, dice, dice_batch
 
 
 def _gen(seed):

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from methods.dhkd import binary_kl, binary_kl_norm, dhkd
-from methods.erm import cross_entropy
-from methods.kd import kd, tempered_kl
-from methods.pld import pld, teacher_ranking
-from methods.self_distill import soft_target_ce
+from lossbench.methods.dhkd import binary_kl, binary_kl_norm, dhkd
+from lossbench.methods.erm import cross_entropy
+from lossbench.methods.kd import kd, tempered_kl
+from lossbench.methods.pld import pld, teacher_ranking
+from lossbench.methods.self_distill import soft_target_ce
 
 B, K = 8, 5
 Y = torch.arange(B) % K

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-import methods
-from methods.dlsr import EXTREMES, LINUPPER, QUADRATIC, dlsr_weights
-from methods.uniform import SPEC as UNIFORM
+from lossbench import methods
+from lossbench.methods.dlsr import EXTREMES, LINUPPER, QUADRATIC, dlsr_weights
+from lossbench.methods.uniform import SPEC as UNIFORM
 
 SPECS = [LINUPPER, QUADRATIC, EXTREMES]
 LOSSES = torch.tensor([1.0, 2.0, 3.0])

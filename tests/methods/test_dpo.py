@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-import methods
-from methods.base import PairBatch
-from methods.dpo import DPO, dpo_loss, dpo_margin
+from lossbench import methods
+from lossbench.methods.base import PairBatch
+from lossbench.methods.dpo import DPO, dpo_loss, dpo_margin
 
 from tests.methods.preference_helpers import close, random_pairs, swap
 

@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-import methods
-from methods.base import PairBatch
-from methods.dpo import dpo_loss
-from methods.flex_dpo import SPEC, flex_dpo_loss
+from lossbench import methods
+from lossbench.methods.base import PairBatch
+from lossbench.methods.dpo import dpo_loss
+from lossbench.methods.flex_dpo import SPEC, flex_dpo_loss
 
 from tests.methods.preference_helpers import close, random_pairs
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.focal import SPEC, focal_loss
+from lossbench.methods.focal import SPEC, focal_loss
 
 
 def _focal_float64(logits, targets, gamma):

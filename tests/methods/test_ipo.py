@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-import methods
-from methods.base import PairBatch
-from methods.ipo import SPEC, ipo_loss
+from lossbench import methods
+from lossbench.methods.base import PairBatch
+from lossbench.methods.ipo import SPEC, ipo_loss
 
 from tests.methods.preference_helpers import close
 

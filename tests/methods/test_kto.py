@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-import methods
-from methods.kto import SPEC, kto_loss
+from lossbench import methods
+from lossbench.methods.kto import SPEC, kto_loss
 
 from tests.methods.preference_helpers import close
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import methods
-from methods.ldr import ALDR_KL, LDR_KL, aldr_kl, ldr_kl, normalize_logits
+from lossbench import methods
+from lossbench.methods.ldr import ALDR_KL, LDR_KL, aldr_kl, ldr_kl, normalize_logits
 
 Z = torch.tensor([[2.0, 0.0]])
 Y = torch.tensor([0])

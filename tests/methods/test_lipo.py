@@ -6,10 +6,10 @@ from itertools import permutations
 import pytest
 import torch
 
-import methods
-from methods.base import PairBatch
-from methods.dpo import dpo_loss
-from methods.lipo import SPEC, lipo_lambda_loss, ranks_by_score
+from lossbench import methods
+from lossbench.methods.base import PairBatch
+from lossbench.methods.dpo import dpo_loss
+from lossbench.methods.lipo import SPEC, lipo_lambda_loss, ranks_by_score
 
 from tests.methods.preference_helpers import close, gen
 

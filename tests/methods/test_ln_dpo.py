@@ -4,11 +4,11 @@ import math
 import pytest
 import torch
 
-import methods
-from methods.base import PairBatch
-from methods.dpo import dpo_loss
-from methods.dpo import normalised_margin
-from methods.ln_dpo import SPEC, ln_dpo_loss
+from lossbench import methods
+from lossbench.methods.base import PairBatch
+from lossbench.methods.dpo import dpo_loss
+from lossbench.methods.dpo import normalised_margin
+from lossbench.methods.ln_dpo import SPEC, ln_dpo_loss
 
 from tests.methods.preference_helpers import close, random_pairs
 

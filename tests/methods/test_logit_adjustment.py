@@ -3,9 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import methods
-from methods.erm import cross_entropy
-from methods.logit_adjustment import BALANCED_SOFTMAX, LA_LOSS, POSTHOC, logit_adjusted_loss
+from lossbench import methods
+from lossbench.methods.erm import cross_entropy
+from lossbench.methods.logit_adjustment import BALANCED_SOFTMAX, LA_LOSS, POSTHOC, logit_adjusted_loss
 
 Z20 = torch.tensor([[2.0, 0.0], [2.0, 0.0]])
 Y01 = torch.tensor([0, 1])

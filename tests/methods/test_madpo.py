@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-import methods
-from methods.base import PairBatch
-from methods.dpo import dpo_loss
-from methods.madpo import SPEC, TAU, adaptive_weight, madpo_loss, margin_scale
+from lossbench import methods
+from lossbench.methods.base import PairBatch
+from lossbench.methods.dpo import dpo_loss
+from lossbench.methods.madpo import SPEC, TAU, adaptive_weight, madpo_loss, margin_scale
 
 from tests.methods.preference_helpers import close, random_pairs
 

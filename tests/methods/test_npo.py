@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-import methods
-from methods.npo import SPEC, npo_loss
+from lossbench import methods
+from lossbench.methods.npo import SPEC, npo_loss
 
 from tests.methods.preference_helpers import close, gen
 

@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-import methods
-from methods.base import PairBatch
-from methods.dpo import logistic_loss
-from methods.orpo import MAX_AVG_LOGP, SPEC, log_odds, orpo_loss
+from lossbench import methods
+from lossbench.methods.base import PairBatch
+from lossbench.methods.dpo import logistic_loss
+from lossbench.methods.orpo import MAX_AVG_LOGP, SPEC, log_odds, orpo_loss
 
 from tests.methods.preference_helpers import close, random_pairs
 

@@ -5,9 +5,9 @@ import copy
 import pytest
 import torch
 
-import methods
+from lossbench import methods
 from lossbench.grokking import build_model, step_with
-from methods.orthograd import orthograd, orthograd_global
+from lossbench.methods.orthograd import orthograd, orthograd_global
 
 
 def _random(shapes=((5, 4), (7,), (3, 3)), seed=0):
@@ -74,7 +74,7 @@ def test_reduces_to_the_base_optimiser_when_the_gradient_is_orthogonal(opt_cfg):
 def test_removes_the_weight_growth_of_sgd_on_a_fitted_batch():
     """Bias-free ReLU MLP, batch labelled by its own argmax (fitted): −∇L points along θ (the NLM
     direction), so SGD grows ‖θ‖ at first order while ⊥SGD changes it only at second order."""
-    from methods.erm import cross_entropy
+    from lossbench.methods.erm import cross_entropy
 
     model = build_model(8, [16], 4, seed=0)
     x = torch.randn(64, 8, generator=torch.Generator().manual_seed(2))

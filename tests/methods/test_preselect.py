@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-import methods
-from methods.preselect import SPEC, predictive_strength, preselect
+from lossbench import methods
+from lossbench.methods.preselect import SPEC, predictive_strength, preselect
 
 M, D = 6, 40
 

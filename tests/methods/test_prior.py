@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import methods
-from methods.prior import SPEC, prior_weights
+from lossbench import methods
+from lossbench.methods.prior import SPEC, prior_weights
 
 HP = SPEC.hparams()
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-import methods
-from methods.random_select import SPEC, random_select
-from methods.selection import budget, keep_top
+from lossbench import methods
+from lossbench.methods.random_select import SPEC, random_select
+from lossbench.methods.selection import budget, keep_top
 
 
 def test_registered_reference_and_needs():

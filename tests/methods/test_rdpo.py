@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-import methods
-from methods.dpo import dpo_loss, dpo_margin, logistic_loss
-from methods.rdpo import SPEC, rdpo_loss
+from lossbench import methods
+from lossbench.methods.dpo import dpo_loss, dpo_margin, logistic_loss
+from lossbench.methods.rdpo import SPEC, rdpo_loss
 
 from tests.methods.preference_helpers import close, margin_batch, random_pairs, swap
 

@@ -3,10 +3,10 @@ in the cumulative ("sum") variant."""
 import pytest
 import torch
 
-import methods
-from methods.base import PairBatch
-from methods.dpo import dpo_loss
-from methods.rpo import SPEC, rpo_loss
+from lossbench import methods
+from lossbench.methods.base import PairBatch
+from lossbench.methods.dpo import dpo_loss
+from lossbench.methods.rpo import SPEC, rpo_loss
 
 from tests.methods.preference_helpers import close
 

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-import methods
-from methods.base import PairBatch
-from methods.simpo import SPEC, simpo_loss
+from lossbench import methods
+from lossbench.methods.base import PairBatch
+from lossbench.methods.simpo import SPEC, simpo_loss
 
 from tests.methods.preference_helpers import close
 

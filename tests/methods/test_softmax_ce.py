@@ -3,9 +3,9 @@ weight-decay control's split between loss and optimiser."""
 import pytest
 import torch
 
-import methods
-from methods.erm import cross_entropy
-from methods.softmax_ce import softmax_ce
+from lossbench import methods
+from lossbench.methods.erm import cross_entropy
+from lossbench.methods.softmax_ce import softmax_ce
 
 # (precision, largest gap without collapse, smallest gap with it): ≈ ln 2^(m+1) = 7.6, 16.6, 36.7
 THRESHOLDS = [("float16", 7.0, 8.0), ("float32", 16.0, 17.0), ("float64", 36.0, 37.0)]

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-import methods
-from methods.dpo import dpo_loss
-from methods.sparsepo import SPEC, SparseTokenMask, sparsepo_loss
+from lossbench import methods
+from lossbench.methods.dpo import dpo_loss
+from lossbench.methods.sparsepo import SPEC, SparseTokenMask, sparsepo_loss
 
 from tests.methods.preference_helpers import close, gen, token_pairs
 

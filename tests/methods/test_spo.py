@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import methods
-from methods.base import PairBatch
-from methods.dpo import dpo_loss
-from methods.spo import SPEC, degrade, spo_loss
+from lossbench import methods
+from lossbench.methods.base import PairBatch
+from lossbench.methods.dpo import dpo_loss
+from lossbench.methods.spo import SPEC, degrade, spo_loss
 
 from tests.methods.preference_helpers import close, gen, random_pairs
 

@@ -3,7 +3,7 @@ far it is from collapsing compared with softmax."""
 import pytest
 import torch
 
-from methods.stablemax import s, stablemax, stablemax_ce
+from lossbench.methods.stablemax import s, stablemax, stablemax_ce
 
 
 def test_worked_example_against_softmax():

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import methods
-from methods.tarot import SPEC, ot_cost, sinkhorn, tarot, whiten, whitened_cosine
+from lossbench import methods
+from lossbench.methods.tarot import SPEC, ot_cost, sinkhorn, tarot, whiten, whitened_cosine
 
 HP = SPEC.hparams()
 

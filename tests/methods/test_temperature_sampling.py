@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-import methods
-from methods.erm import cross_entropy
-from methods.temperature_sampling import (COOLDOWN, COOLDOWN_LINEAR, RESAMPLE, TEMP_SAMPLE, TEMP_UPWEIGHT,
+from lossbench import methods
+from lossbench.methods.erm import cross_entropy
+from lossbench.methods.temperature_sampling import (COOLDOWN, COOLDOWN_LINEAR, RESAMPLE, TEMP_SAMPLE, TEMP_UPWEIGHT,
                                           temperature_probs)
 
 COUNTS = torch.tensor([5000.0, 500.0, 50.0])

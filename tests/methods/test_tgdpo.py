@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-import methods
-from methods.dpo import dpo_loss
-from methods.tgdpo import SPEC, tgdpo_loss, token_weights
+from lossbench import methods
+from lossbench.methods.dpo import dpo_loss
+from lossbench.methods.tgdpo import SPEC, tgdpo_loss, token_weights
 
 from tests.methods.preference_helpers import close, token_pairs
 

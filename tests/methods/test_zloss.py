@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-import methods
+from lossbench import methods
 from lossbench.lm_loss import token_losses
-from methods.zloss import SPEC, z_loss
+from lossbench.methods.zloss import SPEC, z_loss
 
 ALPHA = 1e-4
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import methods
-from methods.zloss_spherical import SPEC, zloss_spherical
+from lossbench import methods
+from lossbench.methods.zloss_spherical import SPEC, zloss_spherical
 
 
 def _batch(b=16, k=6, seed=0):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from report import claims, screenshot
-from report.build import build_report, main
+from lossbench.report import claims, screenshot
+from lossbench.report.build import build_report, main
 
 GOLDEN = Path(__file__).with_name("golden") / "leaderboard_fixture.md"
 TRACK = "clf_fixture"
@@ -184,7 +184,7 @@ def test_verdict_rule(cells, direction, expected):
 
 
 def test_preference_views_select_on_validation_and_respect_the_kl_budget():
-    from report import preference as pv
+    from lossbench.report import preference as pv
 
     rows = []
     for seed in (0, 1):

@@ -2,7 +2,7 @@
 import numpy as np
 import pandas as pd
 
-from report import grokking
+from lossbench.report import grokking
 
 
 def _summary(values: dict) -> pd.DataFrame:

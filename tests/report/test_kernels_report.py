@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from lossbench.kernels.bench import COLUMNS
-from report import kernels
-from report.claims import NOT_REPRODUCED, NOT_TESTABLE, PARTLY, REPRODUCED
+from lossbench.report import kernels
+from lossbench.report.claims import NOT_REPRODUCED, NOT_TESTABLE, PARTLY, REPRODUCED
 
 
 def _rows(impl, v, metrics, *, bench="linear_ce", n=8192, d=2304, status="ok", note=""):

@@ -3,7 +3,7 @@ loss of the same seed."""
 import numpy as np
 import pandas as pd
 
-from report import lm_pretraining as lm
+from lossbench.report import lm_pretraining as lm
 
 
 def _data():

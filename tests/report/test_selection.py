@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from lossbench import config as lbconfig
-from report import selection
-from report.build import build_report, load_results
+from lossbench.report import selection
+from lossbench.report.build import build_report, load_results
 
 TRACK, DATASET = "clf", "digits_lt10"
 AXIS = {"methods": ["erm"], "baseline": "adamw",
@@ -111,7 +111,7 @@ def test_optimizer_axis_selects_per_optimizer_over_the_grid(swept):
 
 def test_curves_per_class_and_runs_keep_the_selected_variants(swept):
     results, out, _ = swept
-    from report import optimizers
+    from lossbench.report import optimizers
 
     data = load_results(results)
     optimizers.split(data)
@@ -126,7 +126,7 @@ def test_curves_per_class_and_runs_keep_the_selected_variants(swept):
 
 
 def test_axis_variant_slugs_parse_back():
-    from report.optimizers import axis_variant
+    from lossbench.report.optimizers import axis_variant
 
     names = ["sgd", "sgdp", "adamw"]
     assert axis_variant("optimizersgd", names) == ("sgd", "default")
