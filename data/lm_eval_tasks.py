@@ -1,6 +1,5 @@
 """Local lm-eval tasks over a prepared lm_pretraining corpus's held-out passages (`test_texts`),
-written as YAML + jsonl so that lm-eval runs them offline (shared/methods/lm_pretraining.md, "Local
-lm-eval tasks for T0"; run them with lossbench.hub.capability_retention, include_path=out_dir):
+written as YAML + jsonl so that lm-eval runs them offline (docs/methods/README.md, LM-pretraining track; run them with lossbench.hub.capability_retention, include_path=out_dir):
 
 - `<prefix>_ppl`: loglikelihood_rolling over whole passages (word and byte perplexity, bits per byte).
 - `<prefix>_cloze`: multiple choice. The context is the start of a passage (whole lines, at least

@@ -87,7 +87,7 @@ def _list(args):
     what = args.what
     out = {}
     if what in ("methods", "all"):
-        out["methods"] = [{"name": n, "kind": methods.get(n).kind, "card": methods.get(n).card,
+        out["methods"] = [{"name": n, "kind": methods.get(n).kind, "docs": methods.get(n).docs_path,
                            "paper": methods.get(n).paper, "summary": methods.get(n).summary} for n in methods.REGISTRY]
     if what in ("datasets", "all"):
         out["datasets"] = [{"name": n, "description": data.describe(n)} for n in data.names()]
@@ -102,7 +102,7 @@ def _list(args):
     if "methods" in out:
         print("methods:")
         for m in out["methods"]:
-            print(f"  {m['name']:18s} {m['kind']:10s} {m['card']:4s} {m['paper']} — {m['summary']}")
+            print(f"  {m['name']:18s} {m['kind']:10s} {m['docs']:32s} {m['paper']} — {m['summary']}")
     if "datasets" in out:
         print("datasets:")
         for d in out["datasets"]:

@@ -1,4 +1,4 @@
-"""Full-batch trainer of the grokking track (shared/methods/grokking.md §2, §4).
+"""Full-batch trainer of the grokking track (Prieto et al., ICLR 2025, arXiv:2501.04697).
 
 A bias-free ReLU MLP (the reference 226-200-200-113; positively homogeneous, so scaling θ only
 scales the logits — the NLM direction of card §1.2) trained on every training example at each

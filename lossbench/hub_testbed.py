@@ -1,4 +1,4 @@
-"""The real-LM ("hub") testbed's stages (shared/methods/preference.md, "Real" configuration).
+"""The real-LM ("hub") testbed's stages (docs/methods/README.md, preference track configuration).
 
     reference   π_ref = the pretrained policy, and the judge r* (a reward model), resolved once per
                 protocol to local snapshots: reference.json holds their paths, commits and file

@@ -1,5 +1,5 @@
 """The LM track's reference stage: one small LM per (protocol, dataset, seed) whose checkpoints and
-features drive the methods that need a reference (shared/methods/lm_pretraining.md L2, L4, L5).
+features drive the methods that need a reference (docs/methods/README.md, LM-pretraining track).
 
 A reference LM is trained uniformly on the run pool for `reference.steps`, and at `checkpoints`
 geometrically spaced steps we record, for every pool chunk, its mean token loss (PreSelect's

@@ -1,4 +1,4 @@
-"""The preference-optimisation engine and its shared metrics (shared/methods/preference.md).
+"""The preference-optimisation engine and its shared metrics (docs/methods/README.md, preference track).
 
 Methods stay pure (methods/base.py): they receive log-probs and return per-example losses. This module
 owns everything with a model in it: packing, the one policy forward per step, the reference cache,

@@ -358,7 +358,7 @@ def aggregate(run_dirs, out_dir, provenance: dict) -> None:
         runs.append({k: r.get(k) for k in RUN_KEYS + ["status", "hparams", "method_version", "track_version", "run_id",
                                                        "wall_seconds", "device", "host", "protocol_name", "error", "log"]})
     registry = {name: methods.get(name) for name in sorted({r["method"] for r in runs})}
-    method_meta = {n: {"kind": s.kind, "paper": s.paper, "url": s.url, "card": s.card, "summary": s.summary,
+    method_meta = {n: {"kind": s.kind, "paper": s.paper, "url": s.url, "docs": s.docs_path, "summary": s.summary,
                        "version": s.version, "defaults": dict(s.defaults)} for n, s in registry.items()}
     io.write_csv(out_dir / "summary.csv", summary)
     io.write_csv(out_dir / "curves.csv", curves)

@@ -1,4 +1,4 @@
-"""The SynthPref testbed's stages (shared/methods/preference.md, "Synthetic CPU testbed").
+"""The SynthPref testbed's stages (docs/methods/README.md, preference track).
 
     sft      tiny causal LM trained from scratch on the teacher corpus + memorised secrets (π_ref for
              every method), and a retain-only twin whose forget-set likelihoods are NPO's yardstick

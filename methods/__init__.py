@@ -55,7 +55,7 @@ REGISTRY: dict[str, str] = {
     "dhkd": ".dhkd:SPEC",
     "pld": ".pld:SPEC",
     "self_distill": ".self_distill:SPEC",
-    # --- preference optimisation (shared/methods/preference.md) ---
+    # --- preference optimisation (docs/methods/README.md, preference track) ---
     "dpo": ".dpo:DPO",  # M1
     "ipo": ".ipo:SPEC",  # M2
     "cdpo": ".cdpo:SPEC",  # M3
@@ -72,20 +72,20 @@ REGISTRY: dict[str, str] = {
     "kto": ".kto:SPEC",  # M14
     "orpo": ".orpo:SPEC",  # M15
     "ln_dpo": ".ln_dpo:SPEC",  # Hitchhiker's guide LN-DPO
-    # --- LM pretraining (shared/methods/lm_pretraining.md) ---
+    # --- LM pretraining (docs/methods/README.md, lm_pretraining track) ---
     # Domain mixing (L3) reuses resample / temp_sample / temp_upweight / cooldown with domains as classes.
     "uniform": ".uniform:SPEC",  # the track's ERM baseline (token mean)
     "dlsr_linupper": ".dlsr:LINUPPER",  # L1
     "dlsr_quadratic": ".dlsr:QUADRATIC",  # L1
     "dlsr_extremes": ".dlsr:EXTREMES",  # L1
-    "curriculum": ".curriculum:SPEC",  # papers.md curriculum-rerank
+    "curriculum": ".curriculum:SPEC",  # MacAvaney et al. SIGIR 2020 (docs/methods/curriculum.md)
     "prior": ".prior:SPEC",  # L2
     "cooldown_linear": ".temperature_sampling:COOLDOWN_LINEAR",  # L3 linear-decay variant
     "random_select": ".random_select:SPEC",  # baseline of L4 / L5
     "preselect": ".preselect:SPEC",  # L4
     "tarot": ".tarot:SPEC",  # L5
     "zloss": ".zloss:SPEC",  # L8 (PaLM z-loss, not zloss_spherical)
-    # --- grokking (shared/methods/grokking.md); the track's baseline is erm (float32 softmax CE) ---
+    # --- grokking (docs/methods/README.md, grokking track); the track's baseline is erm (float32 softmax CE) ---
     "ce_fp64": ".softmax_ce:CE_FP64",  # G4 ablation: softmax in float64
     "ce_fp16": ".softmax_ce:CE_FP16",  # G4: softmax in float16
     "ce_wd": ".softmax_ce:CE_WD",  # G1 regularised control: AdamW weight decay

@@ -1,7 +1,7 @@
 """AnyLoss. Han, Moniz, Chawla, "AnyLoss: Transforming Classification Metrics into Loss Functions",
 KDD 2024, arXiv:2405.14745.
 
-Card C7 in shared/methods/classification.md. A batch-level loss: the amplifier A(p) = sigmoid(L(p - ½))
+docs/methods/anyloss.md. A batch-level loss: the amplifier A(p) = sigmoid(L(p - ½))
 pushes probabilities toward {0, 1}, the batch's soft confusion entries are built from A, and the loss
 is 1 - metric. +1e-5 in denominators, as in the authors' code (doheonhan/anyloss_extension).
 
@@ -94,6 +94,6 @@ SPEC = MethodSpec(
     defaults={"metric": "f1", "L": 73.0, "link": "sigmoid"},
     search={"L": ("choice", 10.0, 30.0, 73.0), "metric": ("choice", "f1", "balanced_accuracy")},
     paper="Han, Moniz, Chawla, KDD 2024, arXiv:2405.14745", url="https://arxiv.org/abs/2405.14745",
-    card="C7", version=1, reference=_reference, validate=_validate,
+    docs="anyloss", version=1, reference=_reference, validate=_validate,
     summary="1 - a batch metric computed from an amplified soft confusion matrix (one-vs-rest)",
 )

@@ -160,7 +160,7 @@ class MethodSpec:
     defaults: Mapping[str, Any]
     paper: str  # short citation, e.g. "Lin et al. 2017, arXiv:1708.02002"
     url: str  # link shown in the report
-    card: str  # method-card id in shared/methods/*.md, e.g. "C3"
+    docs: str  # slug of the method's reference page, docs/methods/<docs>.md (e.g. "focal")
     version: int = 1
     reference: Callable[[], tuple[dict, Any]] | None = None
     search: Mapping[str, tuple] = field(default_factory=dict)
@@ -188,6 +188,11 @@ class MethodSpec:
         undefined = set(self.optimizer_hparams + self.trainer_hparams) - set(self.defaults)
         if undefined:
             raise ValueError(f"{self.name}: optimizer/trainer hparams {sorted(undefined)} have no default")
+
+    @property
+    def docs_path(self) -> str:
+        """The method's reference page, relative to the repository root."""
+        return f"docs/methods/{self.docs}.md"
 
     def split_hparams(self, hp: Mapping[str, Any]) -> tuple[dict, dict]:
         """(hyperparameters for `fn`, overrides of the optimiser) of a resolved `hp`; the trainer's

@@ -1,7 +1,7 @@
 """Conservative DPO (cDPO, label smoothing). Mitchell 2023, "A note on DPO with noisy preferences &
 relationship to IPO", https://ericmitchell.ai/cdpo.pdf (no arXiv id).
 
-Card M3 in shared/methods/preference.md: `L = (1−ε) ℓ(βh) + ε ℓ(−βh)`, the cross-entropy of DPO's
+docs/methods/cdpo.md: `L = (1−ε) ℓ(βh) + ε ℓ(−βh)`, the cross-entropy of DPO's
 preference probability σ(βh) against the soft label 1 − ε (ε = assumed label-flip rate). Unlike DPO the
 per-pair optimum is finite, `βh* = log((1−ε)/ε)`. Current TRL dropped this `label_smoothing` path, so it
 is implemented here from the formula.
@@ -37,7 +37,7 @@ def _reference():
 SPEC = MethodSpec(
     name="cdpo", kind="pairwise", fn=cdpo_loss, defaults={"beta": 0.1, "eps": 0.1},
     search={"beta": ("choice", 0.03, 0.1, 0.3, 1.0), "eps": ("choice", 0.05, 0.1, 0.2, 0.3)},
-    paper="Mitchell 2023, cDPO note", url="https://ericmitchell.ai/cdpo.pdf", card="M3",
+    paper="Mitchell 2023, cDPO note", url="https://ericmitchell.ai/cdpo.pdf", docs="cdpo",
     reference=_reference, validate=_validate,
     summary="DPO against soft labels 1 − ε (label smoothing), β = 0.1, ε = 0.1",
 )

@@ -4,7 +4,7 @@ Effective number: Cui et al. 2019, "Class-Balanced Loss Based on Effective Numbe
 arXiv:1901.05555, class-balanced weight w_k ∝ (1 - β) / (1 - β^{n_k}) (inverse effective number).
 DRW: Cao et al. 2019, "Learning Imbalanced Datasets with Label-Distribution-Aware Margin Loss",
 arXiv:1906.07413, Alg. 1: weights are all 1 until a late epoch (160 of 200 in the LDAM-DRW code),
-then effective-number weights with β = 0.9999. Card C1 in shared/methods/classification.md.
+then effective-number weights with β = 0.9999. docs/methods/class_balanced.md.
 
 Class weights are normalised so that Σ_k w_k = K, as in the LDAM-DRW code. The per-example weight
 is w_{y_i}; the trainer takes the batch mean of w_i·CE_i, i.e. divides by the batch size B. The two
@@ -118,7 +118,7 @@ _CUI_URL = "https://arxiv.org/abs/1901.05555"
 
 INVERSE = MethodSpec(
     name="cb_inverse", kind="reweight", fn=inverse_frequency, defaults={"reduction": "batch"},
-    paper=_CUI, url=_CUI_URL, card="C1", version=1,
+    paper=_CUI, url=_CUI_URL, docs="class_balanced", version=1,
     reference=_ref_inverse, needs=("class_counts",), validate=_validate_reduction,
     summary="weights each example by 1/n_y, class weights normalised to sum K",
 )
@@ -126,7 +126,7 @@ INVERSE = MethodSpec(
 EFFECTIVE = MethodSpec(
     name="cb_effective", kind="reweight", fn=effective_number, defaults={"beta": 0.9999, "reduction": "batch"},
     search={"beta": ("choice", 0.9, 0.99, 0.999, 0.9999)},
-    paper=_CUI, url=_CUI_URL, card="C1", version=1,
+    paper=_CUI, url=_CUI_URL, docs="class_balanced", version=1,
     reference=_ref_effective, needs=("class_counts",), validate=_validate_beta,
     summary="weights each example by the inverse effective number (1-β)/(1-β^n_y), sum K",
 )
@@ -136,7 +136,7 @@ DRW = MethodSpec(
     defaults={"beta": 0.9999, "switch": 0.8, "reduction": "weight_sum"},
     search={"beta": ("choice", 0.99, 0.999, 0.9999), "switch": ("choice", 0.6, 0.7, 0.8, 0.9)},
     paper="Cao et al. 2019 (LDAM-DRW), arXiv:1906.07413", url="https://arxiv.org/abs/1906.07413",
-    card="C1", version=2, reference=_ref_drw, needs=("class_counts", "progress"),
+    docs="class_balanced", version=2, reference=_ref_drw, needs=("class_counts", "progress"),
     validate=_validate_drw,
     summary="unweighted until progress >= switch (epoch 160/200), then effective-number weights",
 )

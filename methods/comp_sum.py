@@ -4,7 +4,7 @@ Mao, Mohri, Zhong, "Cross-Entropy Loss Functions: Theoretical Analysis and Appli
 arXiv:2304.07288: comp-sum losses Φ^τ(u) with u = Σ_{k≠y} exp(z_k − z_y) and
 Φ^τ(u) = ((1+u)^{1−τ} − 1)/(1−τ) (τ ≠ 1), log(1+u) (τ = 1). τ = 0 sum-exponential, τ = 1 CE,
 τ = 1+q GCE (1 − p_y^q)/q (Zhang & Sabuncu 2018, arXiv:1805.07836, q = 0.7), τ = 2 MAE 1 − p_y.
-Card C9 in shared/methods/classification.md (it flags this τ parametrisation as unverified
+docs/methods/comp_sum.md (it flags this τ parametrisation as unverified
 against the paper's text). GCE here is untruncated (Zhang & Sabuncu's truncation k = 0.5 and its
 epoch-wise pruning are not part of this loss).
 """
@@ -51,7 +51,7 @@ GCE = MethodSpec(
     name="gce", kind="loss", fn=generalized_ce, defaults={"q": 0.7},
     search={"q": ("uniform", 0.1, 1.0)},
     paper="Zhang & Sabuncu 2018, arXiv:1805.07836; Mao et al. 2023, arXiv:2304.07288",
-    url="https://arxiv.org/abs/1805.07836", card="C9", version=1, reference=_ref_gce,
+    url="https://arxiv.org/abs/1805.07836", docs="comp_sum", version=1, reference=_ref_gce,
     validate=_validate_gce,
     summary="generalized cross-entropy (1 − p_y^q)/q, the comp-sum loss with τ = 1 + q",
 )
@@ -59,6 +59,6 @@ GCE = MethodSpec(
 MAE = MethodSpec(
     name="mae", kind="loss", fn=mean_absolute_error, defaults={},
     paper="Mao et al. ICML 2023, arXiv:2304.07288", url="https://arxiv.org/abs/2304.07288",
-    card="C9", version=1, reference=_ref_mae,
+    docs="comp_sum", version=1, reference=_ref_mae,
     summary="mean absolute error 1 − p_y, the bounded comp-sum loss with τ = 2",
 )

@@ -1,7 +1,7 @@
 """Curriculum sample weights: hard samples down-weighted early, annealed linearly to uniform.
 
 MacAvaney, Nardini, Perego, Tonellotto, Goharian, Frieder, "Training Curricula for Open Domain
-Answer Re-Ranking", SIGIR 2020, arXiv:2004.14269 (papers.md `curriculum-rerank`; no card).
+Answer Re-Ranking", SIGIR 2020, arXiv:2004.14269 (docs/methods/curriculum.md).
 
 Verified in the authors' OpenNIR trainers (Georgetown-IR-Lab/OpenNIR@49bf6b0,
 onir/trainers/pointwise_cl.py and pairwise_cl.py): a difficulty heuristic D ∈ [0, 1] (1 = easy)
@@ -50,7 +50,7 @@ SPEC = MethodSpec(
     name="curriculum", kind="sample_weight", fn=curriculum_weights, defaults={"anneal": 0.5},
     search={"anneal": ("choice", 0.25, 0.5, 0.75)},
     paper="MacAvaney et al. SIGIR 2020 (Training Curricula), arXiv:2004.14269",
-    url="https://arxiv.org/abs/2004.14269", card="curriculum-rerank",
+    url="https://arxiv.org/abs/2004.14269", docs="curriculum",
     reference=_reference, validate=_validate,
     summary="curriculum: high-loss sequences down-weighted early, linearly annealed to uniform by 50 % of training",
 )

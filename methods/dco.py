@@ -1,6 +1,6 @@
 """DCO — Direct Coverage Optimization. Chen, Raventós, Cheng, Ganguli, Druckmann, NeurIPS 2025,
 "Rethinking Fine-Tuning when Scaling Test-Time Compute: Limiting Confidence Improves Mathematical
-Reasoning" (arXiv:2502.07154). Card C10 in shared/methods/classification.md.
+Reasoning" (arXiv:2502.07154). docs/methods/dco.md.
 
 ℓ_N = −log(1 − (1 − p_y)^N), the negative log of pass@N coverage; its gradient is
 F(N, p_y)·∇CE with F = N(1 − p)^{N−1}·p / (1 − (1 − p)^N) ∈ (0, 1] (the authors' blog), so
@@ -42,7 +42,7 @@ def _reference():
 
 SPEC = MethodSpec(
     name="dco", kind="loss", fn=dco, defaults={"n": 4.0}, search={"n": ("choice", 1.0, 4.0, 16.0, 64.0)},
-    paper="Chen et al. 2025, arXiv:2502.07154", url="https://arxiv.org/abs/2502.07154", card="C10",
+    paper="Chen et al. 2025, arXiv:2502.07154", url="https://arxiv.org/abs/2502.07154", docs="dco",
     reference=_reference, validate=_validate,
     summary="negative log pass@N coverage −log(1 − (1 − p_y)^N): stops pushing confident examples",
 )

@@ -1,6 +1,6 @@
 """Dual-Head Knowledge Distillation. Yang, Zong, Huang, Feng, An, "Dual-Head Knowledge
 Distillation: Enhancing Logits Utilization with an Auxiliary Head" (arXiv:2411.08937; code
-penghui-yang/DHKD). Card C13 in shared/methods/classification.md.
+penghui-yang/DHKD). docs/methods/dhkd.md.
 
 Main head z¹ (the one that predicts): γ·CE(z¹, y) + α·T_kd²·KL(σ(t/T_kd) ‖ σ(z¹/T_kd)) (card).
 Auxiliary head z² on the same features: a per-class sigmoid (logit-level) match of the teacher,
@@ -78,7 +78,7 @@ SPEC = MethodSpec(
     name="dhkd", kind="loss", fn=dhkd,
     defaults={"gamma": 1.0, "alpha": 1.0, "t_kd": 4.0, "t_bin": 2.0, "aux_loss": "binary_kl"},
     search={"alpha": ("log_uniform", 0.1, 1.0)}, needs=("teacher_logits", "aux_logits"), teacher="stage",
-    paper="Yang et al. 2024, arXiv:2411.08937", url="https://arxiv.org/abs/2411.08937", card="C13",
+    paper="Yang et al. 2024, arXiv:2411.08937", url="https://arxiv.org/abs/2411.08937", docs="dhkd",
     reference=_reference, validate=_validate,
     summary="KD on the main head + per-class sigmoid BinaryKL to the teacher on an auxiliary head",
 )

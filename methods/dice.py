@@ -1,7 +1,7 @@
 """Self-adjusting Dice loss. Li et al., "Dice Loss for Data-imbalanced NLP Tasks", ACL 2020,
 arXiv:1911.02855, Sec. 3 (DSC with the (1 - p)^α self-adjusting factor).
 
-Card C8 in shared/methods/classification.md. Two variants:
+docs/methods/dice.md. Two variants:
 
 - `dice` (SPEC, per-example, the paper's form on the true class): with w = (1 - p_y)^α·p_y,
   ℓ = 1 - (2w + γ)/(w + 1 + γ). α = 0 is plain smoothed Dice. Defaults α = 1, γ = 1, the common
@@ -71,7 +71,7 @@ _URL = "https://arxiv.org/abs/1911.02855"
 SPEC = MethodSpec(
     name="dice", kind="loss", fn=dice, defaults={"alpha": 1.0, "gamma": 1.0},
     search={"alpha": ("choice", 0.0, 0.5, 1.0), "gamma": ("choice", 0.1, 1.0)},
-    paper=_PAPER, url=_URL, card="C8", version=1, reference=_reference, validate=_validate,
+    paper=_PAPER, url=_URL, docs="dice", version=1, reference=_reference, validate=_validate,
     summary="per-example self-adjusting Dice on p_y; minimised at p_y = 1/2, limits confidence",
 )
 
@@ -79,6 +79,6 @@ DICE_BATCH = MethodSpec(
     name="dice_batch", kind="batch_loss", fn=dice_batch,
     defaults={"alpha": 0.0, "smooth": 1e-4, "square_denominator": False},  # official code defaults
     search={"alpha": ("choice", 0.0, 0.5, 1.0), "square_denominator": ("choice", False, True)},
-    paper=_PAPER, url=_URL, card="C8", version=1, reference=_ref_batch, validate=_validate_batch,
+    paper=_PAPER, url=_URL, docs="dice", version=1, reference=_ref_batch, validate=_validate_batch,
     summary="official batch-level Dice: 1 - soft Dice per class over the batch, summed over classes",
 )

@@ -1,7 +1,7 @@
 """DLSR: dynamic loss-based sample reweighting.
 
 Sow et al., "Dynamic Loss-Based Sample Reweighting for Improved Large Language Model Pretraining",
-ICLR 2025, arXiv:2502.06733. Card L1 in shared/methods/lm_pretraining.md; the steps below were
+ICLR 2025, arXiv:2502.06733. docs/methods/dlsr.md; the steps below were
 read in the authors' GPT-2 code (sowmaster/Sample-Level-Loss-Reweighting-ICLR-2025) per the card.
 
 Per batch of N sequences with mean token losses ℓ_i:
@@ -58,7 +58,7 @@ def _spec(strategy, r, expected, summary):
         defaults={"r": r, "delta": 1.0, "burn_in": 0.05},
         search={"r": ("choice", 0.4, 1.0, 3.0), "burn_in": ("choice", 0.05, 0.1)},
         paper="Sow et al. ICLR 2025 (DLSR), arXiv:2502.06733", url="https://arxiv.org/abs/2502.06733",
-        card="L1", reference=_reference(expected), validate=_validate, summary=summary,
+        docs="dlsr", reference=_reference(expected), validate=_validate, summary=summary,
     )
 
 

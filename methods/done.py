@@ -1,5 +1,5 @@
 """DONE, weights-only variant. Sow et al., ICLR 2024, "Doubly Robust Instance-Reweighted
-Adversarial Training" (OpenReview OF5x1dzWSS). Card C12 in shared/methods/classification.md.
+Adversarial Training" (OpenReview OF5x1dzWSS). docs/methods/done.md.
 
 The paper's instance weights solve max_{w ∈ Δ} Σ_i w_i ℓ_i^adv − r·KL(w ‖ uniform), whose closed
 form is w ∝ exp(ℓ^adv / r): a softmax of the adversarial losses at temperature r. This module
@@ -38,6 +38,6 @@ def _reference():
 SPEC = MethodSpec(
     name="done", kind="adversarial", fn=done, defaults={"r": 5.0}, search={"r": ("log_uniform", 1.0, 10.0)},
     paper="Sow et al. 2024, ICLR (OpenReview OF5x1dzWSS)", url="https://openreview.net/forum?id=OF5x1dzWSS",
-    card="C12", reference=_reference, validate=_validate,
+    docs="done", reference=_reference, validate=_validate,
     summary="PGD-AT with KL-DRO instance weights softmax(ℓ_adv / r) (weights-only DONE, no CID)",
 )

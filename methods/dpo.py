@@ -1,6 +1,6 @@
 """Direct Preference Optimization. Rafailov et al. 2023, arXiv:2305.18290, eq. (7).
 
-Card M1 in shared/methods/preference.md. `L = softplus(-β h)` with the margin of sequence
+docs/methods/dpo.md. `L = softplus(-β h)` with the margin of sequence
 log-ratios `h = Δ(y_w) − Δ(y_l)`, `Δ(y) = log π_θ(y|x) − log π_ref(y|x)` (summed over response
 tokens). The helpers here are the shared vocabulary of the DPO family: other modules build on them.
 """
@@ -81,7 +81,7 @@ def _reference():
 DPO = MethodSpec(
     name="dpo", kind="pairwise", fn=dpo_loss, defaults={"beta": 0.1},
     search={"beta": ("choice", 0.03, 0.1, 0.3, 1.0)},
-    paper="Rafailov et al. 2023, arXiv:2305.18290", url="https://arxiv.org/abs/2305.18290", card="M1",
+    paper="Rafailov et al. 2023, arXiv:2305.18290", url="https://arxiv.org/abs/2305.18290", docs="dpo",
     reference=_reference, validate=_validate,
     summary="logistic loss on the margin of policy/reference log-ratios, β = 0.1",
 )

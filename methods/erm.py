@@ -1,6 +1,6 @@
 """Cross-entropy (empirical risk minimisation), the baseline of every classification track.
 
-Card C0 in shared/methods/classification.md. No label smoothing.
+docs/methods/erm.md. No label smoothing.
 """
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,6 @@ def _reference():
 
 SPEC = MethodSpec(
     name="erm", kind="loss", fn=cross_entropy, defaults={},
-    paper="cross-entropy baseline", url="https://en.wikipedia.org/wiki/Cross-entropy", card="C0",
+    paper="cross-entropy baseline", url="https://en.wikipedia.org/wiki/Cross-entropy", docs="erm",
     reference=_reference, summary="plain softmax cross-entropy",
 )

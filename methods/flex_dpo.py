@@ -1,7 +1,7 @@
 """Flex-DPO from "3D-Properties: Identifying Challenges in DPO and Charting a Path Forward", Yan, Miao
 et al., ICLR 2025, arXiv:2406.07327.
 
-Card M11 in shared/methods/preference.md: `L = ℓ(β⁺ Δ(y_w) − β⁻ Δ(y_l))`, separate temperatures for the
+docs/methods/flex_dpo.md: `L = ℓ(β⁺ Δ(y_w) − β⁻ Δ(y_l))`, separate temperatures for the
 chosen and rejected log-ratios. The paper's diagnosis: as π(y_l) → 0 the rejected gradient dominates and
 the chosen one vanishes; a slightly smaller β⁻ damps the push on y_l. The exact form was reconstructed
 from OpenReview reviews, not Sec. 4.3 itself (**unverified**). The companion SFT-augmented DPO is RPO (M6).
@@ -36,7 +36,7 @@ def _reference():
 SPEC = MethodSpec(
     name="flex_dpo", kind="pairwise", fn=flex_dpo_loss, defaults={"beta_chosen": 0.1, "beta_rejected": 0.08},
     search={"beta_rejected": ("choice", 0.06, 0.08, 0.1)},
-    paper="Yan et al. 2025, arXiv:2406.07327", url="https://arxiv.org/abs/2406.07327", card="M11",
+    paper="Yan et al. 2025, arXiv:2406.07327", url="https://arxiv.org/abs/2406.07327", docs="flex_dpo",
     reference=_reference, validate=_validate,
     summary="DPO with separate temperatures for chosen (β⁺ = 0.1) and rejected (β⁻ = 0.08) log-ratios",
 )

@@ -1,6 +1,6 @@
 """Focal loss. Lin et al. 2017, "Focal Loss for Dense Object Detection", arXiv:1708.02002, eq. (5).
 
-Card C3 in shared/methods/classification.md. gamma = 2 is the paper's default (the LDAM-DRW code's
+docs/methods/focal.md. gamma = 2 is the paper's default (the LDAM-DRW code's
 long-tail baseline uses gamma = 1; set it per track if comparing against that table).
 
 Numerics: 1 - p_y is computed as -expm1(log p_y), which keeps it nonzero while p_y is within float32
@@ -36,7 +36,7 @@ def _reference():
 SPEC = MethodSpec(
     name="focal", kind="loss", fn=focal_loss, defaults={"gamma": 2.0},
     search={"gamma": ("uniform", 0.0, 5.0)},
-    paper="Lin et al. 2017, arXiv:1708.02002", url="https://arxiv.org/abs/1708.02002", card="C3", version=2,
+    paper="Lin et al. 2017, arXiv:1708.02002", url="https://arxiv.org/abs/1708.02002", docs="focal", version=2,
     reference=_reference, validate=_validate,
     summary="down-weights well-classified examples by (1 - p_y)^gamma",
 )

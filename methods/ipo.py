@@ -1,7 +1,7 @@
 """Identity Preference Optimisation (IPO). Azar et al. 2023, "A General Theoretical Paradigm to Understand
 Learning from Human Preferences", arXiv:2310.12036 (sampled IPO loss).
 
-Card M2 in shared/methods/preference.md: `L = (h̄ − 1/(2τ))²`. As in TRL (whose docs say the IPO authors
+docs/methods/ipo.md: `L = (h̄ − 1/(2τ))²`. As in TRL (whose docs say the IPO authors
 confirmed it), `h̄` is the margin of *length-averaged* log-ratios `Δ(y)/|y|`, not of sums. Regressing
 the margin onto a finite target is what stops IPO from driving `h → ∞` the way DPO can on
 deterministic preferences. τ is TRL's `beta`; here it is called `tau`.
@@ -33,7 +33,7 @@ def _reference():
 SPEC = MethodSpec(
     name="ipo", kind="pairwise", fn=ipo_loss, defaults={"tau": 0.1},
     search={"tau": ("choice", 0.01, 0.1, 0.5, 1.0)},
-    paper="Azar et al. 2023, arXiv:2310.12036", url="https://arxiv.org/abs/2310.12036", card="M2",
+    paper="Azar et al. 2023, arXiv:2310.12036", url="https://arxiv.org/abs/2310.12036", docs="ipo",
     reference=_reference, validate=_validate,
     summary="squared loss pulling the length-averaged log-ratio margin to 1/(2τ), τ = 0.1",
 )

@@ -1,6 +1,6 @@
 """Knowledge distillation. Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural
 Network", arXiv:1503.02531, §2: the baseline of the distillation cards C13-C15 in
-shared/methods/classification.md.
+docs/methods/kd.md.
 
 loss_i = (1 − α)·CE(z_i, y_i) + α·T²·KL(softmax(t_i/T) ‖ softmax(z_i/T)), t the frozen teacher's
 logits; T² keeps the soft term's gradient scale independent of T (paper §2). The paper gives no
@@ -44,7 +44,7 @@ SPEC = MethodSpec(
     name="kd", kind="loss", fn=kd, defaults={"alpha": 0.9, "temperature": 4.0},
     search={"alpha": ("uniform", 0.5, 1.0), "temperature": ("uniform", 1.0, 8.0)},
     needs=("teacher_logits",), teacher="stage",
-    paper="Hinton et al. 2015, arXiv:1503.02531", url="https://arxiv.org/abs/1503.02531", card="C13",
+    paper="Hinton et al. 2015, arXiv:1503.02531", url="https://arxiv.org/abs/1503.02531", docs="kd",
     reference=_reference, validate=_validate,
     summary="Hinton KD: (1 − α)·CE + α·T²·KL(teacher ‖ student) at temperature T",
 )

@@ -1,6 +1,6 @@
 """KTO: Model Alignment as Prospect Theoretic Optimization. Ethayarajh et al. 2024, arXiv:2402.01306.
 
-Card M14 in shared/methods/preference.md. Unpaired: each example is one response marked desirable or not.
+docs/methods/kto.md. Unpaired: each example is one response marked desirable or not.
 With `r = Δ(y)` and the reference point `z0 = max(0, KL estimate)` (detached, so it only shifts the
 threshold),
   desirable:   `λ_D (1 − σ(β(r − z0)))`,   undesirable:   `λ_U (1 − σ(β(z0 − r)))`.
@@ -40,7 +40,7 @@ def _reference():
 SPEC = MethodSpec(
     name="kto", kind="unpaired", fn=kto_loss, defaults={"beta": 0.1, "lambda_d": 1.0, "lambda_u": 1.0},
     search={"beta": ("choice", 0.03, 0.1, 0.3, 1.0)},
-    paper="Ethayarajh et al. 2024, arXiv:2402.01306", url="https://arxiv.org/abs/2402.01306", card="M14",
+    paper="Ethayarajh et al. 2024, arXiv:2402.01306", url="https://arxiv.org/abs/2402.01306", docs="kto",
     reference=_reference, validate=_validate,
     summary="unpaired sigmoid value of the log-ratio against a KL reference point, β = 0.1, λ_D = λ_U = 1",
 )

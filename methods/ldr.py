@@ -1,7 +1,7 @@
 """LDR-KL and adaptive ALDR-KL. Zhu, Ying, Yang, "Label Distributionally Robust Losses for Multi-class
 Classification: Consistency, Robustness and Adaptivity", ICML 2023, arXiv:2112.14869.
 
-Card C5 in shared/methods/classification.md. With margins d_k = z_k - z_y + c·1[k≠y],
+docs/methods/ldr.md. With margins d_k = z_k - z_y + c·1[k≠y],
 
     LDR-KL:  ℓ_λ = max_{q∈Δ} Σ_k q_k d_k - λ·KL(q ‖ 1/K) = λ·log((1/K) Σ_k exp(d_k/λ)),
 
@@ -132,7 +132,7 @@ LDR_KL = MethodSpec(
     # Reference-code defaults (card C5); λ = 10 collapses on clean long-tailed data, tune lam.
     defaults={"lam": 10.0, "c": 0.1, "normalize": "softplus_mean"},
     search={"lam": ("choice", 0.1, 1.0, 10.0)},
-    paper=_PAPER, url=_URL, card="C5", version=1, reference=_ref_ldr, validate=_validate_ldr,
+    paper=_PAPER, url=_URL, docs="ldr", version=1, reference=_ref_ldr, validate=_validate_ldr,
     summary="worst case over label distributions with a KL penalty: λ·logmeanexp(margins/λ)",
 )
 
@@ -140,7 +140,7 @@ ALDR_KL = MethodSpec(
     name="aldr_kl", kind="loss", fn=aldr_kl,
     defaults={"lam0": 10.0, "alpha": 2.0, "c": 0.1, "normalize": "l1_mean"},
     search={"lam0": ("choice", 0.1, 1.0, 10.0)},
-    paper=_PAPER, url=_URL, card="C5", version=1, reference=_ref_aldr, validate=_validate_aldr,
+    paper=_PAPER, url=_URL, docs="ldr", version=1, reference=_ref_aldr, validate=_validate_aldr,
     needs=("example_state",), init_state=lambda hp: float(hp["lam0"]),
     summary="LDR-KL with a per-example temperature that shrinks for confident examples",
 )

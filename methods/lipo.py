@@ -1,7 +1,7 @@
 """LiPO-λ: listwise preference optimisation with a LambdaLoss objective. Liu et al. 2024, "LiPO:
 Listwise Preference Optimization through Learning-to-Rank", arXiv:2402.01878.
 
-Card M10 in shared/methods/preference.md. For a list of K responses with graded labels ψ_i and
+docs/methods/lipo.md. For a list of K responses with graded labels ψ_i and
 scores s_i = β Δ(y_i):
 
     L = Σ_{i,j: ψ_i > ψ_j} Δ_ij ℓ(s_i − s_j),   Δ_ij = |G_i − G_j| · |1/D(τ_i) − 1/D(τ_j)|
@@ -82,7 +82,7 @@ SPEC = MethodSpec(
     name="lipo", kind="listwise", fn=lipo_lambda_loss,
     defaults={"beta": 0.05},  # β = 0.05 in the paper's setup (card M10, third-party reading: unverified)
     search={"beta": ("choice", 0.03, 0.05, 0.1, 0.3)},
-    paper="Liu et al. 2024, arXiv:2402.01878", url="https://arxiv.org/abs/2402.01878", card="M10",
+    paper="Liu et al. 2024, arXiv:2402.01878", url="https://arxiv.org/abs/2402.01878", docs="lipo",
     version=1, reference=_reference, validate=_validate,
     summary="listwise LambdaLoss on β-scaled log-ratios with NDCG lambda weights; NaN scores pad lists",
 )

@@ -2,7 +2,7 @@
 Alignment with *PO", arXiv:2407.15229 (published as "A Practical Analysis of Human Alignment with *PO",
 Findings of NAACL 2025).
 
-Card "LN-DPO" in shared/methods/preference.md: `L = ℓ(β[Δ(y_w)/|y_w| − Δ(y_l)/|y_l|])` (TRL's
+docs/methods/ln_dpo.md: `L = ℓ(β[Δ(y_w)/|y_w| − Δ(y_l)/|y_l|])` (TRL's
 `sigmoid_norm`). The per-token helpers below are shared by the other length-normalised losses
 (IPO, SimPO, RPO, ORPO).
 
@@ -37,7 +37,7 @@ def _reference():
 SPEC = MethodSpec(
     name="ln_dpo", kind="pairwise", fn=ln_dpo_loss, defaults={"beta": 1.0},
     search={"beta": ("choice", 0.5, 1.0, 2.0, 5.0)},
-    paper="Ahrabian et al. 2024, arXiv:2407.15229", url="https://arxiv.org/abs/2407.15229", card="LN-DPO",
+    paper="Ahrabian et al. 2024, arXiv:2407.15229", url="https://arxiv.org/abs/2407.15229", docs="ln_dpo",
     reference=_reference, validate=_validate,
     summary="DPO on per-token (length-normalised) log-ratios, β = 1 on the per-token scale",
 )

@@ -5,7 +5,7 @@ logit-adjusted loss ℓ = CE(z + τ log π, y), and the post-hoc correction, pre
 argmax_k z_k − τ log π_k after plain CE training. Ren et al., "Balanced Meta-Softmax for
 Long-Tailed Visual Recognition", NeurIPS 2020, arXiv:2007.10740: Balanced Softmax CE(z + log n, y),
 which is the τ = 1 LA loss (softmax ignores the constant log N). Card C4 in
-shared/methods/classification.md (formulas from the card; the papers' equation numbers unchecked).
+docs/methods/logit_adjustment.md (formulas from the card; the papers' equation numbers unchecked).
 
 In the log-prior a zero-count class is counted as one example instead of getting log 0 = −inf
 (the reference code adds 1e-12 inside the log for the same reason, which would give an empty class
@@ -71,7 +71,7 @@ _MENON_URL = "https://arxiv.org/abs/2007.07314"
 LA_LOSS = MethodSpec(
     name="logit_adjust", kind="loss", fn=logit_adjusted_loss, defaults={"tau": 1.0},
     search={"tau": ("uniform", 0.0, 2.0)},
-    paper=_MENON, url=_MENON_URL, card="C4", version=1, reference=_reference,
+    paper=_MENON, url=_MENON_URL, docs="logit_adjustment", version=1, reference=_reference,
     needs=("class_counts",), validate=_validate,
     summary="cross-entropy on logits shifted by τ·log prior (logit-adjusted loss)",
 )
@@ -79,14 +79,14 @@ LA_LOSS = MethodSpec(
 BALANCED_SOFTMAX = MethodSpec(
     name="balanced_softmax", kind="loss", fn=logit_adjusted_loss, defaults={"tau": 1.0},
     paper="Ren et al. NeurIPS 2020, arXiv:2007.10740", url="https://arxiv.org/abs/2007.10740",
-    card="C4", version=1, reference=_reference_bs, needs=("class_counts",), validate=_validate,
+    docs="logit_adjustment", version=1, reference=_reference_bs, needs=("class_counts",), validate=_validate,
     summary="cross-entropy on z + log n_k (Balanced Softmax; equals the τ = 1 LA loss)",
 )
 
 POSTHOC = MethodSpec(
     name="posthoc_la", kind="loss", fn=_ce_train, defaults={"tau": 1.0},
     search={"tau": ("uniform", 0.0, 2.0)},
-    paper=_MENON, url=_MENON_URL, card="C4", version=1, reference=_reference_posthoc,
+    paper=_MENON, url=_MENON_URL, docs="logit_adjustment", version=1, reference=_reference_posthoc,
     predict=posthoc_predict, validate=_validate,
     summary="plain CE training, predict with z − τ·log prior (post-hoc logit adjustment)",
 )

@@ -1,7 +1,7 @@
 """Margin-Adaptive DPO (MADPO). Rho 2025, "Margin Adaptive DPO: Leveraging Reward Model for Granular
 Control in Preference Optimization", arXiv:2510.05342.
 
-Card M7 in shared/methods/preference.md (official code): with a reward model's detached margin
+docs/methods/madpo.md (official code): with a reward model's detached margin
 `m = r_φ(x,y_w) − r_φ(x,y_l)`,
   `c(|m|) = c_min + (c_max − c_min) / (1 + k·exp(λ(|m| − τ)))`, `k = (c_max − 1)/(1 − c_min)`,
   `w = σ(c·m)/σ(m)` if `m > −τ`, else `w = 1`;   `L = w · ℓ(βh)`.
@@ -69,7 +69,7 @@ SPEC = MethodSpec(
     name="madpo", kind="pairwise", fn=madpo_loss,
     defaults={"beta": 0.1, "c_max": 2.0, "c_min": 0.5, "lam": 1.0, "tau": TAU},
     search={"beta": ("choice", 0.03, 0.1, 0.3, 1.0), "c_max": ("choice", 1.5, 2.0, 3.0)},
-    paper="Rho 2025, arXiv:2510.05342", url="https://arxiv.org/abs/2510.05342", card="M7",
+    paper="Rho 2025, arXiv:2510.05342", url="https://arxiv.org/abs/2510.05342", docs="madpo",
     reference=_reference, validate=_validate, needs=("rm_margin",),
     summary="DPO with a per-pair weight from a reward model's margin: hard pairs up, easy pairs down",
 )

@@ -1,7 +1,7 @@
 """Negative Preference Optimization (unlearning). Zhang, Lin, Bai, Mei 2024, "Negative Preference
 Optimization: From Catastrophic Collapse to Effective Unlearning", arXiv:2404.05868.
 
-Card M12 in shared/methods/preference.md. On forget-set responses only (no chosen response):
+docs/methods/npo.md. On forget-set responses only (no chosen response):
 
     L_NPO = (2/β) log(1 + (π_θ(y|x)/π_ref(y|x))^β) = −(2/β) log σ(−β Δ(y)) = (2/β) softplus(β Δ(y))
 
@@ -40,7 +40,7 @@ SPEC = MethodSpec(
     name="npo", kind="unlearning", fn=npo_loss,
     defaults={"beta": 0.1},  # official config/forget.yaml
     search={"beta": ("choice", 0.05, 0.1, 0.3, 1.0)},
-    paper="Zhang et al. 2024, arXiv:2404.05868", url="https://arxiv.org/abs/2404.05868", card="M12",
+    paper="Zhang et al. 2024, arXiv:2404.05868", url="https://arxiv.org/abs/2404.05868", docs="npo",
     version=1, reference=_reference, validate=_validate,
     summary="unlearning: (2/β)·softplus(β log π_θ/π_ref) on forget-set responses, β = 0.1",
 )

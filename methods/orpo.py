@@ -1,7 +1,7 @@
 """ORPO: Monolithic Preference Optimization without Reference Model. Hong, Lee & Thorne 2024,
 arXiv:2403.07691.
 
-Card M15 in shared/methods/preference.md: with `p(y) = exp(ℓ̄_θ(y))` (average log-prob) and
+docs/methods/orpo.md: with `p(y) = exp(ℓ̄_θ(y))` (average log-prob) and
 `odds = p/(1 − p)`, `L = NLL_avg(y_w) + λ·ℓ(log odds(y_w) − log odds(y_l))`. No reference model (the
 batch's reference log-probs are ignored); the NLL term makes it SFT and alignment in one stage.
 
@@ -57,7 +57,7 @@ def _reference():
 SPEC = MethodSpec(
     name="orpo", kind="pairwise", fn=orpo_loss, defaults={"lam": 0.1},
     search={"lam": ("choice", 0.05, 0.1, 0.25, 0.5)},
-    paper="Hong et al. 2024, arXiv:2403.07691", url="https://arxiv.org/abs/2403.07691", card="M15", version=2,
+    paper="Hong et al. 2024, arXiv:2403.07691", url="https://arxiv.org/abs/2403.07691", docs="orpo", version=2,
     reference=_reference, validate=_validate,
     summary="reference-free: token-average NLL of y_w plus λ·logistic loss on the log odds ratio, λ = 0.1",
 )

@@ -71,13 +71,13 @@ def _reference_global():
 
 SPEC = MethodSpec(
     name="orthograd", kind="grad_transform", fn=orthograd, defaults={"rescale": True},
-    paper=PAPER, url=URL, card="G3", reference=_reference,
+    paper=PAPER, url=URL, docs="orthograd", reference=_reference,
     summary="⊥Grad: gradient projected orthogonal to each weight tensor, rescaled to its norm (⊥AdamW under AdamW)",
 )
 
 GLOBAL = MethodSpec(
     name="orthograd_global", kind="grad_transform", fn=orthograd_global, defaults={"rescale": True},
-    paper=PAPER, url=URL, card="G3", reference=_reference_global,
+    paper=PAPER, url=URL, docs="orthograd", reference=_reference_global,
     summary="⊥Grad over all parameters as one vector (the per-tensor reference code's global variant)",
 )
 
@@ -85,6 +85,6 @@ RELEASED = MethodSpec(
     name="orthograd_released", kind="grad_transform", fn=orthograd,
     # the inner AdamW of the released script: torch's defaults (module docstring), lists like stablemax's betas
     defaults={"rescale": True, "betas": [0.9, 0.999], "eps": 1e-8}, optimizer_hparams=("betas", "eps"),
-    paper=PAPER, url=URL, card="G3", reference=_reference,
+    paper=PAPER, url=URL, docs="orthograd", reference=_reference,
     summary="⊥Grad per tensor with the released runs' inner AdamW (β₂ 0.999, ε 1e-8, not the flags' 0.99, 1e-25)",
 )

@@ -1,6 +1,6 @@
 """PGD adversarial training (Madry et al., ICLR 2018, "Towards Deep Learning Models Resistant to
 Adversarial Attacks", arXiv:1706.06083): CE on ℓ∞ PGD examples. The baseline of the adversarial
-methods (cards C11, C12 in shared/methods/classification.md); the trainer crafts the examples
+methods (docs/methods/pgd_at.md); the trainer crafts the examples
 under the protocol's `attack` (lossbench/adversarial.py), this module only scores them.
 """
 import torch
@@ -21,6 +21,6 @@ def _reference():
 
 SPEC = MethodSpec(
     name="pgd_at", kind="adversarial", fn=pgd_at, defaults={},
-    paper="Madry et al. 2018, arXiv:1706.06083", url="https://arxiv.org/abs/1706.06083", card="C11",
+    paper="Madry et al. 2018, arXiv:1706.06083", url="https://arxiv.org/abs/1706.06083", docs="pgd_at",
     reference=_reference, summary="PGD adversarial training: CE on ℓ∞ PGD examples",
 )

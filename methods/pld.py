@@ -1,5 +1,5 @@
 """Plackett-Luce Distillation. "PLD: A Choice-Theoretic List-Wise Knowledge Distillation"
-(arXiv:2506.12542, §4). Card C14 in shared/methods/classification.md.
+(arXiv:2506.12542, §4). docs/methods/pld.md.
 
 The teacher-optimal ranking π* puts the true class first, then the others by descending teacher
 logit. With student logits s and teacher softmax q = softmax(t/τ), the loss is the q-weighted
@@ -46,7 +46,7 @@ def _reference():
 SPEC = MethodSpec(
     name="pld", kind="loss", fn=pld, defaults={"tau": 4.0}, search={"tau": ("uniform", 1.0, 8.0)},
     needs=("teacher_logits",), teacher="stage",
-    paper="PLD 2025, arXiv:2506.12542", url="https://arxiv.org/abs/2506.12542", card="C14",
+    paper="PLD 2025, arXiv:2506.12542", url="https://arxiv.org/abs/2506.12542", docs="pld",
     reference=_reference, validate=_validate,
     summary="teacher-weighted Plackett-Luce likelihood of the ranking (target, then teacher order)",
 )

@@ -1,7 +1,7 @@
 """PreSelect: keep the chunks whose loss best predicts which models are better.
 
 Shum et al., "Predictive Data Selection: The Data That Predicts Is the Data That Teaches",
-arXiv:2503.00808. Card L4 in shared/methods/lm_pretraining.md.
+arXiv:2503.00808. docs/methods/preselect.md.
 
 Predictive strength (the card's reconstruction; the paper's exact formula is unverified): order the
 M reference checkpoints by held-out score; S(d) is the fraction of checkpoint pairs whose loss on
@@ -58,7 +58,7 @@ def _reference():
 
 SPEC = MethodSpec(
     name="preselect", kind="selection", fn=preselect, defaults={},
-    paper="Shum et al. 2025 (PreSelect), arXiv:2503.00808", url="https://arxiv.org/abs/2503.00808", card="L4",
+    paper="Shum et al. 2025 (PreSelect), arXiv:2503.00808", url="https://arxiv.org/abs/2503.00808", docs="preselect",
     reference=_reference, needs=("ref_losses", "ref_scores", "seed"),
     summary="PreSelect: keep chunks whose loss ranks the reference checkpoints like their held-out scores",
 )

@@ -1,7 +1,7 @@
 """PRIOR: token weights from a reference LM's probability of each target token.
 
 Chen, Peng, Zhang, Ji, "Prioritizing Image-Related Tokens Enhances Vision-Language Pre-Training",
-arXiv:2505.08971. Card L2 in shared/methods/lm_pretraining.md (text-only adaptation: the
+arXiv:2505.08971. docs/methods/prior.md (text-only adaptation: the
 reference is a short-context, small or bigram LM whose log-probs are precomputed per token).
 
 w_{i,t} ∝ g(p_ref(y_{i,t} | y_{i,<t})) with g decreasing, so tokens the reference finds hard get
@@ -52,7 +52,7 @@ SPEC = MethodSpec(
     name="prior", kind="token_weight", fn=prior_weights,
     defaults={"alpha": 1.0, "form": "one_minus_p", "clip": 10.0},  # clip: our choice, used by "inv_p" only
     search={"alpha": ("choice", 0.5, 1.0, 2.0)},
-    paper="Chen et al. 2025 (PRIOR), arXiv:2505.08971", url="https://arxiv.org/abs/2505.08971", card="L2",
+    paper="Chen et al. 2025 (PRIOR), arXiv:2505.08971", url="https://arxiv.org/abs/2505.08971", docs="prior",
     reference=_reference, validate=_validate,
     summary="token weights (1 − p_ref)^α from a reference LM, renormalised to mean 1 (α = 1)",
 )

@@ -27,7 +27,7 @@ def _reference():
 
 SPEC = MethodSpec(
     name="random_select", kind="selection", fn=random_select, defaults={},
-    paper="random-selection baseline (PreSelect/TAROT)", url="https://arxiv.org/abs/2503.00808", card="L4",
+    paper="random-selection baseline (PreSelect/TAROT)", url="https://arxiv.org/abs/2503.00808", docs="random_select",
     reference=_reference, needs=("num_chunks", "seed"),
     summary="uniform random subset of the training chunks at the track's selection ratio (seeded)",
 )

@@ -1,7 +1,7 @@
 """Robust DPO (rDPO). Chowdhury, Kini & Natarajan 2024, "Provably Robust DPO: Aligning Language Models with
 Noisy Feedback", ICML 2024, arXiv:2403.00409.
 
-Card M4 in shared/methods/preference.md: `L = [(1−ε) ℓ(βh) − ε ℓ(−βh)] / (1 − 2ε)`. The *minus* sign and
+docs/methods/rdpo.md: `L = [(1−ε) ℓ(βh) − ε ℓ(−βh)] / (1 − 2ε)`. The *minus* sign and
 the 1/(1−2ε) make it an unbiased estimate of the clean DPO loss under label flips with rate ε:
 `(1−ε) L(h) + ε L(−h) = ℓ(βh)`. Unlike cDPO (a plus sign) its gradient always pushes h up, with weight
 `β[(1−ε)σ(−βh) + εσ(βh)]/(1−2ε) > 0`; the loss itself is unbounded below (≈ −εβh/(1−2ε) for large h).
@@ -37,7 +37,7 @@ def _reference():
 SPEC = MethodSpec(
     name="rdpo", kind="pairwise", fn=rdpo_loss, defaults={"beta": 0.1, "eps": 0.1},
     search={"beta": ("choice", 0.03, 0.1, 0.3, 1.0), "eps": ("choice", 0.05, 0.1, 0.2, 0.3)},
-    paper="Chowdhury et al. 2024, arXiv:2403.00409", url="https://arxiv.org/abs/2403.00409", card="M4",
+    paper="Chowdhury et al. 2024, arXiv:2403.00409", url="https://arxiv.org/abs/2403.00409", docs="rdpo",
     reference=_reference, validate=_validate,
     summary="DPO debiased for label flips at rate ε (unbiased under noise), β = 0.1, ε = 0.1",
 )

@@ -1,7 +1,7 @@
 """RPO (DPO + SFT regulariser). Liu et al. 2024, "Provably Mitigating Overoptimization in RLHF: Your SFT
 Loss is Implicitly an Adversarial Regularizer", NeurIPS 2024, arXiv:2405.16436.
 
-Card M6 in shared/methods/preference.md: `L = L_DPO(β) + η·L_SFT` with `L_SFT = −log π_θ(y_w|x)` on the
+docs/methods/rpo.md: `L = L_DPO(β) + η·L_SFT` with `L_SFT = −log π_θ(y_w|x)` on the
 chosen response (the baseline distribution). The official repo has two variants, selected by `sft`:
 "sum" (cumulative NLL over response tokens, the alignment-handbook code) and "mean" (token-average NLL,
 the OpenRLHF code and TRL's `sft` term). We default to "mean" so η does not grow with response length.
@@ -64,7 +64,7 @@ SPEC = MethodSpec(
     name="rpo", kind="pairwise", fn=rpo_loss, defaults={"beta": 0.1, "eta": 0.005, "sft": "mean",
                                                                "nll_reduction": "pair_mean"},
     search={"beta": ("choice", 0.01, 0.05, 0.1), "eta": ("choice", 0.001, 0.005, 0.02, 0.1)},
-    paper="Liu et al. 2024, arXiv:2405.16436", url="https://arxiv.org/abs/2405.16436", card="M6",
+    paper="Liu et al. 2024, arXiv:2405.16436", url="https://arxiv.org/abs/2405.16436", docs="rpo",
     reference=_reference, validate=_validate,
     summary="DPO plus η-weighted token-average NLL of the chosen response, β = 0.1, η = 0.005",
 )

@@ -1,7 +1,7 @@
 """Self-distillation with ground-truth weighting. Borup & Andersen, NeurIPS 2021, "Even your
 Teacher Needs Guidance: Ground-Truth Targets Dampen Regularization Imposed by Self-Distillation"
 (arXiv:2102.13088; code Kennethborup/self_distillation). Card C15 in
-shared/methods/classification.md.
+docs/methods/self_distill.md.
 
 Round r ≥ 1 trains a fresh model of the same architecture on the targets
 m = α·onehot(y) + (1 − α)·softmax(f^(r−1)(x)), f^(0) the plain-CE model; the trainer runs round 0
@@ -56,7 +56,7 @@ SPEC = MethodSpec(
     defaults={"alpha": 0.6, "rounds": 2, "target_loss": "ce"},
     search={"alpha": ("uniform", 0.0, 1.0)}, needs=("teacher_logits",), teacher="self",
     trainer_hparams=("rounds",),
-    paper="Borup & Andersen 2021, arXiv:2102.13088", url="https://arxiv.org/abs/2102.13088", card="C15",
+    paper="Borup & Andersen 2021, arXiv:2102.13088", url="https://arxiv.org/abs/2102.13088", docs="self_distill",
     reference=_reference, validate=_validate,
     summary="rounds of self-distillation on α·one-hot + (1 − α)·previous-round softmax targets",
 )

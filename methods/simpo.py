@@ -1,7 +1,7 @@
 """SimPO: Simple Preference Optimization with a Reference-Free Reward. Meng, Xia & Chen 2024,
 arXiv:2405.14734.
 
-Card M5 in shared/methods/preference.md: `L = ℓ(β ℓ̄_θ(y_w) − β ℓ̄_θ(y_l) − γ)` with average log-probs
+docs/methods/simpo.md: `L = ℓ(β ℓ̄_θ(y_w) − β ℓ̄_θ(y_l) − γ)` with average log-probs
 `ℓ̄ = ℓ_θ(y)/|y|` and no reference model (the reference log-probs in the batch are ignored). γ is
 parametrised as `γ = β·r`, r = `gamma_beta_ratio`, as in the official repo since its later update.
 
@@ -37,7 +37,7 @@ def _reference():
 SPEC = MethodSpec(
     name="simpo", kind="pairwise", fn=simpo_loss, defaults={"beta": 2.0, "gamma_beta_ratio": 0.5},
     search={"beta": ("choice", 2.0, 2.5, 10.0), "gamma_beta_ratio": ("uniform", 0.0, 1.0)},
-    paper="Meng et al. 2024, arXiv:2405.14734", url="https://arxiv.org/abs/2405.14734", card="M5",
+    paper="Meng et al. 2024, arXiv:2405.14734", url="https://arxiv.org/abs/2405.14734", docs="simpo",
     reference=_reference, validate=_validate,
     summary="reference-free logistic loss on average log-probs with target margin γ = β·0.5, β = 2",
 )

@@ -1,7 +1,7 @@
 """Softmax cross-entropy at a chosen softmax precision, and the grokking track's CE controls.
 
-Prieto et al., ICLR 2025, "Grokking at the Edge of Numerical Stability" (arXiv:2501.04697), cards
-G1 and G4 in shared/methods/grokking.md. The reference code evaluates `log_softmax(z, dtype=d)`
+Prieto et al., ICLR 2025, "Grokking at the Edge of Numerical Stability" (arXiv:2501.04697);
+reference page docs/methods/softmax_ce.md. The reference code evaluates `log_softmax(z, dtype=d)`
 with d = float16/32/64 (`--softmax_precision`): once every logit gap exceeds ≈ ln 2^(m+1) (7.6,
 16.6, 36.7 for m = 10, 23, 52 mantissa bits) the shifted exp-sum rounds to exactly 1 and a correct
 example's loss and gradient vanish (Softmax Collapse). Higher precision only postpones that.
@@ -64,18 +64,18 @@ def _reference_wd():
 _COMMON = dict(fn=softmax_ce, paper=PAPER, url=URL, validate=_validate)
 
 CE_FP64 = MethodSpec(
-    name="ce_fp64", kind="loss", defaults={"softmax_precision": "float64"}, card="G4",
+    name="ce_fp64", kind="loss", defaults={"softmax_precision": "float64"}, docs="softmax_ce",
     reference=_reference_fp64, summary="softmax CE with the log-softmax in float64 (postpones Softmax Collapse)",
     **_COMMON)
 
 CE_FP16 = MethodSpec(
-    name="ce_fp16", kind="loss", defaults={"softmax_precision": "float16"}, card="G4",
+    name="ce_fp16", kind="loss", defaults={"softmax_precision": "float16"}, docs="softmax_ce",
     reference=_reference_fp16, summary="softmax CE with the log-softmax in float16 (collapses at logit gaps ≈ 7.6)",
     **_COMMON)
 
 # wd 1.0 is the usual grokking setting (card G1); the paper's MLP value is unverified, so the card sweeps {0.1, 1.0}.
 CE_WD = MethodSpec(
     name="ce_wd", kind="loss", defaults={"softmax_precision": "float32", "weight_decay": 1.0},
-    optimizer_hparams=("weight_decay",), search={"weight_decay": ("choice", 0.1, 1.0)}, card="G1",
+    optimizer_hparams=("weight_decay",), search={"weight_decay": ("choice", 0.1, 1.0)}, docs="softmax_ce",
     reference=_reference_wd, summary="float32 softmax CE trained with decoupled (AdamW) weight decay 1.0",
     **_COMMON)

@@ -1,7 +1,7 @@
 """SparsePO. Christopoulou et al. 2024, "SparsePO: Controlling Preference Alignment of LLMs via Sparse
 Token Masks", arXiv:2410.05102 (Findings of EMNLP 2025); code huawei-noah/HEBO/SparsePO.
 
-Card M8 in shared/methods/preference.md. A TDPO-1 objective whose per-token rewards and per-token KL
+docs/methods/sparsepo.md. A TDPO-1 objective whose per-token rewards and per-token KL
 terms are weighted by non-negative masks (ρ_t, κ_t as in the card's notation):
 
     u    = Σ_t m^u_t(y_w) ρ_t(y_w) − Σ_t m^u_t(y_l) ρ_t(y_l)
@@ -147,7 +147,7 @@ SPEC = MethodSpec(
     defaults={"beta": 0.1, "lambda_u": 0.001, "lambda_d": 0.001, "mode": "common"},
     search={"beta": ("choice", 0.1, 0.3, 0.8), "lambda_u": ("choice", 0.0, 0.001, 0.01),
             "lambda_d": ("choice", 0.0, 0.001, 0.01)},
-    paper="Christopoulou et al. 2024, arXiv:2410.05102", url="https://arxiv.org/abs/2410.05102", card="M8",
+    paper="Christopoulou et al. 2024, arXiv:2410.05102", url="https://arxiv.org/abs/2410.05102", docs="sparsepo",
     version=1, reference=_reference, needs=("token_logps", "token_kl", "token_masks"), validate=_validate,
     summary="TDPO-1 with learned sparse per-token masks on rewards and KL, L1 mask penalty",
 )

@@ -2,7 +2,7 @@
 "Self-supervised Preference Optimization: Enhance Your Language Model with Preference Degree
 Awareness", Findings of EMNLP 2024, arXiv:2409.17791.
 
-Card M13 in shared/methods/preference.md. What the paper's abstract states: an alignment loss plus a
+docs/methods/spo.md. What the paper's abstract states: an alignment loss plus a
 self-supervised preference-degree loss, `L = L_align + λ·L_SSL`, pluggable into DPO and its variants.
 
     L = ℓ(β h) + λ · CE(degree_logits, degree_labels)
@@ -91,6 +91,6 @@ SPEC = MethodSpec(
     defaults={"beta": 0.1, "lam": 0.5},
     search={"beta": ("choice", 0.03, 0.1, 0.3), "lam": ("choice", 0.1, 0.5, 1.0)},
     paper="Li et al. 2024 (EMNLP Findings), arXiv:2409.17791", url="https://arxiv.org/abs/2409.17791",
-    card="M13", version=1, reference=_reference, needs=("degree_logits",), validate=_validate,
+    docs="spo", version=1, reference=_reference, needs=("degree_logits",), validate=_validate,
     summary="SPO-style: DPO + λ·CE of a head predicting how much key content was deleted (our construction)",
 )

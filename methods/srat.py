@@ -1,6 +1,6 @@
 """SRAT — Separable Reweighted Adversarial Training. Wang, Xu, Liu, Li, Thuraisingham, Tang,
 "Imbalanced Adversarial Training with Reweighting" (arXiv:2107.13639). Card C11 in
-shared/methods/classification.md.
+docs/methods/srat.md.
 
 The paper's finding: under adversarial training on imbalanced data, plain class upweighting
 trades head-class for tail-class robustness because the learned features separate poorly; SRAT
@@ -68,7 +68,7 @@ SPEC = MethodSpec(
     name="srat", kind="adversarial", fn=srat,
     defaults={"beta": 0.9999, "switch": 0.8, "lam_sep": 0.1},
     search={"lam_sep": ("log_uniform", 0.1, 1.0)}, needs=("features", "class_counts", "progress"),
-    paper="Wang et al. 2021, arXiv:2107.13639", url="https://arxiv.org/abs/2107.13639", card="C11",
+    paper="Wang et al. 2021, arXiv:2107.13639", url="https://arxiv.org/abs/2107.13639", docs="srat",
     reference=_reference, validate=_validate,
-    summary="PGD-AT with deferred class weights + a feature-separability term (form unverified, card C11)",
+    summary="PGD-AT with deferred class weights + a feature-separability term (form unverified: our reconstruction)",
 )

@@ -1,5 +1,5 @@
 """StableMax cross-entropy. Prieto et al., ICLR 2025, "Grokking at the Edge of Numerical Stability"
-(arXiv:2501.04697), §5 and Proposition 1; card G2 in shared/methods/grokking.md.
+(arXiv:2501.04697), §5 and Proposition 1; docs/methods/stablemax.md.
 
     s(x) = x + 1 (x ≥ 0),  1 / (1 − x) (x < 0);   StableMax(z)_i = s(z_i) / Σ_j s(z_j)
     ℓ(z, y) = −log StableMax(z)_y
@@ -55,6 +55,6 @@ def _reference():
 SPEC = MethodSpec(
     name="stablemax", kind="loss", fn=stablemax_ce,
     defaults={"precision": "float64", "betas": [0.9, 0.999]}, optimizer_hparams=("betas",),
-    paper=PAPER, url=URL, card="G2", reference=_reference, validate=_validate,
+    paper=PAPER, url=URL, docs="stablemax", reference=_reference, validate=_validate,
     summary="StableMax cross-entropy: s(x) = x+1 / 1/(1−x) in place of exp, float64 (no Softmax Collapse)",
 )

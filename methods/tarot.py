@@ -1,7 +1,7 @@
 """TAROT: targeted data selection via whitened features and optimal transport.
 
 Feng, Nie, Liu, Alahi, "TAROT: Targeted Data Selection via Optimal Transport", arXiv:2412.00420.
-Card L5 in shared/methods/lm_pretraining.md; steps read in vita-epfl/TAROT@9077819
+docs/methods/tarot.md; steps read in vita-epfl/TAROT@9077819
 (tarot/data_selector.py), re-implemented without GeomLoss.
 
 1. Whitened feature distance: centre the stacked [candidates; targets] features X, Σ = XᵀX/n +
@@ -152,7 +152,7 @@ def _reference():
 
 SPEC = MethodSpec(
     name="tarot", kind="selection", fn=tarot, defaults={"mode": "fixed_size", "folds": 5, "ridge": 1e-5},
-    paper="Feng et al. ICML 2025 (TAROT), arXiv:2412.00420", url="https://arxiv.org/abs/2412.00420", card="L5",
+    paper="Feng et al. ICML 2025 (TAROT), arXiv:2412.00420", url="https://arxiv.org/abs/2412.00420", docs="tarot",
     reference=_reference, validate=_validate, needs=("chunk_features", "target_features"),
     summary="TAROT: whitened-feature cosine to a target set, rank layers filled to the budget, OT tie-break",
 )

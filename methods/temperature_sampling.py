@@ -2,14 +2,14 @@
 
 Li, Xu, Tan, Murray, Khashabi, "Upsample or Upweight? Balanced Training on Heavily Imbalanced
 Datasets", NAACL 2025, arXiv:2410.04579. Groups (languages in the paper) are classes here.
-Card C2 in shared/methods/classification.md.
+docs/methods/temperature_sampling.md.
 
 - Temperature sampling draws class k with q_k(τ) = n_k^{1/τ} / Σ_j n_j^{1/τ}: τ = 1 is proportional
   (q = π), τ -> ∞ uniform over the classes present (class-balanced resampling), τ = 2 square-root.
 - Scalarization samples proportionally and multiplies the loss of class k by q_k(τ)/π_k: same
   objective (Theorem 1), larger minibatch-gradient variance (Theorem 2).
 - Cooldown: τ_start = 5 for the first half of training, then τ_end = 1 (one switch, decreasing).
-  The paper's schedule is unverified (card L3 in shared/methods/lm_pretraining.md); the card also
+  The paper's schedule is unverified (docs/methods/temperature_sampling.md); the card also
   asks for a linear-decay variant: τ_start until the switch, then linear in progress to τ_end at
   the end of training (`cooldown_linear`).
 
@@ -106,14 +106,14 @@ _URL = "https://arxiv.org/abs/2410.04579"
 
 RESAMPLE = MethodSpec(
     name="resample", kind="sampler", fn=class_balanced_sampling, defaults={},
-    paper=_PAPER, url=_URL, card="C2", version=1, reference=_ref_resample,
+    paper=_PAPER, url=_URL, docs="temperature_sampling", version=1, reference=_ref_resample,
     summary="class-balanced resampling: every present class drawn equally often (τ -> ∞)",
 )
 
 TEMP_SAMPLE = MethodSpec(
     name="temp_sample", kind="sampler", fn=temperature_sampling, defaults={"tau": 5.0},
     search={"tau": ("choice", 1.0, 2.0, 5.0, 100.0)},
-    paper=_PAPER, url=_URL, card="C2", version=1, reference=_ref_temp_sample,
+    paper=_PAPER, url=_URL, docs="temperature_sampling", version=1, reference=_ref_temp_sample,
     validate=_validate_tau,
     summary="temperature sampling: class k drawn with prob ∝ n_k^(1/τ), static τ = 5",
 )
@@ -122,7 +122,7 @@ COOLDOWN = MethodSpec(
     name="cooldown", kind="sampler", fn=cooldown,
     defaults={"tau_start": 5.0, "tau_end": 1.0, "switch": 0.5},
     search={"tau_start": ("choice", 2.0, 5.0, 10.0), "switch": ("choice", 0.25, 0.5, 0.75)},
-    paper=_PAPER, url=_URL, card="C2", version=1, reference=_ref_cooldown,
+    paper=_PAPER, url=_URL, docs="temperature_sampling", version=1, reference=_ref_cooldown,
     validate=_validate_cooldown,
     summary="Cooldown: temperature sampling with τ = 5 for the first half, then τ = 1",
 )
@@ -131,7 +131,7 @@ COOLDOWN_LINEAR = MethodSpec(
     name="cooldown_linear", kind="sampler", fn=cooldown_linear,
     defaults={"tau_start": 5.0, "tau_end": 1.0, "switch": 0.5},
     search={"tau_start": ("choice", 2.0, 5.0, 10.0), "switch": ("choice", 0.25, 0.5, 0.75)},
-    paper=_PAPER, url=_URL, card="L3", version=1, reference=_ref_cooldown_linear,
+    paper=_PAPER, url=_URL, docs="temperature_sampling", version=1, reference=_ref_cooldown_linear,
     validate=_validate_cooldown,
     summary="Cooldown, linear decay: τ = 5 for the first half, then linearly down to τ = 1 at the end",
 )
@@ -139,7 +139,7 @@ COOLDOWN_LINEAR = MethodSpec(
 TEMP_UPWEIGHT = MethodSpec(
     name="temp_upweight", kind="reweight", fn=temperature_upweight, defaults={"tau": 5.0},
     search={"tau": ("choice", 2.0, 5.0, 100.0)},
-    paper=_PAPER, url=_URL, card="C2", version=1, reference=_ref_upweight,
+    paper=_PAPER, url=_URL, docs="temperature_sampling", version=1, reference=_ref_upweight,
     needs=("class_counts",), validate=_validate_tau,
     summary="scalarization: proportional sampling, loss of class y weighted by q_y(τ)/π_y, τ = 5",
 )

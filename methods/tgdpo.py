@@ -2,7 +2,7 @@
 Reward Guidance for Enhancing Direct Preference Optimization", arXiv:2506.14574; code
 dvlab-research/TGDPO (LLaMA-Factory based).
 
-Card M9 in shared/methods/preference.md. A frozen guidance policy π_g gives a token reward
+docs/methods/tgdpo.md. A frozen guidance policy π_g gives a token reward
 `r̂_t(y) = β (log π_g(y_t|s_t) − log π_ref(y_t|s_t))`, which rescales each token's log-ratio ρ_t:
 
     L = ℓ( Σ_t β (1 + α r̂_t(y_w)) ρ_t(y_w) − Σ_t β (1 − α r̂_t(y_l)) ρ_t(y_l) )
@@ -66,7 +66,7 @@ SPEC = MethodSpec(
     # official example config (examples/llama3_8b_instruct_tgdpo.yaml): pref_beta 0.1, tgdpo_alpha 0.5
     defaults={"beta": 0.1, "alpha": 0.5},
     search={"beta": ("choice", 0.03, 0.1, 0.3), "alpha": ("choice", 0.2, 0.5, 1.0)},
-    paper="Zhu et al. 2025 (ICML), arXiv:2506.14574", url="https://arxiv.org/abs/2506.14574", card="M9",
+    paper="Zhu et al. 2025 (ICML), arXiv:2506.14574", url="https://arxiv.org/abs/2506.14574", docs="tgdpo",
     version=1, reference=_reference, needs=("token_logps", "guide_token_logps"), validate=_validate,
     summary="DPO with per-token β scaled by a frozen guide policy's token reward, α = 0.5",
 )

@@ -1,6 +1,6 @@
 """Uniform sample weights: the ERM baseline of the LM-pretraining track.
 
-Card notation in shared/methods/lm_pretraining.md: "Uniform" is the token-weighted mean
+docs/methods/uniform.md: "Uniform" is the token-weighted mean
 Σ_i Σ_t ℓ_{i,t} / Σ_i n_i. With w_i = 1/N the trainer's N·Σ_i w_i·(n_i/Σ_j n_j)·ℓ_i is exactly
 that mean, so every `sample_weight` method is compared against the same loss scale.
 """
@@ -22,6 +22,6 @@ def _reference():
 
 SPEC = MethodSpec(
     name="uniform", kind="sample_weight", fn=uniform_weights, defaults={},
-    paper="token-mean cross-entropy baseline", url="https://en.wikipedia.org/wiki/Cross-entropy", card="L1",
+    paper="token-mean cross-entropy baseline", url="https://en.wikipedia.org/wiki/Cross-entropy", docs="uniform",
     reference=_reference, summary="plain next-token prediction: every sequence weighted 1/N (token mean)",
 )

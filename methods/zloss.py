@@ -1,7 +1,7 @@
 """z-loss: a penalty α·lse(z)² on the softmax log-normaliser, pushing log Z towards 0 for stability.
 
 PaLM (Chowdhery et al. 2022, arXiv:2204.02311), α = 1e-4; card L8 in
-shared/methods/lm_pretraining.md. Not the spherical "Z-loss" of de Brébisson & Vincent
+docs/methods/zloss.md. Not the spherical "Z-loss" of de Brébisson & Vincent
 (methods/zloss_spherical.py), a different loss with a colliding name.
 
 The per-token lse comes from the loss layer (lossbench/lm_loss.py), so the penalty costs nothing
@@ -32,6 +32,6 @@ SPEC = MethodSpec(
     name="zloss", kind="token_penalty", fn=z_loss, defaults={"alpha": 1e-4},
     search={"alpha": ("choice", 1e-5, 1e-4, 1e-3)},
     paper="Chowdhery et al. 2022 (PaLM z-loss), arXiv:2204.02311", url="https://arxiv.org/abs/2204.02311",
-    card="L8", reference=_reference, validate=_validate,
+    docs="zloss", reference=_reference, validate=_validate,
     summary="PaLM z-loss: adds α·log²Z per token to the cross-entropy, α = 1e-4",
 )

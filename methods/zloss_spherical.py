@@ -1,7 +1,7 @@
 """Spherical Z-loss. de Brébisson & Vincent 2016, "The Z-loss: a shift and scale invariant classification
 loss belonging to the Spherical Family", arXiv:1604.08859.
 
-Card C6 in shared/methods/classification.md. Not the PaLM "z-loss" (a log²Z penalty). Standardise the
+docs/methods/zloss_spherical.md. Not the PaLM "z-loss" (a log²Z penalty). Standardise the
 logits, ẑ_y = (z_y - mean_k z_k) / std_k(z), then ℓ = (1/a)·softplus(a·(b - ẑ_y)). The loss depends on z
 only through ẑ, so ℓ(αz + β) = ℓ(z) for α > 0; note ẑ_y ≤ sqrt(K - 1), so b above that never saturates.
 
@@ -44,6 +44,6 @@ SPEC = MethodSpec(
     defaults={"a": 1.0, "b": 0.0},  # authors' example code, not tuned values from the paper (docstring)
     search={"a": ("choice", 0.1, 1.0, 10.0), "b": ("choice", 0.0, 1.0, 5.0, 10.0)},
     paper="de Brébisson & Vincent 2016, arXiv:1604.08859", url="https://arxiv.org/abs/1604.08859",
-    card="C6", version=1, reference=_reference, validate=_validate,
+    docs="zloss_spherical", version=1, reference=_reference, validate=_validate,
     summary="softplus of the standardised true-class logit; shift and scale invariant",
 )

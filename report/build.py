@@ -259,6 +259,34 @@ def devices_used(runs: list[dict]) -> list[str]:
     return [f"{name}: {n} runs" for name, n in counts.value_counts().items()] if len(counts) else []
 
 
+def _repo_root() -> Path:
+    here = Path(__file__).resolve()
+    return next((p for p in here.parents if (p / "pyproject.toml").exists()), here.parent.parent)
+
+
+def docs_links(method_meta: Mapping, out_dir: Path, docs_base: str | None = None) -> dict[str, str]:
+    """method -> link to its reference page (docs/methods/<page>.md). The page is the methods.json
+    entry's `docs`, or for a methods.json written before that field, the registered spec's. With
+    `docs_base` (e.g. a repository URL, or LOSSBENCH_DOCS_BASE) the link is `<docs_base>/<page>`,
+    else a path relative to the report folder, which resolves inside a checkout."""
+    docs_base = docs_base if docs_base is not None else os.environ.get("LOSSBENCH_DOCS_BASE")
+    links = {}
+    for name, m in method_meta.items():
+        page = (m or {}).get("docs")
+        if not page:
+            try:
+                from lossbench import methods as registry
+            except ImportError:
+                import methods as registry
+            try:
+                page = registry.get(name).docs_path
+            except (KeyError, ImportError):
+                continue
+        links[name] = (f"{docs_base.rstrip('/')}/{page}" if docs_base
+                       else Path(os.path.relpath(_repo_root() / page, Path(out_dir).resolve())).as_posix())
+    return links
+
+
 def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "lossbench report",
                  note: str | None = None, level: float | None = None,
                  layout_path: Path | str = LAYOUT_PATH,
@@ -308,7 +336,7 @@ def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "los
     html = env.get_template("index.html.j2").render(
         title=title, note=note, level=level, provenance=prov,
         tracks=[track_section(t, board, data, layout, level, out) for t in tracks], kernels=kernel_ctx,
-        methods=data["methods"], fmt_mapping=fmt_mapping, legend=legend(level),
+        methods=data["methods"], docs=docs_links(data["methods"], out), fmt_mapping=fmt_mapping, legend=legend(level),
         claims=claims, claims_rule=claims_mod.RULE, failed=failed,
         devices=devices)
     _write(out / "index.html", html)

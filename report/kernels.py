@@ -1,4 +1,4 @@
-"""The kernels benchmark's report section and claims (card shared/methods/kernels.md).
+"""The kernels benchmark's report section and claims (lossbench/kernels/registry.py).
 
 Reads results/<profile>/kernels.csv (lossbench.runner.aggregate_kernels: the benchmark's tidy
 rows, one per grid point × implementation × metric) and kernels.json (baselines and each slice's

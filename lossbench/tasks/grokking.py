@@ -1,5 +1,5 @@
 """The grokking task: full-batch training on an algorithmic dataset until (or whether) the test
-accuracy jumps long after the training set is fit (shared/methods/grokking.md).
+accuracy jumps long after the training set is fit (Prieto et al., ICLR 2025, arXiv:2501.04697).
 
 One run per (method, seed) trains with lossbench.grokking; every method of a seed shares the
 train/val/test split (data seed; data/algorithmic.py: split_train_val_test) and the model init, so

@@ -1,5 +1,5 @@
 """The LM-pretraining task: a causal LM trained under one token budget, methods that reweight
-samples, tokens or domains, or select data (shared/methods/lm_pretraining.md).
+samples, tokens or domains, or select data (docs/methods/README.md, LM-pretraining track).
 
 Stages (workflows/lm_pretraining.smk): prepare the corpus (data.lm_corpus / data.hub_corpus) →
 [reference LM per (protocol, dataset, seed), for methods that need one] → train(method, variant,

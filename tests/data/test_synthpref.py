@@ -1,4 +1,4 @@
-"""SynthPref (shared/methods/preference.md, SynthPref): gold reward by hand, sampling, labels, packing."""
+"""SynthPref (docs/methods/README.md, preference track, SynthPref): gold reward by hand, sampling, labels, packing."""
 import numpy as np
 import pytest
 

@@ -21,7 +21,7 @@ ATTACK = {"eps": 0.3, "step_size": 0.1, "steps": 3, "eval_steps": 5}
 
 def _spec(name="probe", kind="loss", fn=None, needs=(), **kw):
     return MethodSpec(name=name, kind=kind, fn=fn or (lambda logits, targets, **_: cross_entropy(logits, targets)),
-                      defaults=kw.pop("defaults", {}), paper="test", url="https://example.org", card="T",
+                      defaults=kw.pop("defaults", {}), paper="test", url="https://example.org", docs="T",
                       needs=tuple(needs), **kw)
 
 

@@ -1,5 +1,5 @@
 """The preference engine (lossbench/preference.py) on a tiny LM and SynthPref data, its metrics by hand,
-and the card's bandit toy (shared/methods/preference.md: "Bandit toy", M11, E1, E2)."""
+and the card's bandit toy (docs/methods/README.md, preference track: "Bandit toy", M11, E1, E2)."""
 import copy
 import dataclasses
 import math

@@ -63,7 +63,7 @@ def test_nan_loss_is_recorded_as_diverged():
     def explode(logits, targets):
         return logits.sum(1) * float("nan")
 
-    spec = MethodSpec(name="explode", kind="loss", fn=explode, defaults={}, paper="-", url="http://x", card="-")
+    spec = MethodSpec(name="explode", kind="loss", fn=explode, defaults={}, paper="-", url="http://x", docs="-")
     res = train(_toy(), spec, {}, PROTO, 1, 2)
     assert res.status == "diverged" and res.diverged_at_step == 0 and res.test_scores is None
 

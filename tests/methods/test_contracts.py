@@ -1,5 +1,6 @@
 """Contracts every registered method must keep, whatever its kind (conventions §8)."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,6 +8,8 @@ import torch
 from lossbench import methods
 from lossbench.methods.base import KINDS, MethodSpec, PairBatch
 from lossbench.methods.selection import budget
+
+ROOT = Path(__file__).resolve().parents[2]
 
 NAMES = list(methods.REGISTRY)
 K, B = 5, 16
@@ -158,7 +161,8 @@ def _call(spec: MethodSpec, *data, progress=0.5):
 def test_spec_fields(name):
     spec = methods.get(name)
     assert spec.name == name and spec.kind in KINDS
-    assert spec.paper and spec.url.startswith("http") and spec.card and spec.summary
+    assert spec.paper and spec.url.startswith("http") and spec.summary
+    assert spec.docs and (ROOT / spec.docs_path).is_file(), f"{name}: no page {spec.docs_path}"
     assert spec.version >= 1 and spec.reference is not None
     assert set(spec.search) <= set(spec.defaults)
 

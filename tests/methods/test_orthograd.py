@@ -101,7 +101,7 @@ def test_released_variant_steps_inner_adamw_with_torch_defaults():
 
     protocol_opt = {"name": "adamw", "lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-25, "weight_decay": 0.0}
     released, plain = methods.get("orthograd_released"), methods.get("orthograd")
-    assert released.fn is plain.fn and released.card == plain.card == "G3"
+    assert released.fn is plain.fn and released.docs == plain.docs == "orthograd"
     model = build_model(4, [8], 3, 0)
     for spec, betas, eps in ((released, (0.9, 0.999), 1e-8), (plain, (0.9, 0.99), 1e-25)):
         fn_hp, opt_hp = spec.split_hparams(spec.hparams())

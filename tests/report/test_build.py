@@ -88,7 +88,7 @@ def write_fixture(d: Path) -> Path:
                            "datasets": DATASETS, "budget": {"steps": 50, "batch_size": 32}}}}))
     (d / "methods.json").write_text(json.dumps({
         m: {"kind": "loss", "paper": f"{m} paper", "url": f"https://example.org/{m}",
-            "card": "C0", "summary": f"{m} summary", "version": 1, "defaults": hp}
+            "docs": "docs/methods/erm.md", "summary": f"{m} summary", "version": 1, "defaults": hp}
         for m, hp in METHODS.items()}))
     return d
 
