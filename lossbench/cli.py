@@ -574,11 +574,10 @@ def _stdout_closed() -> int:
 
 
 def main(argv=None):
-    # --- checkout check (first, before anything else): running from a different checkout than the
-    # --- installed one exits with one line (lossbench.check_checkout, from the lossbench.* namespace change).
+    # first: run inside another checkout than the installed code's, exit with one line saying so
     import lossbench
 
-    getattr(lossbench, "check_checkout", lambda: None)()
+    lossbench.check_checkout()
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv

@@ -21,10 +21,7 @@ from pathlib import Path
 
 import yaml
 
-try:
-    from lossbench import methods
-except ImportError:  # before the methods package moves under the lossbench namespace
-    import methods
+from lossbench import methods
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "methods"

@@ -274,10 +274,8 @@ def docs_links(method_meta: Mapping, out_dir: Path, docs_base: str | None = None
     for name, m in method_meta.items():
         page = (m or {}).get("docs")
         if not page:
-            try:
-                from lossbench import methods as registry
-            except ImportError:
-                import methods as registry
+            from lossbench import methods as registry
+
             try:
                 page = registry.get(name).docs_path
             except (KeyError, ImportError):
