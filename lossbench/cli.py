@@ -458,7 +458,13 @@ def _verify(args):
 
 # ---------------------------------------------------------------- parser
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the examples' line breaks and shows defaults."""
+    """Keeps the examples' line breaks and shows defaults (not a None one, nor one the help states)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False, []) or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def _sub(sub, name, help_, epilog, description=None):
