@@ -1,6 +1,6 @@
 """Headline claims of the implemented papers, checked against the measured paired differences.
 
-`report/claims.yaml` lists one entry per paper: the claim in words, where it was read, and one or
+`report/claims.yaml` lists one entry per paper: its own url, the claim in words, where it was read, and one or
 more tests {track (optional), datasets, metric, baseline, direction, margin (for "equal"),
 min_steps (optional: {steps, why}, a claim that needs a longer run than the profile's budget)}.
 Dataset names may be glob patterns (`*_sym*`); names absent from the results count as "no runs".
@@ -37,8 +37,21 @@ RULE = (
     "claimed/opposite side, ≠ one that excludes zero for an equality claim.")
 
 
+def check_url(entry: Mapping) -> str:
+    """The entry's own paper url; a claim never borrows a method's url (whose paper may be another one)."""
+    url = entry.get("url")
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+        raise ValueError(f"claims.yaml entry {entry.get('paper')!r} has no url of its own (got {url!r}): "
+                         "give it the paper's arXiv abs or venue page")
+    return url
+
+
 def load_claims(path: Path | str = CLAIMS_PATH) -> list[dict]:
-    return yaml.safe_load(Path(path).read_text())["claims"]
+    """The entries of claims.yaml; ValueError if one has no url of its own."""
+    claims = yaml.safe_load(Path(path).read_text())["claims"]
+    for entry in claims:
+        check_url(entry)
+    return claims
 
 
 def _datasets(patterns: list[str], present: list[str]) -> list[str]:
@@ -200,6 +213,7 @@ def evaluate(claims: list[dict], summary: pd.DataFrame, level: float,
 
     out = []
     for entry in claims:
+        url = check_url(entry)  # the entry's own paper; no fallback to a method's url
         tests = entry.get("tests") or ([entry["test"]] if entry.get("test") else [])
         rows = [kernel_claims.claim_row(m, t, entry, kernels) if "bench" in t else
                 _row(m, t, entry, summary, level, metrics, provenance) for t in tests for m in entry["methods"]]
@@ -207,6 +221,6 @@ def evaluate(claims: list[dict], summary: pd.DataFrame, level: float,
             rows = [{"method": m, "baseline": "", "direction": "", "metric": "", "measured": [],
                      "verdict": NOT_TESTABLE, "reason": entry.get("not_testable_reason", "no test")}
                     for m in entry["methods"]]
-        out.append({**{k: entry.get(k, "") for k in ("paper", "url", "claim", "source")},
-                    "rows": rows})
+        out.append({**{k: entry.get(k, "") for k in ("paper", "claim", "source")},
+                    "url": url, "rows": rows})
     return out

@@ -216,7 +216,7 @@ def _grok_summary(gain: float) -> pd.DataFrame:
     (20000, -0.002, "not reproduced"),             # long enough: a null result is a null result
 ])
 def test_claim_needing_a_longer_budget(steps, gain, expected):
-    entry = {"paper": "p", "methods": ["stablemax"], "claim": "c", "tests": [
+    entry = {"paper": "p", "url": "https://example.org/p", "methods": ["stablemax"], "claim": "c", "tests": [
         {"track": "grokking", "datasets": ["d"], "metric": "test/max_accuracy", "baseline": "erm",
          "direction": "higher", "min_steps": {"steps": 20000, "why": "slow"}}]}
     prov = {"tracks": {"grokking": {"budget": {"short": {"budget": {"steps": steps}}}}}}
@@ -232,10 +232,25 @@ def test_claim_reads_only_its_track_and_pairs_where_both_ran():
             for t, d, ms in (("classification", "a_lt", ("erm", "kd")), ("classification", "b_sym", ("erm",)),
                              ("lm", "corpus", ("erm", "kd")))
             for m in ms for s in range(3)]
-    entry = {"paper": "p", "methods": ["kd"], "claim": "c", "tests": [
+    entry = {"paper": "p", "url": "https://example.org/p", "methods": ["kd"], "claim": "c", "tests": [
         {"track": "classification", "datasets": ["*"], "metric": "test/accuracy", "baseline": "erm",
          "direction": "higher"}]}
     row = claims.evaluate([entry], pd.DataFrame(rows), 0.95, {})[0]["rows"][0]
     assert row["verdict"] == "reproduced"
     assert "corpus" not in row["reason"] + " ".join(row["measured"])  # another track's dataset
     assert "b_sym: no runs" in row["measured"]  # kd did not run there: not "no finite values"
+
+
+def test_claims_table_links_each_paper_to_its_own_url(built):
+    """Every claims-table row group links the entry's own url (never a method's: the fixture's
+    methods.json points every method at example.org), in claims.yaml order."""
+    import html as html_mod
+    import re
+
+    _, html = built
+    section = html[html.find('<section id="claims">'):html.find("</section>", html.find('<section id="claims">'))]
+    linked = [(html_mod.unescape(url), html_mod.unescape(paper)) for url, paper in
+              re.findall(r'<td rowspan="\d+"><a href="([^"]*)">([^<]*)</a>', section)]
+    entries = claims.load_claims()
+    assert linked == [(e["url"], e["paper"]) for e in entries]
+    assert "example.org" not in section and "wikipedia" not in section
