@@ -326,9 +326,6 @@ def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "los
     claims = claims_mod.evaluate(claims_mod.load_claims(claims_path),
                                  pd.concat([summary, data["axis_summary"]], ignore_index=True), level,
                                  layout["metrics"], kernel_rows, prov)
-    for c in claims:  # link a claim to its first method's paper when the entry gives no url
-        c["url"] = c["url"] or next((data["methods"].get(r["method"], {}).get("url")
-                                     for r in c["rows"] if r["method"] in data["methods"]), "")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)
     html = env.get_template("index.html.j2").render(
