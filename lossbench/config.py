@@ -154,13 +154,19 @@ def _validate_part(cfg: dict, subschema: dict, where: str) -> None:
         raise ConfigError(f"{where}: {path}: {_schema_message(error)}")
 
 
+def _close_matches(name, valid) -> list[str]:
+    return difflib.get_close_matches(str(name), [str(v) for v in valid], n=3)
+
+
 def _did_you_mean(name, valid) -> str:
-    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=3)
+    """` Did you mean a, b?` (a sentence of its own) or ''."""
+    close = _close_matches(name, valid)
     return f" Did you mean {', '.join(close)}?" if close else ""
 
 
 def _close_hint(name, valid) -> str:
-    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=3)
+    """` (did you mean a, b?)` (inside a sentence) or ''."""
+    close = _close_matches(name, valid)
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
@@ -229,9 +235,7 @@ def require_dataset_task(proto: dict, where: str, task: str) -> None:
 
 
 def unknown_name(kind: str, name: str, valid, where: str) -> ConfigError:
-    close = difflib.get_close_matches(name, list(valid), n=3)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    return ConfigError(f"{where}: unknown {kind} {name!r}.{hint} Valid: {', '.join(sorted(valid))}")
+    return ConfigError(f"{where}: unknown {kind} {name!r}.{_did_you_mean(name, valid)} Valid: {', '.join(sorted(valid))}")
 
 
 def method_hparams(method: str, overrides: dict, where: str) -> dict:

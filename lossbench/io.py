@@ -173,14 +173,11 @@ def read_sidecar(path) -> str | None:
     return parts[0]
 
 
-def check_sidecar(path, actual: str | None = None, required: bool = False) -> str | None:
+def check_sidecar(path, actual: str | None = None) -> str | None:
     """Check `path` against its sidecar (`actual`: its sha256 if already computed); returns the
-    sha256. No sidecar: an error where `required`, else None (files made outside the pipeline)."""
+    sha256, or None where there is no sidecar (files made outside the pipeline)."""
     expected = read_sidecar(path)
     if expected is None:
-        if required:
-            raise IntegrityError(path, "(no record)", actual or sha256_file(path), sidecar(path),
-                                 "the step that writes the file records it; rerun that step")
         return None
     if actual is None:
         return check_sha256(path, expected, sidecar(path), "rerun the step that writes it")

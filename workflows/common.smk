@@ -144,8 +144,7 @@ def retry_token(wildcards):
     failure history (failures.jsonl, which Snakemake never deletes: it is no declared output)."""
     from lossbench import runner
 
-    n = len(runner.failure_history(RUN_DIR.format(**wildcards)))
-    return f"retry after {n} failed attempts" if n else ""
+    return runner.retry_token(RUN_DIR.format(**wildcards))
 
 
 def failed_runs(profile):
