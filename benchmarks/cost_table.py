@@ -457,7 +457,7 @@ def representatives(profiles) -> dict:
         def rank(job):
             wc = job.wildcards
             t = tracks.get(wc.get("track"))
-            ds = t and [d for p in t["protocols"].values() for d in p["datasets"]]
+            ds = t and lbconfig.track_datasets(t)
             return (t is not None and wc.get("method") != t["baseline"], ds.index(wc["dataset"]) if ds and "dataset" in wc else 0,
                     int(wc.get("seed", 0)), wc.get("variant", ""))
 

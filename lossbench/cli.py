@@ -29,7 +29,7 @@ name it there too, or Snakemake stops with a config error before any job (it wou
 results/<profile>/'s tables and report with the subset's):
 
     snakemake --cores 2 --config profile=focal_only only_tracks=[classification] \\
-        datasets=[mnist1d_lt100] methods=[ce,focal] seeds=[0]          # -> results/focal_only/
+        datasets=[mnist1d_lt100] methods=[erm,focal] seeds=[0]         # -> results/focal_only/
 
 Rerun one run of a profile whose files are up to date (Snakemake 9): the targets first, then
 --forcerun and the rule (--forcerun takes any number of values, so a target after it is read as a rule
@@ -92,9 +92,11 @@ def _list(args):
     if what in ("datasets", "all"):
         out["datasets"] = [{"name": n, "description": data.describe(n)} for n in data.names()]
     if what in ("tracks", "all"):
+        from lossbench.config import track_datasets
+
         cfg, tracks = _load_profile(args.config)
         out["profile"] = {"config": str(args.config), "name": cfg["profile"]}
-        out["tracks"] = {name: {"task": t["task"], "datasets": _datasets_of(t), "methods": t["methods"],
+        out["tracks"] = {name: {"task": t["task"], "datasets": track_datasets(t), "methods": t["methods"],
                                 "seeds": t["seeds"]} for name, t in tracks.items()}
     if args.format == "json":
         print(json.dumps(out, indent=2))
@@ -113,10 +115,6 @@ def _list(args):
             print(f"  {name}: {len(t['datasets'])} datasets x {len(t['methods'])} methods x {len(t['seeds'])} seeds")
             print(f"    datasets: {', '.join(t['datasets'])}")
     return EXIT_OK
-
-
-def _datasets_of(track: dict) -> list[str]:
-    return [d for p in track["protocols"].values() for d in p["datasets"]]
 
 
 def _load_profile(path):
@@ -165,7 +163,7 @@ def infer_tracks(tracks: dict, datasets: list[str], track: str | None, where: st
 
     if track is not None and track not in tracks:
         raise lbconfig.unknown_name("track", track, tracks, f"{where}: --track")
-    owners = {name: _datasets_of(t) for name, t in tracks.items()}
+    owners = {name: lbconfig.track_datasets(t) for name, t in tracks.items()}
     valid = [d for ds in owners.values() for d in ds]
     out: dict[str, list[str]] = {}
     for d in datasets:

@@ -437,6 +437,11 @@ def protocol_track(track: dict, pname: str) -> dict:
     return {**track, **own} if own else track
 
 
+def track_datasets(track: dict) -> list[str]:
+    """Every dataset a track runs, in protocol order."""
+    return [d for p in track["protocols"].values() for d in p["datasets"]]
+
+
 def methods_on(track: dict, dataset: str) -> list[str]:
     """The methods that run on `dataset`: its dataset_methods entry, else all the track's."""
     return track.get("dataset_methods", {}).get(dataset, track["methods"])
@@ -593,7 +598,7 @@ def check_dataset_filter(cfg: dict, tracks: dict, where: str = "config") -> None
     patterns = cfg.get("datasets")
     if patterns is None:
         return
-    names = [d for t in tracks.values() for p in t["protocols"].values() for d in p["datasets"]]
+    names = [d for t in tracks.values() for d in track_datasets(t)]
     for pat in patterns:
         if not any(_matches(d, [pat]) for d in names):
             raise ConfigError(f"{where}: datasets: the pattern {pat!r} matches no dataset of the profile's tracks."
@@ -727,7 +732,7 @@ def protocol_name(track: dict, dataset: str) -> str:
     for pname, proto in track["protocols"].items():
         if dataset in proto["datasets"]:
             return pname
-    raise unknown_name("dataset for this track", dataset, [d for p in track["protocols"].values() for d in p["datasets"]], track["track"])
+    raise unknown_name("dataset for this track", dataset, track_datasets(track), track["track"])
 
 
 def protocol_for(track: dict, dataset: str) -> dict:
