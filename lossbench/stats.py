@@ -82,7 +82,34 @@ def paired_diff(df: pd.DataFrame, baseline, level: float = 0.95) -> pd.DataFrame
     wide = _wide(df)
     diffs = wide.sub(_reference(wide, baseline), axis=0).reset_index()
     long = diffs.melt(id_vars=GROUP + ["seed"], var_name="method", value_name="diff")
-    return summarize(long, GROUP + ["method"], "diff", level, prefix="diff_")
+    out = summarize(long, GROUP + ["method"], "diff", level, prefix="diff_")
+    out["diff_p"] = t_pvalue(out["diff_mean"], out["diff_half_width"], out["diff_n"], level)
+    return out
+
+
+def t_pvalue(mean, hw, n, level: float = 0.95) -> np.ndarray:
+    """Two-sided p-value of the one-sample t test of `mean = 0`, recovered from a `level` t-interval
+    of half-width `hw` over `n` values (the same test the CI inverts, so p < 1 − level exactly when
+    the CI excludes zero). NaN when n < 2; with zero spread, 0 for a non-zero mean and 1 for zero."""
+    mean, hw, n = (np.asarray(x, dtype=float) for x in (mean, hw, n))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se = hw / st.t.ppf(0.5 + level / 2, n - 1)
+        p = 2 * st.t.sf(np.abs(mean) / se, n - 1)
+    p = np.where(se == 0, np.where(mean == 0, 1.0, 0.0), p)
+    return np.where(n >= 2, p, np.nan)
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values of one family of tests (statsmodels' `multipletests`);
+    NaN entries (no test possible) stay NaN and do not count towards the family size."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        from statsmodels.stats.multitest import multipletests
+
+        out[ok] = multipletests(p[ok], method="holm")[1]
+    return out
 
 
 def direction(metrics: Mapping[str, Mapping] | None, metric: str) -> int:
