@@ -163,6 +163,21 @@ def _best_methods(board: pd.DataFrame, sign: pd.Series) -> dict:
     return {key: board.at[i, "method"] for key, i in idx.items()}
 
 
+def _baseline_of(baselines: Mapping, track, dataset, metric):
+    """The baseline method of a table: a (track, dataset, metric) key wins over a track key."""
+    return baselines.get((track, dataset, metric), baselines.get(track))
+
+
+def holm_vs_baseline(board: pd.DataFrame, baselines: Mapping) -> pd.Series:
+    """`diff_p` Holm-adjusted within each (track, dataset, metric): the family is every method of
+    that table with a paired test against the baseline (the baseline itself and methods without a
+    p-value, e.g. fewer than 2 shared seeds, are not in it). NaN where a row is not in a family."""
+    base = [_baseline_of(baselines, t, d, m)
+            for t, d, m in zip(board["track"], board["dataset"], board["metric"])]
+    tested = board["diff_p"].where(board["method"].to_numpy() != np.asarray(base, dtype=object))
+    return tested.groupby([board[k] for k in GROUP], sort=False).transform(holm).astype(float)
+
+
 def leaderboard(summary_df: pd.DataFrame, baselines: Mapping[str, str], level: float = 0.95,
                 metrics: Mapping[str, Mapping] | None = None,
                 methods: Mapping[str, list] | None = None) -> pd.DataFrame:
@@ -171,8 +186,12 @@ def leaderboard(summary_df: pd.DataFrame, baselines: Mapping[str, str], level: f
     baselines: track -> baseline method. metrics: metric -> metadata with `higher_is_better`
     (metrics without it get no flags). methods: optional track -> method names expected even if
     they have no rows. Columns: n, n_diverged, n_failed, mean, half_width, ci_low, ci_high, diff_* (paired
-    vs the baseline), beats_baseline / worse_than_baseline (diff CI excludes zero), and `best`:
-    the best mean plus every method whose paired CI vs it includes zero (or cannot be formed).
+    vs the baseline: uncorrected CI, diff_p the paired t-test p-value), diff_p_holm (Holm-adjusted
+    over the methods of the (track, dataset, metric) table compared with the baseline, see
+    `holm_vs_baseline`), beats_baseline / worse_than_baseline (diff_p_holm < 1 − level, on the
+    better / worse side), beats_uncorrected / worse_uncorrected (the uncorrected diff CI excludes
+    zero), and `best`: the best mean plus every method whose paired CI vs it includes zero (or
+    cannot be formed).
     """
     df = summary_df[summary_df["metric"].notna()]
     board = _grid(summarize(df, KEYS, "value", level), methods)
@@ -182,8 +201,13 @@ def leaderboard(summary_df: pd.DataFrame, baselines: Mapping[str, str], level: f
     board = board.merge(paired_diff(df, dict(baselines), level), on=KEYS, how="left")
     board["diff_n"] = board["diff_n"].fillna(0).astype(int)
     sign = board["metric"].map(lambda m: direction(metrics, m))
-    board["beats_baseline"], board["worse_than_baseline"] = better_worse(
+    board["beats_uncorrected"], board["worse_uncorrected"] = better_worse(
         board["diff_ci_low"], board["diff_ci_high"], sign)
+    board["diff_p_holm"] = holm_vs_baseline(board, baselines)
+    # Holm's p is never below the raw p, so a corrected flag implies the uncorrected one (same side)
+    significant = board["diff_p_holm"] < 1 - level  # NaN compares False: no test, no claim
+    board["beats_baseline"] = board["beats_uncorrected"] & significant
+    board["worse_than_baseline"] = board["worse_uncorrected"] & significant
 
     best = _best_methods(board, sign)
     vs = board[KEYS].merge(paired_diff(df, best, level), on=KEYS, how="left")
@@ -192,6 +216,7 @@ def leaderboard(summary_df: pd.DataFrame, baselines: Mapping[str, str], level: f
     has_best = pd.Series([g in best for g in groups], index=board.index)
     board["best"] = has_best & (board["n"] > 0) & ~(better | worse)
     cols = KEYS + ["n", "n_diverged", "n_failed", "mean", "half_width", "ci_low", "ci_high", "diff_n",
-                   "diff_mean", "diff_half_width", "diff_ci_low", "diff_ci_high",
-                   "beats_baseline", "worse_than_baseline", "best"]
+                   "diff_mean", "diff_half_width", "diff_ci_low", "diff_ci_high", "diff_p", "diff_p_holm",
+                   "beats_baseline", "worse_than_baseline", "beats_uncorrected", "worse_uncorrected",
+                   "best"]
     return board[cols].sort_values(KEYS, kind="stable").reset_index(drop=True)

@@ -133,10 +133,15 @@ def markdown_extra(table: Mapping) -> str:
     return "\n".join(lines + [md_row(r) for r in table["rows"]])
 
 
-def legend(level: float) -> str:
+def legend(level: float, n_methods: int | None = None) -> str:
+    """The leaderboard legend. `n_methods`: the size of the Holm family of one table (its methods
+    compared with the baseline); without it the text speaks of each table's methods in general."""
     pct = f"{level * 100:g}%"
+    family = (f"the {n_methods} method{'s' if n_methods != 1 else ''} of the table"
+              if n_methods is not None else "the methods of each table")
     return (f"Cells: mean over seeds ± half-width of the {pct} Student-t CI (n = seeds with a "
-            f"value); {MISSING} = no value. {BEATS}/{WORSE}: the difference to the baseline, "
-            f"paired over the seeds both have, has a {pct} CI excluding zero on the better/worse "
-            f"side (with a missing run a marker can disagree with the means). Bold: best mean and "
-            f"every method whose paired CI against it includes zero or cannot be formed (n < 2).")
+            f"value); {MISSING} = no value. {BEATS}/{WORSE}: better/worse than the baseline by a "
+            f"paired t-test over shared seeds, Holm-corrected across {family} (baseline excluded) "
+            f"at level α = {1 - level:.3g}; the ± shown is the uncorrected CI (with a missing run a "
+            f"marker can disagree with the means). Bold: best mean and every method whose paired "
+            f"CI against it includes zero or cannot be formed (n < 2).")

@@ -102,3 +102,56 @@ def test_duplicate_runs_are_rejected():
     df = tidy({"erm": [0.5, 0.6]})
     with pytest.raises(ValueError):
         paired_diff(pd.concat([df, df]), "erm")
+
+
+SEEDS5 = [0.50, 0.70, 0.60, 0.80, 0.55]  # shared data-seed effect
+MARGINAL = [0.03, 0.01, 0.035, 0.005, 0.02]  # paired differences: p ≈ 0.025 alone
+STRONG = [0.10, 0.11, 0.09, 0.105, 0.10]  # p ≈ 7e-6
+
+
+def with_diffs(diffs: dict) -> pd.DataFrame:
+    """erm on SEEDS5 plus one method per entry, erm + its per-seed differences."""
+    return tidy({"erm": SEEDS5, **{m: [b + d for b, d in zip(SEEDS5, ds)] for m, ds in diffs.items()}})
+
+
+def nulls(k: int) -> dict:
+    """k methods whose differences to erm average zero (rotations of one pattern)."""
+    pattern = [0.01, -0.01, 0.02, -0.02, 0.0]
+    return {f"null{i}": pattern[i % 5:] + pattern[:i % 5] for i in range(k)}
+
+
+def test_diff_p_agrees_with_scipy_paired_t_test():
+    board = leaderboard(with_diffs({"win": MARGINAL, "strong": STRONG}), {"t": "erm"}, metrics=META)
+    for method in ("win", "strong"):
+        values = [b + d for b, d in zip(SEEDS5, MARGINAL if method == "win" else STRONG)]
+        assert row(board, method).diff_p == pytest.approx(st.ttest_rel(values, SEEDS5).pvalue, rel=1e-6)
+    assert math.isnan(row(board, "erm").diff_p_holm)  # the baseline is not in the family
+    # a family of two: Holm multiplies the smaller p by 2 and the larger by 1 (monotone)
+    assert row(board, "strong").diff_p_holm == pytest.approx(2 * row(board, "strong").diff_p)
+    assert row(board, "win").diff_p_holm == pytest.approx(row(board, "win").diff_p)
+
+
+def test_holm_removes_a_marginal_win_among_many_methods():
+    alone = leaderboard(with_diffs({"win": MARGINAL}), {"t": "erm"}, metrics=META)
+    assert row(alone, "win").beats_baseline and row(alone, "win").beats_uncorrected
+    many = leaderboard(with_diffs({"win": MARGINAL, **nulls(9)}), {"t": "erm"}, metrics=META)
+    win = row(many, "win")
+    assert win.diff_p < 0.05 < win.diff_p_holm
+    assert not win.beats_baseline and win.beats_uncorrected  # the uncorrected CI still excludes zero
+    assert win.diff_ci_low > 0  # the CI columns are the uncorrected ones
+    assert not many[["beats_baseline", "worse_than_baseline"]].any().any()
+
+
+def test_strong_effects_keep_their_markers_on_both_sides_and_directions():
+    down = [-d for d in STRONG]
+    df = with_diffs({"strong": STRONG, "down": down, **nulls(9)})
+    board = leaderboard(pd.concat([df, df.assign(metric="ece")]), {"t": "erm"}, metrics=META)
+    assert row(board, "strong").diff_p_holm < 0.05
+    assert row(board, "strong").beats_baseline and row(board, "down").worse_than_baseline
+    # lower is better for ece: the same differences flip sides
+    assert row(board, "strong", "ece").worse_than_baseline and row(board, "down", "ece").beats_baseline
+    # each (track, dataset, metric) table is its own family
+    assert row(board, "strong", "ece").diff_p_holm == pytest.approx(row(board, "strong").diff_p_holm)
+    bare = leaderboard(df, {"t": "erm"}, metrics={})
+    assert not bare[["beats_baseline", "worse_than_baseline", "beats_uncorrected",
+                     "worse_uncorrected"]].any().any()
