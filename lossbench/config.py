@@ -616,6 +616,18 @@ def load_profile(path) -> tuple[dict, dict]:
     return cfg, select(cfg, load_tracks(cfg, str(path)), benches, str(path))[0]
 
 
+EVIDENCE_LEVELS = ("smoke", "study", "full")  # a profile's `evidence` (config/schema/config.schema.yaml)
+
+
+def evidence_level(cfg: dict) -> str:
+    """What a profile's results can support: its `evidence` key; without one, smoke for the profile
+    named smoke and study for any other. Recorded in provenance.json (runner.provenance) and read by
+    the claims table (report/claims.py evidence_level)."""
+    if cfg.get("evidence"):
+        return str(cfg["evidence"])
+    return "smoke" if cfg.get("profile") == "smoke" else "study"
+
+
 # Profile keys that run a subset of the profile's tracks (config/schema/config.schema.yaml).
 SUBSET_KEYS = ("only_tracks", "datasets", "methods", "seeds", "method_hparams")
 

@@ -384,8 +384,11 @@ def aggregate_kernels(slice_csvs, out_csv, out_json, baselines: dict) -> None:
 
 def provenance(cfg: dict, tracks: dict, command: str, runs) -> dict:
     """What the report prints at the bottom: command, commit, versions, hardware, and exactly
-    which datasets and budgets each track's numbers come from (only those in `runs`)."""
+    which datasets and budgets each track's numbers come from (only those in `runs`), and the
+    profile's evidence level (config.evidence_level: what the claims table may conclude from it)."""
     from datetime import datetime, timezone
+
+    from lossbench import config as lbconfig
 
     described = {}
     for name, track in tracks.items():
@@ -398,7 +401,8 @@ def provenance(cfg: dict, tracks: dict, command: str, runs) -> dict:
             **({"optimizer_axis": track["optimizer_axis"]} if "optimizer_axis" in track else {}),
         }
     return {
-        "profile": cfg["profile"], "command": command, **io.git_state(Path(__file__).parent),
+        "profile": cfg["profile"], "evidence": lbconfig.evidence_level(cfg), "command": command,
+        **io.git_state(Path(__file__).parent),
         "versions": io.package_versions(), "hardware": io.hardware(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "tracks": described,
     }

@@ -4,10 +4,17 @@
 more tests {track (optional), datasets, metric, baseline, direction, margin (for "equal"),
 min_steps (optional: {steps, why}, a claim that needs a longer run than the profile's budget)}.
 Dataset names may be glob patterns (`*_sym*`); names absent from the results count as "no runs".
+
+Verdicts depend on the results' evidence level (`evidence_level`: the profile's `evidence`, in
+provenance.json): at smoke a direction check (consistent / inconsistent / no signal), at study and
+full reproduced / partly / not reproduced / not testable at this scale; `rule(level)` states each.
+"Significant" is Holm-adjusted over every (method, dataset) paired test of one entry. Each row names
+the evidence it rests on (`evidence`: profile or published set, level, model, budget, seeds).
 """
 from __future__ import annotations
 
 import fnmatch
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -15,26 +22,172 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lossbench.stats import BAD_STATUSES, better_worse, paired_diff, status_counts
+from lossbench.stats import BAD_STATUSES, better_worse, holm, paired_diff, status_counts
 from lossbench.report.tables import fmt_number
 
 CLAIMS_PATH = Path(__file__).with_name("claims.yaml")
 MIN_SEEDS_FOR_NULL = 3  # paired seeds below which a non-significant difference gets no verdict
 REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_TESTABLE = (
     "reproduced", "partly", "not reproduced", "not testable at this scale")
+# the smoke level's direction check (never "reproduced": see rule("smoke"))
+CONSISTENT, INCONSISTENT, NO_SIGNAL = "consistent", "inconsistent", "no signal"
+EVIDENCE_LEVELS = ("smoke", "study", "full")  # a profile's `evidence` (config/schema/config.schema.yaml)
+VERDICTS = {"smoke": (CONSISTENT, INCONSISTENT, NO_SIGNAL),
+            "study": (REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_TESTABLE),
+            "full": (REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_TESTABLE)}
+# verdict label -> CSS class suffix (the template's `v-<suffix>`)
+VERDICT_CLASS = {v: v.replace(" ", "-") for labels in VERDICTS.values() for v in labels}
+LEVEL_TEXT = {"smoke": "smoke (a plumbing and direction check: short runs, few seeds)",
+              "study": "study (a CPU-sized published study)",
+              "full": "full (the full protocol)"}
 
-RULE = (
-    "Verdict rule, per method and test, using the paired difference (method − named baseline "
-    "over shared seeds) and its CI on each listed dataset that has runs: <b>reproduced</b> = every "
-    "dataset shows a difference whose CI excludes zero in the claimed direction; <b>partly</b> = "
-    "at least one does, or all point the claimed direction without significance; <b>not "
-    "reproduced</b> = none is significant in the claimed direction (the reason says whether any is "
-    "significantly opposite); <b>not testable at this scale</b> = the entry gives a reason or "
-    "there are no runs, or nothing is significant with fewer than 3 paired seeds. Listed datasets without runs are named in the reason and left out. For "
-    "an “≈ baseline” claim (direction <i>equal</i>, margin m): reproduced = every CI lies "
-    "within ±m; partly = no CI excludes zero but some reach beyond ±m (inconclusive); not "
-    "reproduced = some CI excludes zero. In the measured column ✓/✗ mark a CI that excludes zero on the "
-    "claimed/opposite side, ≠ one that excludes zero for an equality claim.")
+_SIGNIFICANT = (
+    "<b>Significant</b> = Holm-adjusted paired t-test p &lt; 1 − CI level, the family being every "
+    "(method, dataset) paired test of one claims entry (all its tests and methods). In the measured "
+    "column the ± CI is the uncorrected per-dataset interval, p<sub>Holm</sub> the adjusted p, and ✓/✗ "
+    "follow the corrected test: significant on the claimed / the opposite side (≠ significant for an "
+    "equality claim), so a CI may exclude zero without a mark. Kernel claims compare the medians' CIs "
+    "(significant = they do not overlap; no p-values, no Holm).")
+_NO_RUNS_NOTE = " Listed datasets without runs are named in the reason and left out."
+
+
+def rule(level: str = "study") -> str:
+    """The verdict rule shown above the claims table at evidence `level` (HTML)."""
+    head = f"Evidence level <b>{LEVEL_TEXT.get(level, level)}</b>. "
+    if level == "smoke":
+        return head + (
+            "Claims read as a <b>direction check</b>, never as reproduced, per method and test, on the "
+            "paired difference (method − named baseline over shared seeds) on each listed dataset that has "
+            "runs: <b>consistent</b> = the mean difference points the claimed direction on every dataset run "
+            "and none is significantly opposite; <b>inconsistent</b> = significantly opposite on some dataset, "
+            "or the means point against the claim on every dataset run; <b>no signal</b> = otherwise (mixed "
+            "directions without significance), or nothing to test (no runs, the entry gives a reason, or the "
+            "budget is shorter than the claim needs). For an “≈ baseline” claim (margin m): consistent = no "
+            "significant difference and every mean within ±m; inconsistent = a significant difference; no "
+            "signal = otherwise. Kernel claims: consistent = the claimed direction holds on the medians at "
+            "every point and none is significantly opposite; inconsistent = significantly opposite somewhere, "
+            "or the direction fails at every point." + _NO_RUNS_NOTE + " " + _SIGNIFICANT)
+    return head + (
+        "Verdict rule, per method and test, using the paired difference (method − named baseline "
+        "over shared seeds) on each listed dataset that has runs: <b>reproduced</b> = every dataset is "
+        "significant in the claimed direction; <b>partly</b> = at least one is, or all point the claimed "
+        "direction without significance; <b>not reproduced</b> = none is significant in the claimed "
+        "direction (the reason says whether any is significantly opposite); <b>not testable at this "
+        "scale</b> = the entry gives a reason or there are no runs, or nothing is significant with fewer "
+        "than 3 paired seeds, or the budget is shorter than the claim needs and the claim is not already "
+        "reproduced. For an “≈ baseline” claim (direction <i>equal</i>, margin m): reproduced = every "
+        "(uncorrected) CI lies within ±m; partly = none significant but some CI reaches beyond ±m "
+        "(inconclusive); not reproduced = some difference is significant." + _NO_RUNS_NOTE + " "
+        + _SIGNIFICANT)
+
+
+RULE = rule("study")  # the rule at the study / full levels (kept for callers of the constant)
+
+
+def evidence_level(provenance: Mapping | None) -> str:
+    """The evidence level of a results folder: provenance["evidence"] (written by lossbench.runner
+    since the key exists); else the `evidence` of config/<profile>.yaml in this checkout (published
+    sets older than the key); else smoke for the profile named smoke and study for any other."""
+    prov = provenance or {}
+    if prov.get("evidence") in EVIDENCE_LEVELS:
+        return prov["evidence"]
+    profile = prov.get("profile")
+    if isinstance(profile, str) and re.fullmatch(r"[a-z0-9_]+", profile):
+        from lossbench import config as lbconfig
+
+        path = lbconfig.ROOT / "config" / f"{profile}.yaml"
+        try:
+            cfg = yaml.safe_load(path.read_text()) if path.is_file() else None
+        except (OSError, yaml.YAMLError):
+            cfg = None
+        if isinstance(cfg, Mapping) and cfg.get("evidence") in EVIDENCE_LEVELS:
+            return cfg["evidence"]
+    return "smoke" if profile == "smoke" else "study"
+
+
+_MODEL_NAMES = {"mlp": "MLP", "gpt2": "GPT-2", "llama": "Llama", "cnn1d": "1-D CNN", "resnet32": "ResNet-32"}
+
+
+def _protocol_text(proto: Mapping) -> str:
+    """`MLP, 400 steps` from one protocol of a provenance track's budget (the protocol minus datasets)."""
+    model = proto.get("model") if isinstance(proto.get("model"), Mapping) else {}
+    name = model.get("name") or model.get("arch") or ("mlp" if model.get("hidden") else None)
+    if isinstance(name, str):
+        name = _MODEL_NAMES.get(name, name.rsplit("/", 1)[-1])  # a hub id: its model name
+        if model.get("d_model") and model.get("layers"):
+            name += f" ({model['layers']} layers, d {model['d_model']})"
+    budget = proto.get("budget") if isinstance(proto.get("budget"), Mapping) else proto
+    train = proto.get("train") if isinstance(proto.get("train"), Mapping) else {}
+    steps = [s for s in (budget.get("steps"), train.get("steps")) if isinstance(s, (int, float))]
+    if isinstance(budget.get("epochs"), (int, float)):
+        length = f"{int(budget['epochs']):,} epochs"
+    else:
+        length = f"{int(steps[0]):,} steps" if steps else None
+    return ", ".join(x for x in (name, length) if x)
+
+
+def _track_text(track: str, info: Mapping) -> str:
+    """`classification: MLP, 400 steps · 3 seeds` from a provenance track (seeds: the track's and
+    its protocols' own)."""
+    budgets = info.get("budget") or {}
+    protos = [b for b in budgets.values() if isinstance(b, Mapping)]
+    if not protos and isinstance(budgets, Mapping) and budgets:
+        protos = [{"budget": budgets}]  # a flat budget {steps, ...}
+    described = list(dict.fromkeys(t for t in map(_protocol_text, protos) if t))
+    seeds = set(info.get("seeds") or [])
+    for p in protos:
+        seeds |= set(p.get("seeds") or [])
+    parts = [f"{track}: {' / '.join(described)}" if described else track]
+    if seeds:
+        parts.append(f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}")
+    return " · ".join(parts)
+
+
+def _axis_info(prov_tracks: Mapping, pseudo: str) -> Mapping | None:
+    """A provenance track for an optimizer-axis pseudo-track `<track>:<loss>` (report/optimizers.py):
+    the track's budgets and seeds with the axis's model."""
+    track = pseudo.split(":", 1)[0]
+    info = prov_tracks.get(track) if ":" in pseudo else None
+    axis = info.get("optimizer_axis") if isinstance(info, Mapping) else None
+    if not isinstance(axis, Mapping):
+        return None
+    budgets = {k: ({**b, "model": axis["model"]} if isinstance(b, Mapping) and axis.get("model") else b)
+               for k, b in (info.get("budget") or {}).items()}
+    return {**info, "budget": budgets}
+
+
+def evidence_head(provenance: Mapping | None, set_name: str | None = None) -> str:
+    """`smoke profile`, `full_cpu profile (study)` or `published set <name> (study)`."""
+    prov = provenance or {}
+    level, profile = evidence_level(prov), prov.get("profile")
+    if set_name:
+        return f"published set {set_name} ({level})"
+    if not profile:
+        return f"{level} evidence"
+    return f"{profile} profile" if profile == level else f"{profile} profile ({level})"
+
+
+def evidence_text(provenance: Mapping | None, tracks, set_name: str | None = None,
+                  seeds_seen: int | None = None) -> str:
+    """What a verdict rests on, e.g. `smoke profile · classification: MLP, 400 steps · 3 seeds`:
+    the results' source and level, then per track the model, budget and seeds from provenance.
+    `seeds_seen` (the most paired seeds of the row) stands in where provenance names no seeds."""
+    prov_tracks = (provenance or {}).get("tracks") or {}
+    parts = [evidence_head(provenance, set_name)]
+    for track in tracks:
+        info = prov_tracks.get(track)
+        if not isinstance(info, Mapping):
+            info = _axis_info(prov_tracks, track)
+        if isinstance(info, Mapping):
+            text = _track_text(track, info)
+        else:  # not in provenance: ran without provenance (then n says how many seeds), or not at all
+            text = track if seeds_seen else f"{track}: no runs in this {'set' if set_name else 'profile'}"
+        if "seed" not in text and seeds_seen:
+            text += f" · {seeds_seen} paired seed{'s' if seeds_seen != 1 else ''}"
+        parts.append(text)
+    if len(parts) == 1 and seeds_seen:
+        parts.append(f"{seeds_seen} paired seed{'s' if seeds_seen != 1 else ''}")
+    return " · ".join(parts[:1]) + ("" if len(parts) == 1 else " · " + "; ".join(parts[1:]))
 
 
 def check_url(entry: Mapping) -> str:
@@ -63,7 +216,8 @@ def _datasets(patterns: list[str], present: list[str]) -> list[str]:
 
 
 def _cells(summary: pd.DataFrame, method: str, test: Mapping, level: float) -> list[dict]:
-    """One paired difference per (track, dataset) of the test; n = 0 where nothing was run."""
+    """One paired difference per (track, dataset) of the test; n = 0 where nothing was run.
+    `p` is the paired t-test's p-value (NaN below 2 paired seeds); evaluate adds `p_holm` and `sig`."""
     tracks = [test["track"]] if test.get("track") else sorted(summary["track"].unique())
     in_tracks = summary[summary["track"].isin(tracks)]
     sub = in_tracks[in_tracks["metric"].eq(test["metric"]) & in_tracks["method"].isin([method, test["baseline"]])]
@@ -82,7 +236,18 @@ def _cells(summary: pd.DataFrame, method: str, test: Mapping, level: float) -> l
             cells.append({"dataset": dataset, "track": r["track"], "n": int(r["diff_n"]),
                           **{s: int(n.get((r["track"], dataset, method), 0)) for s, n in bad.items()},
                           "mean": r.get("diff_mean", np.nan), "low": r.get("diff_ci_low", np.nan),
-                          "high": r.get("diff_ci_high", np.nan)})
+                          "high": r.get("diff_ci_high", np.nan), "p": r.get("diff_p", np.nan)})
+    return cells
+
+
+def adjust(cells: list[dict], level: float) -> list[dict]:
+    """Holm over one family of cells (evaluate: every cell with runs of one claims entry): sets each
+    cell's `p_holm` (NaN without a test: fewer than 2 paired seeds) and `sig` = p_holm < 1 − level."""
+    ran = [c for c in cells if c.get("n", 0) > 0]
+    adjusted = holm([c.get("p", np.nan) for c in ran])
+    for c, p in zip(ran, adjusted):
+        c["p_holm"] = float(p)
+        c["sig"] = bool(p < 1 - level)  # NaN compares False: no test, not significant
     return cells
 
 
@@ -90,23 +255,44 @@ def _names(cells: list[dict]) -> str:
     return ", ".join(c["dataset"] for c in cells)
 
 
-def verdict(cells: list[dict], direction: str, margin: float | None = None,
-            fmt=lambda x: f"{x:g}") -> tuple[str, str]:
-    """(verdict, reason) from per-dataset differences {dataset, track, n, mean, low, high}.
+def _sides(cells: list[dict], sign: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell: significant on the claimed / the opposite side of `sign`. A cell with `sig` (set by
+    `adjust`: Holm) is read with its mean's sign; a cell without it by its own CI (a family of one)."""
+    better, worse = [], []
+    for c in cells:
+        if "sig" in c:
+            side = float(c["mean"]) * sign
+            better.append(bool(c["sig"]) and side > 0)
+            worse.append(bool(c["sig"]) and side < 0)
+        else:
+            b, w = better_worse(c["low"], c["high"], sign)
+            better.append(bool(b))
+            worse.append(bool(w))
+    return np.array(better, dtype=bool), np.array(worse, dtype=bool)
 
-    `fmt` prints the equivalence margin in display units.
+
+def verdict(cells: list[dict], direction: str, margin: float | None = None,
+            fmt=lambda x: f"{x:g}", evidence: str = "study") -> tuple[str, str]:
+    """(verdict, reason) from per-dataset differences {dataset, track, n, mean, low, high[, sig]}.
+
+    `fmt` prints the equivalence margin in display units. `evidence` is the evidence level: at
+    smoke the direction check (consistent / inconsistent / no signal, rule("smoke")), else the four
+    verdicts of rule("study"). Significance: a cell's `sig` (Holm, see `adjust`), else its CI.
     """
     ran = [c for c in cells if c["n"] > 0]
     if not ran:
         # rows without finite values (metric undefined, runs diverged) are not "no runs"
-        return NOT_TESTABLE, "no finite values" if any(c.get("track") for c in cells) else "no runs"
+        return (NO_SIGNAL if evidence == "smoke" else NOT_TESTABLE,
+                "no finite values" if any(c.get("track") for c in cells) else "no runs")
     cells = ran
+    if evidence == "smoke":
+        return _direction_check(cells, direction, margin or 0.0, fmt)
     low = np.array([c["low"] for c in cells], dtype=float)
     high = np.array([c["high"] for c in cells], dtype=float)
     if direction == "equal":
         return _verdict_equal(cells, low, high, margin or 0.0, fmt)
     sign = 1 if direction == "higher" else -1
-    better, worse = better_worse(low, high, sign)
+    better, worse = _sides(cells, sign)
     pointing = np.array([c["mean"] for c in cells], dtype=float) * sign > 0
     sig = [c for c, b in zip(cells, better) if b]
     opposite = [c for c, w in zip(cells, worse) if w]
@@ -129,7 +315,8 @@ def verdict(cells: list[dict], direction: str, margin: float | None = None,
 
 
 def _verdict_equal(cells, low, high, margin, fmt) -> tuple[str, str]:
-    differs = [c for c, lo, hi in zip(cells, low, high) if lo > 0 or hi < 0]
+    better, worse = _sides(cells, 1)
+    differs = [c for c, b, w in zip(cells, better, worse) if b or w]
     if differs:
         return NOT_REPRODUCED, f"significant difference on {_names(differs)}"
     wide = [c for c, lo, hi in zip(cells, low, high) if not (lo >= -margin and hi <= margin)]
@@ -139,16 +326,49 @@ def _verdict_equal(cells, low, high, margin, fmt) -> tuple[str, str]:
                     f"{_names(wide)} (inconclusive)")
 
 
-def _mark(c: Mapping, direction: str) -> str:
-    """✓ / ✗: CI excludes zero on the claimed / the opposite side; ≠ for an "equal" claim."""
-    better, worse = better_worse(c["low"], c["high"], -1 if direction == "lower" else 1)
+def _direction_check(cells: list[dict], direction: str, margin: float, fmt) -> tuple[str, str]:
+    """The smoke level's verdict (rule("smoke")) on cells that ran: consistent / inconsistent / no signal."""
+    means = np.array([c["mean"] for c in cells], dtype=float)
     if direction == "equal":
-        return " ≠" if better or worse else ""
-    return " ✓" if better else " ✗" if worse else ""
+        better, worse = _sides(cells, 1)
+        differs = [c for c, b, w in zip(cells, better, worse) if b or w]
+        if differs:
+            return INCONSISTENT, f"significant difference on {_names(differs)}"
+        far = [c for c, m in zip(cells, means) if not abs(m) <= margin]
+        if not far:
+            return CONSISTENT, f"every mean within ±{fmt(margin)} of the baseline, none significantly different"
+        return NO_SIGNAL, f"no significant difference, but the mean lies beyond ±{fmt(margin)} on {_names(far)}"
+    sign = 1 if direction == "higher" else -1
+    better, worse = _sides(cells, sign)
+    toward, against = means * sign > 0, means * sign < 0
+    opposite = [c for c, w in zip(cells, worse) if w]
+    if opposite:
+        return INCONSISTENT, f"significantly opposite on {_names(opposite)}"
+    if against.all():
+        return INCONSISTENT, f"the means point against the claim on every dataset run ({_names(cells)}), none significantly"
+    sig = [c for c, b in zip(cells, better) if b]
+    if toward.all():
+        how = f"significantly on {_names(sig)}" if sig else "none significantly"
+        return CONSISTENT, f"the means point the claimed direction on every dataset run ({_names(cells)}); {how}"
+    return NO_SIGNAL, (f"mixed: the claimed direction on {_names([c for c, t in zip(cells, toward) if t]) or 'none'}, "
+                       f"not on {_names([c for c, t in zip(cells, toward) if not t])}; none significantly opposite")
+
+
+def _mark(c: Mapping, direction: str) -> str:
+    """✓ / ✗: significant (Holm where `adjust` ran) on the claimed / the opposite side; ≠ for an "equal" claim."""
+    better, worse = _sides([c], -1 if direction == "lower" else 1)
+    if direction == "equal":
+        return " ≠" if better[0] or worse[0] else ""
+    return " ✓" if better[0] else " ✗" if worse[0] else ""
+
+
+def _p_text(p: float) -> str:
+    return "p_Holm < 0.001" if p < 0.001 else f"p_Holm {p:.2g}"
 
 
 def measured_text(cells: list[dict], meta: Mapping, direction: str) -> list[str]:
-    """`dataset: +5.4 ± 2.1 pp (n=3) ✓` per cell, in the metric's display units."""
+    """`dataset: +5.4 ± 2.1 pp (n=3, p_Holm 0.012) ✓` per cell, in the metric's display units: the
+    uncorrected CI, the Holm-adjusted p where `adjust` gave one, the mark of the corrected test."""
     unit = f" {meta['unit']}" if meta.get("unit") else ""
     several = len({c["track"] for c in cells if c["track"]}) > 1  # name the track only if needed
     out = []
@@ -161,6 +381,8 @@ def measured_text(cells: list[dict], meta: Mapping, direction: str) -> list[str]
         half = (c["high"] - c["low"]) / 2
         ci = " (no CI)" if np.isnan(half) else f" ± {fmt_number(half, meta)}"
         n = f"n={c['n']}" + "".join(f", {c[s]} {s}" for s in BAD_STATUSES if c.get(s))
+        p = c.get("p_holm", np.nan)
+        n += "" if p is None or np.isnan(p) else f", {_p_text(p)}"
         out.append(f"{label}: {mean}{ci}{unit} ({n}){_mark(c, direction)}")
     return out
 
@@ -183,43 +405,85 @@ def _short_budget(test: Mapping, provenance: Mapping) -> str | None:
 
 
 def _row(method: str, test: Mapping, entry: Mapping, summary: pd.DataFrame, level: float,
-         metrics: Mapping, provenance: Mapping | None = None) -> dict:
-    """One claims-table row: the measured differences of `method` for one test, and the verdict."""
+         metrics: Mapping, provenance: Mapping | None = None, cells: list[dict] | None = None,
+         set_name: str | None = None, grade: str | None = None) -> dict:
+    """One claims-table row: the measured differences of `method` for one test, the verdict at the
+    provenance's evidence level, and the evidence it rests on. `cells`: already computed and
+    Holm-adjusted over the entry's family (evaluate); else computed here (a family of one test).
+    `grade`: the evidence level (default evidence_level(provenance))."""
     direction = test.get("direction", "higher")
     meta = metrics.get(test["metric"], {})
     unit = f" {meta['unit']}" if meta.get("unit") else ""
-    cells = _cells(summary, method, test, level)
+    grade = grade or evidence_level(provenance)
+    smoke = grade == "smoke"
+    if cells is None:
+        cells = adjust(_cells(summary, method, test, level), level)
     label, reason = verdict(cells, direction, test.get("margin"),
-                            fmt=lambda x: fmt_number(x, meta) + unit)
+                            fmt=lambda x: fmt_number(x, meta) + unit, evidence=grade)
     short = _short_budget(test, provenance or {})
     if entry.get("not_testable_reason"):
-        label, reason = NOT_TESTABLE, entry["not_testable_reason"]
-    elif short and label != REPRODUCED:  # a short run that already shows the effect still counts
-        label, reason = NOT_TESTABLE, f"{short} (measured: {label}, {reason})"
-    elif label != NOT_TESTABLE:
+        label, reason = NO_SIGNAL if smoke else NOT_TESTABLE, entry["not_testable_reason"]
+    elif short and (smoke or label != REPRODUCED):  # a short run that already shows the effect still counts
+        label, reason = NO_SIGNAL if smoke else NOT_TESTABLE, f"{short} (measured: {label}, {reason})"
+    elif label != NOT_TESTABLE and reason not in ("no runs", "no finite values"):
         reason += "".join(f"; {text}" for text in measured_text(cells, meta, direction)
                           if text.endswith(("no runs", "no finite values")))
+    tracks = list(dict.fromkeys(c["track"] for c in cells if c["n"] > 0 and c["track"]))
+    tracks = tracks or ([test["track"]] if test.get("track") else [])
+    seen = max((c["n"] for c in cells), default=0)
     return {"method": method, "baseline": test["baseline"], "direction": direction,
             "metric": meta.get("display", test["metric"]),
-            "measured": measured_text(cells, meta, direction), "verdict": label, "reason": reason}
+            "measured": measured_text(cells, meta, direction), "verdict": label, "reason": reason,
+            "verdict_class": VERDICT_CLASS[label], "evidence_level": grade,
+            "evidence": evidence_text(provenance, tracks, set_name, seen or None)}
+
+
+def _kernel_evidence(provenance: Mapping | None, kernels: pd.DataFrame | None, test: Mapping,
+                     set_name: str | None) -> str:
+    """`kernels_cpu profile (study) · kernels: linear_ce on cpu, 4 grid points`."""
+    head = evidence_head(provenance, set_name)
+    track = test.get("track", "kernels")
+    if kernels is None or kernels.empty:
+        return f"{head} · no {track} benchmark"
+    rows = kernels[(kernels["bench"] == test["bench"]) & kernels["track"].eq(track) & kernels["status"].eq("ok")]
+    devices = ", ".join(sorted({str(d) for d in rows.get("device", pd.Series(dtype=str)).dropna()})) or "?"
+    points = rows[[k for k in ("slice", "dtype", "n", "v", "d", "reduction", "ignore_frac") if k in rows]]
+    return f"{head} · {track}: {test['bench']} on {devices}, a {len(points.drop_duplicates())}-point grid"
 
 
 def evaluate(claims: list[dict], summary: pd.DataFrame, level: float,
              metrics: Mapping, kernels: pd.DataFrame | None = None,
-             provenance: Mapping | None = None) -> list[dict]:
-    """Per claim: its text plus one row per (test, method) with the measured cells and verdict.
-    A test with a `bench` key reads the kernels benchmark's table (report/kernels.py)."""
+             provenance: Mapping | None = None, set_name: str | None = None) -> list[dict]:
+    """Per claim: its text plus one row per (test, method) with the measured cells, the verdict at
+    the evidence level of `provenance` (evidence_level) and the evidence it rests on (`evidence`,
+    naming the published set `set_name` when given). Significance is Holm-adjusted over every
+    (method, dataset) paired test of one entry. A test with a `bench` key reads the kernels
+    benchmark's table (report/kernels.py)."""
     from lossbench.report import kernels as kernel_claims
 
+    grade = evidence_level(provenance)
     out = []
     for entry in claims:
         url = check_url(entry)  # the entry's own paper; no fallback to a method's url
         tests = entry.get("tests") or ([entry["test"]] if entry.get("test") else [])
-        rows = [kernel_claims.claim_row(m, t, entry, kernels) if "bench" in t else
-                _row(m, t, entry, summary, level, metrics, provenance) for t in tests for m in entry["methods"]]
+        pairs = [(t, m) for t in tests for m in entry["methods"]]
+        cells = {i: _cells(summary, m, t, level) for i, (t, m) in enumerate(pairs) if "bench" not in t}
+        adjust([c for cs in cells.values() for c in cs], level)  # one family: the whole entry
+        rows = []
+        for i, (t, m) in enumerate(pairs):
+            if "bench" in t:
+                row = kernel_claims.claim_row(m, t, entry, kernels, evidence=grade)
+                row = row | {"verdict_class": VERDICT_CLASS[row["verdict"]], "evidence_level": grade,
+                             "evidence": _kernel_evidence(provenance, kernels, t, set_name)}
+            else:
+                row = _row(m, t, entry, summary, level, metrics, provenance, cells[i], set_name, grade)
+            rows.append(row)
         if not tests:  # a claim with nothing to measure at all
+            label = NO_SIGNAL if grade == "smoke" else NOT_TESTABLE
             rows = [{"method": m, "baseline": "", "direction": "", "metric": "", "measured": [],
-                     "verdict": NOT_TESTABLE, "reason": entry.get("not_testable_reason", "no test")}
+                     "verdict": label, "reason": entry.get("not_testable_reason", "no test"),
+                     "verdict_class": VERDICT_CLASS[label], "evidence_level": grade,
+                     "evidence": evidence_head(provenance, set_name)}
                     for m in entry["methods"]]
         out.append({**{k: entry.get(k, "") for k in ("paper", "claim", "source")},
                     "url": url, "rows": rows})

@@ -258,21 +258,27 @@ def _matches(w: pd.DataFrame, where: Mapping) -> pd.DataFrame:
     return w[mask]
 
 
-def claim_row(method: str, test: Mapping, entry: Mapping, df: pd.DataFrame | None) -> dict:
+def claim_row(method: str, test: Mapping, entry: Mapping, df: pd.DataFrame | None,
+              evidence: str = "study") -> dict:
     """One claims-table row of a kernels test: {bench, where, metric, baseline, direction, factor}.
 
     Per matching grid point: ratio = baseline / method for "lower" (method / baseline for
     "higher"). Times carry distribution-free CIs of their medians: significant = the two CIs do
-    not overlap. Verdict: reproduced = every point significant (memory: exact) in the claimed
-    direction with ratio ≥ factor; partly = the direction holds somewhere; not reproduced = nowhere.
+    not overlap. Verdict at evidence study / full: reproduced = every point significant (memory:
+    exact) in the claimed direction with ratio ≥ factor; partly = the direction holds somewhere;
+    not reproduced = nowhere. At evidence smoke, a direction check (claims.rule("smoke")):
+    consistent = the direction holds on the medians at every point and none is significantly
+    opposite; inconsistent = significantly opposite somewhere, or the direction fails at every
+    point; no signal = otherwise, or nothing to compare.
     """
-    from lossbench.report.claims import NOT_REPRODUCED, NOT_TESTABLE, PARTLY, REPRODUCED
+    from lossbench.report.claims import NO_SIGNAL, NOT_TESTABLE
 
+    untestable = NO_SIGNAL if evidence == "smoke" else NOT_TESTABLE
     direction, factor, metric = test.get("direction", "lower"), float(test.get("factor", 1.0)), test["metric"]
     row = {"method": method, "baseline": test["baseline"], "direction": direction,
            "metric": f"{test['bench']} {metric}" + (f" (×{factor:g})" if factor != 1 else ""), "measured": []}
     if df is None:
-        return row | {"verdict": NOT_TESTABLE, "reason": "no kernels benchmark in this profile"}
+        return row | {"verdict": untestable, "reason": "no kernels benchmark in this profile"}
     points = df[(df["bench"] == test["bench"]) & df["track"].eq(test.get("track", "kernels"))]
     why_not = points[(points["impl"] == method) & (points["status"] != "ok")]["note"].dropna().unique()
     w = _matches(wide(points), test.get("where", {})) if not points.empty else points
@@ -281,13 +287,12 @@ def claim_row(method: str, test: Mapping, entry: Mapping, df: pd.DataFrame | Non
         missing = method if have[method].empty else test["baseline"]
         reason = (f"{missing} did not run: {'; '.join(why_not)}" if len(why_not) and missing == method
                   else f"no {test['bench']} point with {_where_text(test.get('where', {}))} for {missing} in this grid")
-        return row | {"verdict": NOT_TESTABLE, "reason": entry.get("not_testable_reason") or reason}
+        return row | {"verdict": untestable, "reason": entry.get("not_testable_reason") or reason}
     keys = ["slice", *POINT]
     m = have[method].merge(have[test["baseline"]], on=keys, suffixes=("", "_base"))
     sign = 1 if direction == "lower" else -1
     lo, hi = f"{metric[:-3]}_ci_low_ms", f"{metric[:-3]}_ci_high_ms"
-    sig_any = opposite_any = toward_any = False
-    sig_all = True
+    seen = {"sig_all": True, "sig_any": False, "opposite_any": False, "toward_any": False, "toward_all": True}
     for _, r in m.iterrows():
         ratio = (r[f"{metric}_base"] / r[metric]) ** sign
         if lo in m:  # a time: CIs
@@ -299,20 +304,43 @@ def claim_row(method: str, test: Mapping, entry: Mapping, df: pd.DataFrame | Non
         mark = " ✓" if ok else " ✗" if worse else ""
         row["measured"].append(f"{_point_label(r)}: {_fmt(r[metric], 4)} vs {_fmt(r[f'{metric}_base'], 4)} "
                                f"(baseline/method {_fmt(ratio)}×){mark}")
-        sig_all &= ok
-        sig_any |= ok
-        opposite_any |= worse
-        toward_any |= ratio > 1
+        seen["sig_all"] &= bool(ok)
+        seen["sig_any"] |= bool(ok)
+        seen["opposite_any"] |= bool(worse)
+        seen["toward_any"] |= bool(ratio > 1)
+        seen["toward_all"] &= bool(ratio > 1)
     if entry.get("not_testable_reason"):
-        return row | {"verdict": NOT_TESTABLE, "reason": entry["not_testable_reason"]}
-    if sig_all:
-        return row | {"verdict": REPRODUCED, "reason": f"at every point run, by ≥ {factor:g}×"}
-    if sig_any or toward_any:
+        return row | {"verdict": untestable, "reason": entry["not_testable_reason"]}
+    return row | dict(zip(("verdict", "reason"), (_direction_check(seen, factor) if evidence == "smoke"
+                                                  else _kernel_verdict(seen, factor))))
+
+
+def _kernel_verdict(seen: Mapping, factor: float) -> tuple[str, str]:
+    """claim_row's verdict at evidence study / full."""
+    from lossbench.report.claims import NOT_REPRODUCED, PARTLY, REPRODUCED
+
+    if seen["sig_all"]:
+        return REPRODUCED, f"at every point run, by ≥ {factor:g}×"
+    if seen["sig_any"] or seen["toward_any"]:
         short = "the CIs overlap" + (f" or the ratio is below {factor:g}×" if factor != 1 else "")
-        return row | {"verdict": PARTLY, "reason": f"the claimed direction holds on the medians, but {short} "
-                                                   "at some point"}
-    return row | {"verdict": NOT_REPRODUCED, "reason": "the claimed direction does not hold"
-                  + ("; significantly opposite" if opposite_any else "")}
+        return PARTLY, f"the claimed direction holds on the medians, but {short} at some point"
+    return NOT_REPRODUCED, ("the claimed direction does not hold"
+                            + ("; significantly opposite" if seen["opposite_any"] else ""))
+
+
+def _direction_check(seen: Mapping, factor: float) -> tuple[str, str]:
+    """claim_row's verdict at evidence smoke: consistent / inconsistent / no signal."""
+    from lossbench.report.claims import CONSISTENT, INCONSISTENT, NO_SIGNAL
+
+    if seen["opposite_any"]:
+        return INCONSISTENT, "significantly opposite at some point"
+    if not seen["toward_any"]:
+        return INCONSISTENT, "the claimed direction fails on the medians at every point, none significantly"
+    if seen["toward_all"]:
+        how = (f"significantly and by ≥ {factor:g}× at every point" if seen["sig_all"] else
+               "not significantly (or below the claimed factor) at some point")
+        return CONSISTENT, f"the claimed direction holds on the medians at every point; {how}"
+    return NO_SIGNAL, "mixed: the claimed direction holds on the medians at some points only, none significantly opposite"
 
 
 def _where_text(where: Mapping) -> str:
