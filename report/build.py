@@ -127,11 +127,16 @@ class TrackContext:
 
 def _figures(ctx: TrackContext, dataset: str, order: list[str], rows: pd.DataFrame,
              data: Mapping) -> list[tuple[str, str]]:
-    """Write the (track, dataset) figures; return [(caption, path relative to out_dir)]."""
+    """Write the (track, dataset) figures; return [(caption, path relative to out_dir)]. Figures with
+    one line per method draw the baseline and the best of `order` (the table order), at most
+    plots.MAX_SERIES, in colours fixed for this (track, dataset); the bar chart shows every method."""
+    from dataclasses import replace
+
     track, baseline, main = ctx.info["name"], ctx.info["baseline"], ctx.layout["main_metric"]
     if "raw_summary" in data and track in data["raw_summary"]:  # a preference track's view
-        drawn = preference.figures(ctx, dataset, data, lambda kind: ctx.out_dir / "figures" / f"{kind}.png")
+        drawn = preference.figures(ctx, dataset, data, lambda kind: ctx.out_dir / "figures" / f"{kind}.png", order)
         return [(cap, p.relative_to(ctx.out_dir).as_posix()) for cap, p in drawn if p is not None]
+    ctx = replace(ctx, colors=plots.method_colors(order, baseline))
 
     def pick(df):
         return without_diverged(df[(df["track"] == track) & (df["dataset"] == dataset)],
@@ -141,20 +146,26 @@ def _figures(ctx: TrackContext, dataset: str, order: list[str], rows: pd.DataFra
         return ctx.out_dir / "figures" / f"{track}__{dataset}__{kind}.png"
 
     bars = rows[rows["metric"] == main].set_index("method").reindex(order).reset_index()
+    per_class, curves, panels = pick(data["per_class"]), pick(data["curves"]), ctx.layout.get("curves", [])
+    relative = () if lm_pretraining.is_lm(data, track) else plots.OWN_LOSS_CURVES  # LM losses: plain CE
+    note = plots.not_drawn_note(order, ctx.colors, ctx.metrics.get(main, {}).get("display", main))
     drawn = [
-        ("Main metric, mean ± CI over seeds",
-         plots.bar_main(bars, ctx.metrics.get(main, {}), baseline, ctx.colors, path("bar"))),
-        ("Per-class test recall (against training count if imbalanced), mean over seeds",
-         plots.per_class(pick(data["per_class"]), baseline, ctx.colors, path("per_class"))),
-        ("Training curves, mean and CI band over seeds (diverged runs left out)",
-         plots.curves(pick(data["curves"]), ctx.layout.get("curves", []), ctx.metrics, baseline,
-                      ctx.colors, ctx.level, path("curves"), x=ctx.layout.get("curves_x", "step"),
-                      log_x=ctx.layout.get("curves_log_x", False))),
+        (f"Main metric of every method in table order (baseline black), mean ± {plots.ci_text(ctx.level)} over "
+         f"{plots.seeds_text(bars, n_column='n')}.",
+         plots.bar_main(bars, ctx.metrics.get(main, {}), baseline, path("bar"), ctx.level)),
+        (f"Per-class test recall (against training count if imbalanced), mean over "
+         f"{plots.seeds_text(per_class, ctx.colors)}." + note,
+         plots.per_class(per_class, baseline, ctx.colors, path("per_class"))),
+        ("Training curves (diverged runs left out), "
+         f"{plots.curves_caption(curves, panels, ctx.colors, ctx.level, relative)}." + note,
+         plots.curves(curves, panels, ctx.metrics, baseline, ctx.colors, ctx.level, path("curves"),
+                      x=ctx.layout.get("curves_x", "step"), log_x=ctx.layout.get("curves_log_x", False),
+                      relative=relative)),
     ]
     if lm_pretraining.is_lm(data, track):
-        drawn += lm_pretraining.figures(ctx, pick(data["summary"]), pick(data["curves"]), path)
+        drawn += lm_pretraining.figures(ctx, pick(data["summary"]), curves, path, note)
     if grokking.is_grokking(data, track):
-        drawn += grokking.figures(ctx, pick(data["curves"]), path)
+        drawn += grokking.figures(ctx, curves, path, note)
     return [(cap, p.relative_to(ctx.out_dir).as_posix()) for cap, p in drawn if p is not None]
 
 

@@ -60,10 +60,11 @@ def markdown(table: dict) -> str:
     return markdown_extra(table)
 
 
-def figures(ctx, curves: pd.DataFrame, path) -> list[tuple[str, Path | None]]:
-    """The diagnostics behind the paper's story: collapse, zero losses, weight norm, NLM cosine."""
+def figures(ctx, curves: pd.DataFrame, path, note: str = "") -> list[tuple[str, Path | None]]:
+    """The diagnostics behind the paper's story: collapse, zero losses, weight norm, NLM cosine,
+    for the methods of ctx.colors (the baseline and the top of the table); `note` names the rest."""
     return [("Softmax Collapse (shifted exp-sum exactly 1 in the run's softmax precision; float32 for StableMax "
              "and ⊥Grad), exactly-zero losses, weight norm and cos(−∇L, θ) (the naïve-loss-minimisation "
-             "direction), mean and CI band over seeds",
+             f"direction): {plots.curves_caption(curves, DIAGNOSTICS, ctx.colors, ctx.level)}." + note,
              plots.curves(curves, DIAGNOSTICS, ctx.metrics, ctx.info["baseline"], ctx.colors, ctx.level,
                           path("diagnostics"), log_x=ctx.layout.get("curves_log_x", False)))]

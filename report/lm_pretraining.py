@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lossbench.lm_pretrain import FLAGS, WEIGHT_EDGES
-from lossbench.report.plots import line_style, save_figure
+from lossbench.report.plots import MAX_SERIES, ci_text, line_style, save_figure, seeds_text
 
 TARGET_METRIC = "val/loss"
 
@@ -54,23 +54,30 @@ def add_time_to_target(data: dict, track: str) -> None:
         data["summary"] = pd.concat([summary, pd.DataFrame(rows)], ignore_index=True)
 
 
-def figures(ctx, summary: pd.DataFrame, curves: pd.DataFrame, path) -> list[tuple[str, Path | None]]:
-    """(caption, path or None) of the per-domain bars and the weight histograms."""
+def figures(ctx, summary: pd.DataFrame, curves: pd.DataFrame, path, note: str = "") -> list[tuple[str, Path | None]]:
+    """(caption, path or None) of the per-domain bars (the methods of ctx.colors: the baseline and
+    the top of the table; `note` names the rest) and the weight histograms."""
     base = ctx.info["baseline"]
-    drawn = [("Test loss per domain (mean ± CI over seeds); lower is better. Held-out text of every clean domain; "
-              "the redundant and noise parts of the training mixture have no held-out chunks.",
+    domains = summary[summary["metric"].str.match(r"^test/loss/[^/]+$")]
+    hist = curves[curves["metric"].str.startswith("weights/hist_")]
+    drawn = [(f"Test loss per domain (mean ± {ci_text(ctx.level)} over {seeds_text(domains, ctx.colors)}); lower is "
+              "better. Held-out text of every clean domain; the redundant and noise parts of the training mixture "
+              "have no held-out chunks." + note,
               domain_bars(summary, base, ctx.colors, ctx.level, path("domains"))),
              ("Per-sample weights over training (reweighting methods): share of weights w·N in each bin per "
-              "evaluation interval, mean over seeds (w·N = 1 is the uniform weight); and the mean w·N the method "
-              "gave to clean, redundant and noise chunks.",
+              f"evaluation interval, mean over {seeds_text(hist)} (w·N = 1 is the uniform weight); and the mean w·N "
+              "the method gave to clean, redundant and noise chunks.",
               weight_histograms(curves, path("weights")))]
     return drawn
 
 
 def domain_bars(summary: pd.DataFrame, baseline: str, colors: Mapping, level: float, out: Path) -> Path | None:
+    """Grouped bars of the per-domain test loss, one bar per method of `colors` (at most
+    MAX_SERIES, each its own colour) in each domain group."""
     from lossbench.stats import summarize
 
     rows = summary[summary["metric"].str.match(r"^test/loss/[^/]+$")]
+    rows = rows[rows["method"].isin(list(colors)[:MAX_SERIES])]
     if rows.empty:
         return None
     rows = rows.assign(domain=rows["metric"].str.split("/").str[-1])
@@ -84,11 +91,11 @@ def domain_bars(summary: pd.DataFrame, baseline: str, colors: Mapping, level: fl
         x = np.arange(len(domains)) + (i - (len(methods) - 1) / 2) * width
         style = line_style(m, baseline, colors)
         ax.bar(x, part["mean"], width, yerr=part["half_width"].fillna(0), color=style["color"], label=style["label"],
-               error_kw={"lw": 0.6})
+               error_kw={"lw": 0.6, "ecolor": "0.3"})
     lo = (band["mean"] - band["half_width"].fillna(0)).min()
     ax.set_ylim(bottom=max(0.0, lo - 0.1 * abs(lo)))
     ax.set_xticks(np.arange(len(domains)), domains)
-    ax.set(ylabel="test loss (nats/token)", title="Per-domain test loss")
+    ax.set(ylabel=f"test loss (nats/token), mean ± {ci_text(level)}", title="Per-domain test loss")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     return save_figure(fig, out)

@@ -25,7 +25,8 @@ import pandas as pd
 from lossbench import data as datasets
 from lossbench.stats import mean_ci
 from lossbench.report import selection
-from lossbench.report.plots import line_style, save_figure  # Agg backend and shared style
+from lossbench.report import plots
+from lossbench.report.plots import MAX_SERIES, NEUTRAL_COLOR, line_style, save_figure  # Agg backend, shared style
 
 VIEWS = {
     "best": "each method at the variant with the best mean validation win rate",
@@ -166,9 +167,12 @@ def is_preference(data: Mapping, track: str) -> bool:
     return bool(kinds) and kinds <= {"pairwise", "listwise", "unpaired", "unlearning"}
 
 
-def figures(ctx, view_dataset: str, data: Mapping, out) -> list[tuple[str, Path | None]]:
+def figures(ctx, view_dataset: str, data: Mapping, out,
+            order: list[str] | None = None) -> list[tuple[str, Path | None]]:
     """(caption, path) of one view's figures: frontier and dynamics (@best, @matched-kl), and the
-    noise-robustness curves once, under the clean dataset's @best view."""
+    noise-robustness curves once, under the clean dataset's @best view. They draw the baseline and
+    the top of `order` (the view's table order; π_ref is no method here), at most plots.MAX_SERIES,
+    in colours fixed for the view; the caption names how many others the table has."""
     track = ctx.info["name"]
     base, view = split_view(view_dataset)
     raw = data["raw_summary"][track]
@@ -179,33 +183,47 @@ def figures(ctx, view_dataset: str, data: Mapping, out) -> list[tuple[str, Path 
     budget = budgets(data, track).get(base, np.inf)
     if view == "unlearning":
         return []
+    baseline = ctx.info["baseline"]
+    ranked = [m for m in (order if order is not None else list(chosen)) if m != SFT]
+    colors = plots.method_colors(ranked, baseline)
+    main = ctx.layout.get("view_columns", {}).get(view, [ctx.layout.get("main_metric")])[0]
+    note = plots.not_drawn_note(ranked, colors, ctx.metrics.get(main, {}).get("display", main))
+    ci = plots.ci_text(ctx.level)
     slug = f"{track}__{base}__{view}"
     drawn = []
     if view == "best":
-        drawn.append(("Reward–KL frontier: test gold reward against √KL over each method's grid (mean ± CI over "
-                      "seeds; the star is π_ref). Up and left is better.",
-                      frontier(raw[raw["dataset"] == base], ctx.info["baseline"], ctx.colors, budget, ctx.level,
-                               out(f"{slug}__frontier"))))
-    drawn.append(("Log-likelihood dynamics on held-out probe pairs (selected variants, mean over seeds): "
-                  "chosen and rejected log-likelihood change and the gradient cosine (E2).",
-                  dynamics(curves, chosen, ctx.info["baseline"], ctx.colors, out(f"{slug}__dynamics"))))
+        mine = raw[raw["dataset"] == base]
+        drawn.append(("Reward–KL frontier: test gold reward against √KL over each method's grid (mean ± "
+                      f"{ci} over {plots.seeds_text(mine, colors)}; the grey star is π_ref). Up and left is better."
+                      + note,
+                      frontier(mine, baseline, colors, budget, ctx.level, out(f"{slug}__frontier"))))
+    shown = curves[[chosen.get(m) == v for m, v in zip(curves["method"], curves["variant"])]]
+    drawn.append(("Log-likelihood dynamics on held-out probe pairs (selected variants, mean over "
+                  f"{plots.seeds_text(shown[shown['metric'].isin(DYNAMICS)], colors)}): chosen and rejected "
+                  "log-likelihood change and the gradient cosine (E2)." + note,
+                  dynamics(curves, chosen, baseline, colors, out(f"{slug}__dynamics"))))
     if view == "best" and not datasets.dataset_entry(base).get("label_noise"):
         best = data["summary"][(data["summary"]["track"] == track)
                                & data["summary"]["dataset"].str.endswith(" @best")]
-        drawn.append(("Noise robustness: test win rate against the training label-flip rate (@best, mean ± CI).",
-                      noise_curves(best, ctx.info["baseline"], ctx.colors, ctx.level, out(f"{track}__noise"))))
+        wins = best[best["metric"] == "test/win_rate"]
+        drawn.append(("Noise robustness: test win rate against the training label-flip rate (@best, mean ± "
+                      f"{ci} over {plots.seeds_text(wins, colors)})." + note,
+                      noise_curves(best, baseline, colors, ctx.level, out(f"{track}__noise"))))
     return drawn
 
 
 # ============================================================================================ figures
+DYNAMICS = ["val/chosen_change_sum", "val/rejected_change_sum", "val/grad_cosine"]  # panels of `dynamics`
 def frontier(raw: pd.DataFrame, baseline: str, colors: Mapping, budget: float, level: float,
              path: Path) -> Path | None:
-    """Test gold reward against √KL(π‖π_ref) for every variant (the β sweep), mean ± CI over seeds."""
+    """Test gold reward against √KL(π‖π_ref) for every variant (the β sweep), mean ± CI over seeds,
+    for the methods of `colors`; π_ref is a grey star (grey is no method's colour)."""
     wide = raw[raw["metric"].isin(["test/gold_reward", "test/sqrt_kl"])]
     if wide.empty:
         return None
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for method, part in wide.groupby("method", sort=False):
+    for method in list(colors)[:MAX_SERIES]:
+        part = wide[wide["method"] == method]
         pts = []
         for variant, v in part.groupby("variant"):
             g = v[v["metric"] == "test/gold_reward"]["value"].dropna()
@@ -218,7 +236,7 @@ def frontier(raw: pd.DataFrame, baseline: str, colors: Mapping, budget: float, l
             ax.errorbar(x, y, yerr=e, marker="o", ms=4, capsize=2, **line_style(method, baseline, colors))
     sft = raw[raw["metric"] == "test/sft_gold_reward"].drop_duplicates("seed")["value"]
     if len(sft):
-        ax.scatter([0], [sft.mean()], marker="*", s=140, color="k", zorder=5, label="π_ref (sft)")
+        ax.scatter([0], [sft.mean()], marker="*", s=140, color=NEUTRAL_COLOR, zorder=5, label="π_ref (sft)")
     if np.isfinite(budget):
         ax.axvline(np.sqrt(budget), color="0.5", ls=":", lw=1)
         ax.text(np.sqrt(budget), ax.get_ylim()[0], " KL budget", color="0.4", va="bottom", fontsize=8)
@@ -233,15 +251,16 @@ def dynamics(curves: pd.DataFrame, chosen: Mapping[str, str], baseline: str, col
              path: Path) -> Path | None:
     """Chosen and rejected log-likelihood change vs π_ref on held-out probe pairs over training
     (the '3D properties' / gradient-entanglement picture), mean over seeds, selected variants."""
-    panels = ["val/chosen_change_sum", "val/rejected_change_sum", "val/grad_cosine"]
-    rows = curves[curves["metric"].isin(panels)]
+    panels = DYNAMICS
+    rows = curves[curves["metric"].isin(panels) & curves["method"].isin(list(colors)[:MAX_SERIES])]
     rows = rows[[chosen.get(m) == v for m, v in zip(rows["method"], rows["variant"])]]
     if rows.empty:
         return None
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, metric in zip(axes, panels):
-        for method, part in rows[rows["metric"] == metric].groupby("method", sort=False):
-            mean = part.groupby("step")["value"].mean()
+        own = rows[rows["metric"] == metric]
+        for method in [m for m in colors if m in set(own["method"])]:
+            mean = own[own["method"] == method].groupby("step")["value"].mean()
             ax.plot(mean.index, mean.to_numpy(), **line_style(method, baseline, colors))
         ax.axhline(0, color="k", lw=0.6)
         ax.set_title({"val/chosen_change_sum": "log π(y_w) − log π_ref(y_w)",
@@ -256,14 +275,16 @@ def dynamics(curves: pd.DataFrame, chosen: Mapping[str, str], baseline: str, col
 def noise_curves(view_rows: pd.DataFrame, baseline: str, colors: Mapping, level: float, path: Path,
                  metric: str = "test/win_rate") -> Path | None:
     """`metric` against the train label-flip rate ε, one line per method present at ≥ 2 noise levels."""
-    rows = view_rows[(view_rows["metric"] == metric) & (view_rows["method"] != SFT)].copy()
+    rows = view_rows[(view_rows["metric"] == metric) & (view_rows["method"] != SFT)
+                     & view_rows["method"].isin(list(colors)[:MAX_SERIES])].copy()
     if rows.empty:
         return None
     rows["eps"] = [datasets.dataset_entry(split_view(d)[0]).get("label_noise", 0.0) for d in rows["dataset"]]
     if rows["eps"].nunique() < 2:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for method, part in rows.groupby("method", sort=False):
+    for method in [m for m in colors if m in set(rows["method"])]:
+        part = rows[rows["method"] == method]
         pts = [(eps, *mean_ci(v["value"].dropna().to_numpy(), level)[:2]) for eps, v in part.groupby("eps")]
         if len(pts) < 2:
             continue
