@@ -228,6 +228,8 @@ def subset_profile(args) -> tuple[dict, Path]:
            "tracks": {t: cfg["tracks"][t] for t in selected},
            "datasets": [d for ds in selected.values() for d in ds],
            "methods": list(args.method)}
+    if cfg.get("evidence"):  # a subset of a profile carries the profile's evidence level
+        sub["evidence"] = cfg["evidence"]
     if args.seed:
         sub["seeds"] = list(dict.fromkeys(args.seed))
     overrides = _parse_sets(args.set)
@@ -412,6 +414,7 @@ def _publish(args):
     from lossbench import config as lbconfig
     from lossbench import verify
     from lossbench.report.build import build_report
+    from lossbench.report.site import build_site
     from lossbench.runner import TIDY_FILES
 
     src, dest = Path(args.results), Path(args.into) / args.name
@@ -432,7 +435,8 @@ def _publish(args):
         shutil.copy2(lbconfig.ROOT / track_path, dest / "config" / Path(track_path).name)
     verify.write_manifest(dest)  # SHA256SUMS: `lossbench verify` proves the set was never edited
     build_report(dest, dest / "report", title=f"lossbench — published: {args.name}", note=args.note)
-    print(f"published {src} -> {dest}; report {dest / 'report' / 'index.html'}")
+    site = build_site(Path(args.into))  # the leaderboard site lists every set, this one included
+    print(f"published {src} -> {dest}; report {dest / 'report' / 'index.html'}; site {site}")
     return EXIT_OK
 
 

@@ -100,15 +100,18 @@ def t_pvalue(mean, hw, n, level: float = 0.95) -> np.ndarray:
 
 
 def holm(pvalues) -> np.ndarray:
-    """Holm–Bonferroni adjusted p-values of one family of tests (statsmodels' `multipletests`);
-    NaN entries (no test possible) stay NaN and do not count towards the family size."""
+    """Holm–Bonferroni adjusted p-values of one family of tests: the i-th smallest of m p-values becomes
+    max over j ≤ i of min(1, (m − j + 1)·p_(j)). NaN entries (no test possible) stay NaN and do not
+    count towards m. Written out rather than taken from statsmodels' `multipletests`, which runs a
+    full garbage collection per call (≈ 0.25 s: 90 s for one report's ~400 families); the tests check
+    it against statsmodels."""
     p = np.asarray(pvalues, dtype=float)
     out = np.full(p.shape, np.nan)
-    ok = ~np.isnan(p)
-    if ok.any():
-        from statsmodels.stats.multitest import multipletests
-
-        out[ok] = multipletests(p[ok], method="holm")[1]
+    ok = np.flatnonzero(~np.isnan(p))
+    if ok.size:
+        order = ok[np.argsort(p[ok], kind="stable")]
+        m = order.size
+        out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
     return out
 
 

@@ -23,7 +23,7 @@ from lossbench.stats import leaderboard
 from lossbench.report import claims as claims_mod
 from lossbench.report import optimizers
 from lossbench.report import plots
-from lossbench.report import grokking, kernels, lm_pretraining, preference, selection
+from lossbench.report import glance, grokking, kernels, lm_pretraining, preference, selection
 from lossbench.report.tables import (LAYOUT_PATH, bad_statuses, fmt_mapping, legend, load_layout, markdown_extra,
                            markdown_table, md_text, table_rows, track_layout)
 
@@ -222,7 +222,24 @@ def track_section(track: str, board: pd.DataFrame, data: Mapping, layout: Mappin
     _write(out_dir / "tables" / f"{track}.md", "\n\n".join(s for s in md if s) + "\n")
     _write(out_dir / "tables" / f"{track}.csv",
            board[board["track"] == track].to_csv(index=False, float_format="%.6g"))
-    return {**info, "headers": headers, "datasets_ctx": datasets}
+    at_a_glance = glance.track_glance(track, board, data["summary"], [d for d, _ in info["datasets"]],
+                                      ctx.layout["main_metric"], ctx.metrics, info["baseline"], level,
+                                      out_dir / "figures" / f"{track}__critical_difference.png")
+    if at_a_glance and at_a_glance["figure"]:
+        at_a_glance["figure"] = Path(at_a_glance["figure"]).relative_to(out_dir).as_posix()
+    return {**info, "headers": headers, "datasets_ctx": datasets, "glance": at_a_glance,
+            "described": described_once(info["datasets"])}
+
+
+def described_once(datasets: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(dataset, description) with each underlying dataset once: a preference track's views
+    (`synthpref @best`, `synthpref @matched-kl`, ...) share their dataset's description."""
+    out: dict[str, str] = {}
+    for name, desc in datasets:
+        base = preference.split_view(name)[0]
+        if not out.get(base):
+            out[base] = desc
+    return list(out.items())
 
 
 def selection_table(track: str, dataset: str, order: list[str], data: Mapping) -> dict | None:
@@ -296,12 +313,37 @@ def docs_links(method_meta: Mapping, out_dir: Path, docs_base: str | None = None
     return links
 
 
-def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "lossbench report",
-                 note: str | None = None, level: float | None = None,
-                 layout_path: Path | str = LAYOUT_PATH,
-                 claims_path: Path | str = claims_mod.CLAIMS_PATH) -> Path:
-    """Build the report from a results folder; returns the path of index.html."""
-    data, layout, out = load_results(results_dir), load_layout(layout_path), Path(out_dir)
+def site_link(out_dir: Path) -> str | None:
+    """Relative link from a report folder to the published leaderboard site (results/published/index.html
+    of this checkout), or None where that page does not exist (a report built outside a checkout)."""
+    site = _repo_root() / "results" / "published" / "index.html"
+    if not site.exists():
+        return None
+    return Path(os.path.relpath(site, Path(out_dir).resolve())).as_posix()
+
+
+@dataclass
+class Analysis:
+    """Everything one results folder's report shows, before rendering (the published site reads it too)."""
+    data: dict
+    layout: dict
+    level: float
+    tracks: list[str]
+    board: pd.DataFrame
+    claims: list[dict]
+    evidence: str
+    failed: list[dict]
+    devices: list[str]
+    kernel_rows: pd.DataFrame | None
+    kernel_meta: dict | None
+
+
+def analyse(results_dir: Path | str, level: float | None = None, layout_path: Path | str = LAYOUT_PATH,
+            claims_path: Path | str = claims_mod.CLAIMS_PATH, set_name: str | None = None) -> Analysis:
+    """Read a results folder and compute its leaderboards and claim verdicts (no files written)."""
+    data, layout = load_results(results_dir), load_layout(layout_path)
+    where = Path(results_dir).resolve()
+    set_name = set_name or (where.name if where.parent.name == "published" else None)  # a published set
     failed, devices = failed_runs(data["runs"]), devices_used(data["runs"])  # before any view drops runs
     level = level or layout.get("ci_level", 0.95)
     axis = optimizers.split(data)  # optimizer-axis runs leave the main boards for their own tables
@@ -328,23 +370,43 @@ def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "los
                                          level, layout["metrics"])
         data["axis"] = axis
     kernel_rows, kernel_meta = kernels.load(results_dir)
-    kernel_ctx = None
-    if kernel_rows is not None:
-        kernel_ctx = kernels.section(kernel_rows, kernel_meta, out)
-        _write(out / "tables" / "kernels.md", kernels.markdown(kernel_ctx))
-        _write(out / "tables" / "kernels.csv", kernels.wide(kernel_rows).to_csv(index=False, float_format="%.6g"))
-
+    evidence = claims_mod.evidence_level(prov)
     claims = claims_mod.evaluate(claims_mod.load_claims(claims_path),
                                  pd.concat([summary, data["axis_summary"]], ignore_index=True), level,
-                                 layout["metrics"], kernel_rows, prov)
+                                 layout["metrics"], kernel_rows, prov, set_name=set_name)
+    for c in claims:
+        c["slug"] = claim_slug(c)
+    return Analysis(data, layout, level, tracks, board, claims, evidence, failed, devices, kernel_rows, kernel_meta)
+
+
+def claim_slug(claim: Mapping) -> str:
+    """A stable anchor for a claims.yaml entry (`claim-<paper words>`), so other pages can link to its row."""
+    words = "".join(ch if ch.isascii() and ch.isalnum() else " " for ch in f"{claim['paper']} {claim['claim'][:40]}".lower()).split()
+    return "claim-" + "-".join(words[:12])
+
+
+def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "lossbench report",
+                 note: str | None = None, level: float | None = None,
+                 layout_path: Path | str = LAYOUT_PATH,
+                 claims_path: Path | str = claims_mod.CLAIMS_PATH, set_name: str | None = None) -> Path:
+    """Build the report from a results folder; returns the path of index.html. `set_name` names a
+    published set in the claims' evidence column."""
+    a, out = analyse(results_dir, level, layout_path, claims_path, set_name), Path(out_dir)
+    kernel_ctx = None
+    if a.kernel_rows is not None:
+        kernel_ctx = kernels.section(a.kernel_rows, a.kernel_meta, out)
+        _write(out / "tables" / "kernels.md", kernels.markdown(kernel_ctx))
+        _write(out / "tables" / "kernels.csv", kernels.wide(a.kernel_rows).to_csv(index=False, float_format="%.6g"))
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)
+    data = a.data
     html = env.get_template("index.html.j2").render(
-        title=title, note=note, level=level, provenance=prov,
-        tracks=[track_section(t, board, data, layout, level, out) for t in tracks], kernels=kernel_ctx,
-        methods=data["methods"], docs=docs_links(data["methods"], out), fmt_mapping=fmt_mapping, legend=legend(level),
-        claims=claims, claims_rule=claims_mod.RULE, failed=failed,
-        devices=devices)
+        title=title, note=note, level=a.level, provenance=data["provenance"], evidence=a.evidence,
+        site_link=site_link(out),
+        tracks=[track_section(t, a.board, data, a.layout, a.level, out) for t in a.tracks], kernels=kernel_ctx,
+        methods=data["methods"], docs=docs_links(data["methods"], out), fmt_mapping=fmt_mapping,
+        legend=legend(a.level), claims=a.claims, claims_rule=claims_mod.rule(a.evidence), failed=a.failed,
+        devices=a.devices)
     _write(out / "index.html", html)
     return out / "index.html"
 

@@ -221,7 +221,9 @@ def cd_figure(result: RankResult | None, path: Path | str, baseline: str | None 
     sig = _shown_matrix(result).rename(index=label, columns=label)
     palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]  # no grey
     others = [m for m in ranks.index if m != label.get(baseline)]
-    colors = {m: palette[i % len(palette)] for i, m in enumerate(others)}
+    # distinct colours only while they cannot repeat; beyond that every label is one grey (the names say it)
+    colors = ({m: palette[i] for i, m in enumerate(others)} if len(others) <= len(palette)
+              else {m: "#555555" for m in others})
     if baseline in label:
         colors[label[baseline]] = "black"
     n = len(ranks)

@@ -1,3 +1,5 @@
+import glob
+
 rule aggregate_results:
     input:
         # every file aggregate reads: a missing one makes Snakemake rebuild it (and its run)
@@ -49,3 +51,18 @@ rule build_published_report:
         from lossbench.report.build import build_report
 
         build_report(os.path.dirname(input[0]), os.path.dirname(output[0]), title=f"lossbench — published: {wildcards.name}")
+
+
+# The published leaderboard site (every set, per-track leaderboards, the claims scoreboard):
+# `snakemake results/published/index.html` after adding or rebuilding a set
+rule build_published_site:
+    input:
+        sorted(glob.glob("results/published/*/summary.csv")),
+    output:
+        "results/published/index.html",
+    log:
+        "results/logs/build_published_site.log",
+    run:
+        from lossbench.report.site import build_site
+
+        build_site("results/published")

@@ -17,6 +17,7 @@ localrules:
     aggregate_kernels,
     build_report,
     build_published_report,
+    build_published_site,
 
 
 # A job of a protocol not listed below: the smoke and CPU-sized protocols, whose jobs take seconds

@@ -250,7 +250,7 @@ def test_claims_table_links_each_paper_to_its_own_url(built):
     _, html = built
     section = html[html.find('<section id="claims">'):html.find("</section>", html.find('<section id="claims">'))]
     linked = [(html_mod.unescape(url), html_mod.unescape(paper)) for url, paper in
-              re.findall(r'<td rowspan="\d+"><a href="([^"]*)">([^<]*)</a>', section)]
+              re.findall(r'<td colspan="\d+"><a href="([^"]*)">([^<]*)</a>', section)]
     entries = claims.load_claims()
     assert linked == [(e["url"], e["paper"]) for e in entries]
     assert "example.org" not in section and "wikipedia" not in section

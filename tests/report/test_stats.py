@@ -155,3 +155,18 @@ def test_strong_effects_keep_their_markers_on_both_sides_and_directions():
     bare = leaderboard(df, {"t": "erm"}, metrics={})
     assert not bare[["beats_baseline", "worse_than_baseline", "beats_uncorrected",
                      "worse_uncorrected"]].any().any()
+
+
+def test_holm_matches_statsmodels_and_keeps_nan_out_of_the_family():
+    from statsmodels.stats.multitest import multipletests  # installed with scikit-posthocs
+
+    from lossbench.stats import holm
+
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        p = rng.uniform(0, 0.2, rng.integers(1, 30))
+        p[rng.random(p.size) < 0.2] = np.nan
+        ok = ~np.isnan(p)
+        if ok.any():
+            np.testing.assert_allclose(holm(p)[ok], multipletests(p[ok], method="holm")[1])
+        assert np.isnan(holm(p)[~ok]).all()
