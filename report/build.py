@@ -374,8 +374,11 @@ def analyse(results_dir: Path | str, level: float | None = None, layout_path: Pa
     claims = claims_mod.evaluate(claims_mod.load_claims(claims_path),
                                  pd.concat([summary, data["axis_summary"]], ignore_index=True), level,
                                  layout["metrics"], kernel_rows, prov, set_name=set_name)
-    for c in claims:
-        c["slug"] = claim_slug(c)
+    seen: dict[str, int] = {}
+    for c in claims:  # every claims.yaml entry is evaluated, in file order: the same anchors in every set
+        slug = claim_slug(c)
+        seen[slug] = seen.get(slug, 0) + 1
+        c["slug"] = slug if seen[slug] == 1 else f"{slug}-{seen[slug]}"
     return Analysis(data, layout, level, tracks, board, claims, evidence, failed, devices, kernel_rows, kernel_meta)
 
 

@@ -7,6 +7,7 @@ table is stable. Regenerate it on purpose with LOSSBENCH_REGEN_GOLDEN=1 and revi
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -254,3 +255,21 @@ def test_claims_table_links_each_paper_to_its_own_url(built):
     entries = claims.load_claims()
     assert linked == [(e["url"], e["paper"]) for e in entries]
     assert "example.org" not in section and "wikipedia" not in section
+
+
+def test_smoke_report_opens_with_banner_and_glance_and_gives_no_verdict_of_record(tmp_path):
+    """A smoke-level results folder: banner first, each track opens with its at-a-glance leaderboard and
+    critical-difference diagram (2 datasets), and the claims read as direction checks only."""
+    results = write_fixture(tmp_path / "results")
+    prov = json.loads((results / "provenance.json").read_text())
+    (results / "provenance.json").write_text(json.dumps({**prov, "profile": "smoke", "evidence": "smoke"}))
+    page = build_report(results, tmp_path / "out").read_text()
+    assert 'id="smoke-banner"' in page
+    track = page[page.index(f'<section id="track-{TRACK}">'):]
+    assert track.index(f'id="glance-{TRACK}"') < track.index("<details") < track.index(f'id="{TRACK}--')
+    assert (tmp_path / "out" / "figures" / f"{TRACK}__critical_difference.png").exists()
+    glance = track[track.index(f'id="glance-{TRACK}"'):track.index("</table>")]
+    assert [m for m in re.findall(r'<td class="method" data-v="([^"]+)"', glance)][0] == "logit_adjust"
+    claims = page[page.index('<section id="claims">'):]
+    verdicts = set(re.findall(r'class="verdict v-([a-z-]+)"', claims))
+    assert verdicts and verdicts <= {"consistent", "inconsistent", "no-signal"}

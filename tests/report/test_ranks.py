@@ -52,14 +52,17 @@ def test_a_run_without_value_ranks_worst():
     assert low.ranks.loc[("a", 0)].to_dict() == {"A": 2.5, "B": 2.5, "C": 1.0}
 
 
-def test_a_method_missing_a_block_is_left_out():
-    runs = {(d, s): {"A": 0.5 + s / 10, "B": 0.4, "C": 0.3, "D": 0.2} for d in "ab" for s in range(2)}
-    del runs[("b", 1)]["D"]
+def test_a_method_missing_many_blocks_is_left_out_one_missing_seed_costs_the_block():
+    runs = {(d, s): {"A": 0.5 + s / 10, "B": 0.4, "C": 0.3, "D": 0.2, "E": 0.1} for d in "ab" for s in range(4)}
+    del runs[("b", 1)]["E"]  # 1 of 8 design blocks: E stays, block (b, 1) goes
+    for s in (0, 1, 2):  # 3 of 8 blocks (> a quarter): D is left out
+        del runs[("a", s)]["D"]
     runs[("a", 9)] = {"A": 0.9, "B": 0.1}  # a stray extra seed of two methods: not the design
     r = ranks.compare(frame(runs), higher_is_better=True)
-    assert set(r.left_out) == {"D"} and "b, seed 1" in r.left_out["D"]
-    assert list(r.mean_rank.index) == ["A", "B", "C"]
-    assert r.n_blocks == 4 and r.n_datasets == 2 and ("a", 9) not in r.ranks.index  # C has no seed 9
+    assert set(r.left_out) == {"D"} and "3 of 8" in r.left_out["D"] and "a, seed 0" in r.left_out["D"]
+    assert list(r.mean_rank.index) == ["A", "B", "C", "E"]
+    assert r.n_blocks == 7 and r.n_datasets == 2 and ("b", 1) not in r.ranks.index
+    assert ("a", 9) not in r.ranks.index  # C has no seed 9
 
 
 def test_friedman_p_agrees_with_scipy_on_the_same_matrix():
