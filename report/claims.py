@@ -58,12 +58,13 @@ def rule(level: str = "study") -> str:
         return head + (
             "Claims read as a <b>direction check</b>, never as reproduced, per method and test, on the "
             "paired difference (method − named baseline over shared seeds) on each listed dataset that has "
-            "runs: <b>consistent</b> = the mean difference points the claimed direction on every dataset run "
-            "and none is significantly opposite; <b>inconsistent</b> = significantly opposite on some dataset, "
-            "or the means point against the claim on every dataset run; <b>no signal</b> = otherwise (mixed "
-            "directions without significance), or nothing to test (no runs, the entry gives a reason, or the "
-            "budget is shorter than the claim needs). For an “≈ baseline” claim (margin m): consistent = no "
-            "significant difference and every mean within ±m; inconsistent = a significant difference; no "
+            "runs: <b>consistent</b> = significant in the claimed direction on at least one dataset and "
+            "significantly opposite on none; <b>inconsistent</b> = significantly opposite on at least one "
+            "dataset and significant in the claimed direction on none; <b>no signal</b> = nothing significant "
+            "either way (the reason says where the means point), significant both ways, or nothing to test (no "
+            "runs, the entry gives a reason, or the budget is shorter than the claim needs). A mean that merely "
+            "points one way is not a signal at this scale. For an “≈ baseline” claim (margin m): consistent = "
+            "no significant difference and every CI within ±m; inconsistent = a significant difference; no "
             "signal = otherwise. Kernel claims: consistent = the claimed direction holds on the medians at "
             "every point and none is significantly opposite; inconsistent = significantly opposite somewhere, "
             "or the direction fails at every point." + _NO_RUNS_NOTE + " " + _SIGNIFICANT)
@@ -327,31 +328,31 @@ def _verdict_equal(cells, low, high, margin, fmt) -> tuple[str, str]:
 
 
 def _direction_check(cells: list[dict], direction: str, margin: float, fmt) -> tuple[str, str]:
-    """The smoke level's verdict (rule("smoke")) on cells that ran: consistent / inconsistent / no signal."""
+    """The smoke level's verdict (rule("smoke")) on cells that ran: consistent / inconsistent / no signal.
+    Only a significant (Holm) difference is a signal: with few seeds a mean's sign alone is noise."""
     means = np.array([c["mean"] for c in cells], dtype=float)
     if direction == "equal":
         better, worse = _sides(cells, 1)
         differs = [c for c, b, w in zip(cells, better, worse) if b or w]
         if differs:
             return INCONSISTENT, f"significant difference on {_names(differs)}"
-        far = [c for c, m in zip(cells, means) if not abs(m) <= margin]
-        if not far:
-            return CONSISTENT, f"every mean within ±{fmt(margin)} of the baseline, none significantly different"
-        return NO_SIGNAL, f"no significant difference, but the mean lies beyond ±{fmt(margin)} on {_names(far)}"
+        wide = [c for c in cells if not (c["low"] >= -margin and c["high"] <= margin)]
+        if not wide:
+            return CONSISTENT, f"every CI within ±{fmt(margin)} of the baseline, none significantly different"
+        return NO_SIGNAL, f"no significant difference, but the CI reaches beyond ±{fmt(margin)} on {_names(wide)}"
     sign = 1 if direction == "higher" else -1
     better, worse = _sides(cells, sign)
-    toward, against = means * sign > 0, means * sign < 0
-    opposite = [c for c, w in zip(cells, worse) if w]
-    if opposite:
-        return INCONSISTENT, f"significantly opposite on {_names(opposite)}"
-    if against.all():
-        return INCONSISTENT, f"the means point against the claim on every dataset run ({_names(cells)}), none significantly"
     sig = [c for c, b in zip(cells, better) if b]
-    if toward.all():
-        how = f"significantly on {_names(sig)}" if sig else "none significantly"
-        return CONSISTENT, f"the means point the claimed direction on every dataset run ({_names(cells)}); {how}"
-    return NO_SIGNAL, (f"mixed: the claimed direction on {_names([c for c, t in zip(cells, toward) if t]) or 'none'}, "
-                       f"not on {_names([c for c, t in zip(cells, toward) if not t])}; none significantly opposite")
+    opposite = [c for c, w in zip(cells, worse) if w]
+    if sig and opposite:
+        return NO_SIGNAL, f"significant both ways: the claimed direction on {_names(sig)}, opposite on {_names(opposite)}"
+    if sig:
+        return CONSISTENT, f"significant in the claimed direction on {_names(sig)}, opposite on none"
+    if opposite:
+        return INCONSISTENT, f"significantly opposite on {_names(opposite)}, in the claimed direction on none"
+    toward = [c for c, m in zip(cells, means) if m * sign > 0]
+    return NO_SIGNAL, ("nothing significant either way; the means point the claimed direction on "
+                       f"{_names(toward) if toward else 'no dataset'} of {_names(cells)}")
 
 
 def _mark(c: Mapping, direction: str) -> str:

@@ -50,15 +50,17 @@ SMOKE = {"profile": "smoke", "evidence": "smoke",
 # --------------------------------------------------------------------------- smoke: direction check
 
 @pytest.mark.parametrize("cells, direction, expected", [
-    # every mean points the claimed way, none significantly opposite
+    # significant in the claimed direction somewhere, opposite nowhere (a mean alone is no signal)
     ([_cell("a", 0.05, 0.01), _cell("b", 0.03, 0.02)], "higher", CONSISTENT),
-    ([_cell("a", 0.01, 0.05), _cell("b", 0.002, 0.03)], "higher", CONSISTENT),
+    ([_cell("a", 0.05, 0.01), _cell("b", -0.002, 0.03)], "higher", CONSISTENT),
     ([_cell("a", -0.05, 0.01)], "lower", CONSISTENT),
-    # significantly opposite somewhere (even if another dataset agrees), or opposite on every mean
-    ([_cell("a", 0.05, 0.01), _cell("b", -0.05, 0.01)], "higher", INCONSISTENT),
-    ([_cell("a", -0.01, 0.05), _cell("b", -0.002, 0.03)], "higher", INCONSISTENT),
-    # mixed directions, nothing significant; nothing to test
-    ([_cell("a", 0.01, 0.05), _cell("b", -0.002, 0.03)], "higher", NO_SIGNAL),
+    # significantly opposite somewhere, in the claimed direction nowhere
+    ([_cell("a", -0.05, 0.01), _cell("b", 0.002, 0.03)], "higher", INCONSISTENT),
+    ([_cell("a", 0.05, 0.01)], "lower", INCONSISTENT),
+    # nothing significant (whatever the means), significant both ways, nothing to test
+    ([_cell("a", 0.01, 0.05), _cell("b", 0.002, 0.03)], "higher", NO_SIGNAL),
+    ([_cell("a", -0.01, 0.05), _cell("b", -0.002, 0.03)], "higher", NO_SIGNAL),
+    ([_cell("a", 0.05, 0.01), _cell("b", -0.05, 0.01)], "higher", NO_SIGNAL),
     ([_cell("a", 0.0, 0.0, n=0)], "higher", NO_SIGNAL),
     # an "≈ baseline" claim (margin 0.01)
     ([_cell("a", 0.001, 0.005), _cell("b", -0.002, 0.004)], "equal", CONSISTENT),
@@ -69,7 +71,7 @@ def test_direction_check_labels(cells, direction, expected):
     label, reason = claims.verdict(cells, direction, margin=0.01, evidence="smoke")
     assert label == expected and reason
     if expected == INCONSISTENT and direction == "higher" and any(c["high"] < 0 for c in cells):
-        assert "significantly opposite on b" in reason
+        assert "significantly opposite on a" in reason
 
 
 @pytest.mark.parametrize("half", [0.0, 0.001, 0.01, 0.1])
