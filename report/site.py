@@ -47,6 +47,13 @@ def _has_runs(row: Mapping) -> bool:
     return any(not str(m).endswith("no runs") for m in measured)
 
 
+def _label(row: Mapping, rows: list[Mapping]) -> str:
+    """The method, with its test where the claim tests it more than once (`cooldown (Many (%) vs temp_sample)`)."""
+    if sum(r["method"] == row["method"] for r in rows) < 2:
+        return row["method"]
+    return f"{row['method']} ({row.get('metric') or 'test'} vs {row.get('baseline') or '?'})"
+
+
 def scoreboard(analyses: Mapping[str, build.Analysis]) -> tuple[list[dict], list[str]]:
     """(one row per claims.yaml entry, the evidence levels shown as columns). A row's cell for a level
     lists, per set of that level with runs for the claim, each method's verdict and a link to the row."""
@@ -61,7 +68,7 @@ def scoreboard(analyses: Mapping[str, build.Analysis]) -> tuple[list[dict], list
             if measured:
                 row["cells"][a.evidence].append({
                     "set": name, "link": f"{name}/report/index.html#{c['slug']}",
-                    "verdicts": [(r["method"], r["verdict"]) for r in measured],
+                    "verdicts": [(_label(r, measured), r["verdict"]) for r in measured],
                     "evidence": next((r.get("evidence") for r in measured if r.get("evidence")), "")})
     return list(rows.values()), levels
 
