@@ -99,6 +99,29 @@ def t_pvalue(mean, hw, n, level: float = 0.95) -> np.ndarray:
     return np.where(n >= 2, p, np.nan)
 
 
+def min_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest true paired difference a two-sided paired t-test over `n` seeds detects with
+    probability `power` at level `alpha`, given the paired differences' standard deviation `sd`:
+    the non-centrality δ with P(|T'| > t_crit) = power for T' ~ noncentral t(n − 1, δ), times sd/√n
+    (scipy's `nct`; exact, not the normal approximation). NaN when n < 2 or sd is NaN; 0 when sd = 0."""
+    if n < 2 or not np.isfinite(sd):
+        return float("nan")
+    if sd == 0:
+        return 0.0
+    from scipy.optimize import brentq
+
+    df, tc = n - 1, st.t.ppf(1 - alpha / 2, n - 1)
+
+    def short(nc):  # power at non-centrality nc ≥ 0, minus the target; scipy's far lower tail can be
+        # NaN where it underflows (≈ 1e-17 and below): it is 0 there
+        return st.nct.sf(tc, df, nc) + np.nan_to_num(st.nct.cdf(-tc, df, nc)) - power
+
+    hi = 1.0
+    while short(hi) < 0:
+        hi *= 2
+    return float(brentq(short, 0.0, hi, xtol=1e-10) * sd / np.sqrt(n))
+
+
 def holm(pvalues) -> np.ndarray:
     """Holm–Bonferroni adjusted p-values of one family of tests: the i-th smallest of m p-values becomes
     max over j ≤ i of min(1, (m − j + 1)·p_(j)). NaN entries (no test possible) stay NaN and do not

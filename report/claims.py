@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lossbench.stats import BAD_STATUSES, better_worse, holm, paired_diff, status_counts
+from lossbench.stats import BAD_STATUSES, better_worse, holm, min_detectable_effect, paired_diff, status_counts
 from lossbench.report.tables import fmt_number
 
 CLAIMS_PATH = Path(__file__).with_name("claims.yaml")
@@ -47,7 +47,10 @@ _SIGNIFICANT = (
     "column the ± CI is the uncorrected per-dataset interval, p<sub>Holm</sub> the adjusted p, and ✓/✗ "
     "follow the corrected test: significant on the claimed / the opposite side (≠ significant for an "
     "equality claim), so a CI may exclude zero without a mark. Kernel claims compare the medians' CIs "
-    "(significant = they do not overlap; no p-values, no Holm).")
+    "(significant = they do not overlap; no p-values, no Holm). <b>MDE</b>: the smallest paired difference "
+    "the seeds would detect with 80% power at Holm's strictest level (1 − CI level) / family size, from "
+    "the paired spread measured; where the entry gives the paper's effect, a row that does not reproduce "
+    "it says whether the study was powered to see an effect that large.")
 _NO_RUNS_NOTE = " Listed datasets without runs are named in the reason and left out."
 
 
@@ -246,10 +249,27 @@ def adjust(cells: list[dict], level: float) -> list[dict]:
     cell's `p_holm` (NaN without a test: fewer than 2 paired seeds) and `sig` = p_holm < 1 − level."""
     ran = [c for c in cells if c.get("n", 0) > 0]
     adjusted = holm([c.get("p", np.nan) for c in ran])
+    family = max(1, int(np.sum(~np.isnan(adjusted))))
     for c, p in zip(ran, adjusted):
         c["p_holm"] = float(p)
         c["sig"] = bool(p < 1 - level)  # NaN compares False: no test, not significant
+        c["mde"] = cell_mde(c, level, family)
     return cells
+
+
+POWER = 0.8  # the power at which a claims row's minimum detectable effect (MDE) is stated
+
+
+def cell_mde(cell: Mapping, level: float, family: int = 1) -> float:
+    """The smallest paired difference (raw metric units) this cell's seeds detect with POWER, at
+    Holm's strictest threshold (1 − level) / family (so whatever its rank in the family), from the
+    paired standard deviation measured here (recovered from the uncorrected CI). NaN below 2 seeds."""
+    from scipy import stats as st
+
+    n = int(cell.get("n", 0))
+    half = (float(cell["high"]) - float(cell["low"])) / 2 if n >= 2 else float("nan")
+    sd = half / st.t.ppf(0.5 + level / 2, n - 1) * np.sqrt(n) if n >= 2 else float("nan")
+    return min_detectable_effect(sd, n, (1 - level) / family, POWER)
 
 
 def _names(cells: list[dict]) -> str:
@@ -384,6 +404,8 @@ def measured_text(cells: list[dict], meta: Mapping, direction: str) -> list[str]
         n = f"n={c['n']}" + "".join(f", {c[s]} {s}" for s in BAD_STATUSES if c.get(s))
         p = c.get("p_holm", np.nan)
         n += "" if p is None or np.isnan(p) else f", {_p_text(p)}"
+        mde = c.get("mde", np.nan)
+        n += "" if mde is None or np.isnan(mde) else f", MDE {fmt_number(mde, meta)}{unit}"
         out.append(f"{label}: {mean}{ci}{unit} ({n}){_mark(c, direction)}")
     return out
 
@@ -429,6 +451,8 @@ def _row(method: str, test: Mapping, entry: Mapping, summary: pd.DataFrame, leve
     elif label != NOT_TESTABLE and reason not in ("no runs", "no finite values"):
         reason += "".join(f"; {text}" for text in measured_text(cells, meta, direction)
                           if text.endswith(("no runs", "no finite values")))
+    if label in (NOT_REPRODUCED, PARTLY, INCONSISTENT, NO_SIGNAL) and test.get("paper_effect") is not None:
+        reason += power_note(cells, float(test["paper_effect"]), meta, unit)
     tracks = list(dict.fromkeys(c["track"] for c in cells if c["n"] > 0 and c["track"]))
     tracks = tracks or ([test["track"]] if test.get("track") else [])
     seen = max((c["n"] for c in cells), default=0)
@@ -437,6 +461,21 @@ def _row(method: str, test: Mapping, entry: Mapping, summary: pd.DataFrame, leve
             "measured": measured_text(cells, meta, direction), "verdict": label, "reason": reason,
             "verdict_class": VERDICT_CLASS[label], "evidence_level": grade,
             "evidence": evidence_text(provenance, tracks, set_name, seen or None)}
+
+
+def power_note(cells: list[dict], effect: float, meta: Mapping, unit: str) -> str:
+    """Whether the seeds could have seen the paper's effect (`paper_effect`, raw units, a magnitude):
+    `; powered for the paper's effect (4.2 pp ≥ MDE on every dataset run)` or which datasets were not."""
+    ran = [c for c in cells if c.get("n", 0) > 0]
+    if not ran:
+        return ""
+    size = f"{fmt_number(abs(effect), meta)}{unit}"
+    short = [c for c in ran if not (c.get("mde", np.nan) <= abs(effect))]  # NaN MDE: not powered
+    if not short:
+        return f"; powered for the paper's effect ({size} ≥ MDE at {POWER:.0%} power on every dataset run)"
+    worst = ", ".join(f"{c['dataset']} MDE {fmt_number(c['mde'], meta) if np.isfinite(c.get('mde', np.nan)) else '—'}{unit}"
+                      for c in short)
+    return f"; underpowered for the paper's effect ({size} < {worst})"
 
 
 def _kernel_evidence(provenance: Mapping | None, kernels: pd.DataFrame | None, test: Mapping,

@@ -291,3 +291,30 @@ def test_no_nan_leaks_into_measured_text():
     cells = claims.adjust([_cell("a", 0.1, math.nan, n=1, p=math.nan), _cell("b", 0.1, 0.01, p=0.001)], 0.95)
     text = claims.measured_text(cells, {}, "higher")
     assert "nan" not in " ".join(text).lower() and text[1].endswith("✓") and "p_Holm" not in text[0]
+
+
+def test_min_detectable_effect_has_the_stated_power():
+    """stats.min_detectable_effect: the paired t-test's power at the MDE is 80% (checked with statsmodels'
+    power function), it shrinks with more seeds and grows with a stricter level."""
+    from statsmodels.stats.power import TTestPower
+
+    from lossbench.stats import min_detectable_effect
+
+    for n in (2, 3, 5, 10):
+        for alpha in (0.05, 0.01, 0.05 / 8):
+            d = min_detectable_effect(1.0, n, alpha, 0.8)
+            assert TTestPower().power(effect_size=d, nobs=n, alpha=alpha) == pytest.approx(0.8, abs=1e-4)
+    assert min_detectable_effect(2.0, 5) == pytest.approx(2 * min_detectable_effect(1.0, 5))
+    assert min_detectable_effect(1.0, 10) < min_detectable_effect(1.0, 5) < min_detectable_effect(1.0, 3)
+    assert min_detectable_effect(1.0, 5, 0.01) > min_detectable_effect(1.0, 5, 0.05)
+    assert math.isnan(min_detectable_effect(1.0, 1)) and min_detectable_effect(0.0, 3) == 0.0
+
+
+def test_a_not_reproduced_row_says_whether_it_could_see_the_papers_effect():
+    """Three seeds with a tight paired spread detect a 5 pp effect; a wide one cannot (power_note)."""
+    meta = {"scale": 100, "digits": 1}
+    tight = claims.adjust([_cell("a", 0.001, 0.004)], 0.95)
+    wide = claims.adjust([_cell("a", 0.001, 0.2)], 0.95)
+    assert tight[0]["mde"] < 0.05 < wide[0]["mde"]
+    assert "powered for the paper's effect (5.0 pp" in claims.power_note(tight, 0.05, meta, " pp")
+    assert "underpowered for the paper's effect (5.0 pp < a MDE" in claims.power_note(wide, 0.05, meta, " pp")
