@@ -313,6 +313,25 @@ def docs_links(method_meta: Mapping, out_dir: Path, docs_base: str | None = None
     return links
 
 
+def attach_records(claims: list[dict], out_dir: Path, published: Path | None = None) -> None:
+    """Give each claims row its verdict of record from the published sets (`of_record`: verdict, set,
+    level, link relative to `out_dir`) where `<published>/verdicts_of_record.json` (written with the
+    published leaderboard site; default: this checkout's results/published) has one."""
+    from lossbench.report import site
+
+    published = Path(published) if published else _repo_root() / "results" / "published"
+    path = published / site.RECORD_FILE
+    if not path.exists():
+        return
+    records = json.loads(path.read_text())
+    base = Path(os.path.relpath(published.resolve(), Path(out_dir).resolve())).as_posix()
+    for c in claims:
+        for r in c["rows"]:
+            rec = (records.get(c["slug"]) or {}).get(site.row_key(r))
+            if rec:
+                r["of_record"] = {**rec, "link": f"{base}/{rec['link']}"}
+
+
 def site_link(out_dir: Path) -> str | None:
     """Relative link from a report folder to the published leaderboard site (results/published/index.html
     of this checkout), or None where that page does not exist (a report built outside a checkout)."""
@@ -403,6 +422,8 @@ def build_report(results_dir: Path | str, out_dir: Path | str, title: str = "los
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)
     data = a.data
+    if a.evidence == "smoke":  # a smoke report points each claim to its verdict of record
+        attach_records(a.claims, out)
     html = env.get_template("index.html.j2").render(
         title=title, note=note, level=a.level, provenance=data["provenance"], evidence=a.evidence,
         site_link=site_link(out),

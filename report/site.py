@@ -11,6 +11,7 @@ nothing is typed by hand.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Mapping
 
@@ -20,6 +21,7 @@ from lossbench.report import build, glance
 from lossbench.report.tables import legend
 
 PUBLISHED = build._repo_root() / "results" / "published"
+RECORD_FILE = "verdicts_of_record.json"  # beside index.html
 LEVELS = ("study", "full")  # evidence levels a published set may carry, smallest scale first
 
 
@@ -73,6 +75,26 @@ def scoreboard(analyses: Mapping[str, build.Analysis]) -> tuple[list[dict], list
     return list(rows.values()), levels
 
 
+def row_key(row: Mapping) -> str:
+    """One claims row across sets: method, metric and baseline (a claim may test a method twice)."""
+    return f"{row['method']}|{row.get('metric') or ''}|{row.get('baseline') or ''}"
+
+
+def of_record(analyses: Mapping[str, build.Analysis]) -> dict[str, dict[str, dict]]:
+    """{claim slug: {row_key: {verdict, set, level, evidence}}}: each claims row's verdict from the
+    largest-scale set with runs for it (full before study; among sets of one level, the first by name)."""
+    rank = {lv: i for i, lv in enumerate(LEVELS)}
+    out: dict[str, dict[str, dict]] = {}
+    for name, a in sorted(analyses.items(), key=lambda kv: (-rank.get(kv[1].evidence, -1), kv[0])):
+        for c in a.claims:
+            for r in c["rows"]:
+                if _has_runs(r):
+                    out.setdefault(c["slug"], {}).setdefault(row_key(r), {
+                        "verdict": r["verdict"], "set": name, "level": a.evidence,
+                        "evidence": r.get("evidence") or "", "link": f"{name}/report/index.html#{c['slug']}"})
+    return out
+
+
 def track_boards(analyses: Mapping[str, build.Analysis]) -> list[dict]:
     """Per track (first-seen order): the glance leaderboard of each set that holds it."""
     out: dict[str, dict] = {}
@@ -105,6 +127,8 @@ def build_site(published: Path | str = PUBLISHED, out: Path | str | None = None)
         claims=claims, levels=levels, legend=legend(level),
         rules={lv: build.claims_mod.rule(lv) for lv in levels})
     build._write(out, html)
+    # the verdicts of record, for reports built elsewhere (build.records_for): small, read without analysing
+    build._write(out.with_name(RECORD_FILE), json.dumps(of_record(analyses), indent=1, sort_keys=True) + "\n")
     return out
 
 

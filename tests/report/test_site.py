@@ -57,3 +57,22 @@ def test_claims_scoreboard_has_one_row_per_paper_linking_to_its_evidence(site):
     for path, anchor in links:  # every verdict links to an existing claims row
         assert f'id="{anchor}"' in (site.parent / path).read_text()
     assert "v-consistent" not in body and "v-no-signal" not in body  # published sets give verdicts of record
+
+
+def test_a_smoke_report_points_each_claim_to_its_verdict_of_record(site, tmp_path):
+    """The site writes verdicts_of_record.json (largest scale first: the full set over the study one);
+    attach_records gives a smoke report's claims rows that verdict with a link that resolves."""
+    from lossbench.report.build import analyse, attach_records
+    from lossbench.report.site import RECORD_FILE
+
+    records = json.loads((site.parent / RECORD_FILE).read_text())
+    assert records and all(rec["set"] == "embedded_full" and rec["level"] == "full"
+                           for rows in records.values() for rec in rows.values())
+    a = analyse(site.parent / "embedded_study")
+    out = tmp_path / "smoke_report"
+    attach_records(a.claims, out, site.parent)
+    linked = [r["of_record"] for c in a.claims for r in c["rows"] if "of_record" in r]
+    assert len(linked) == sum(len(rows) for rows in records.values())
+    for rec in linked:
+        path, anchor = rec["link"].split("#")
+        assert f'id="{anchor}"' in (out / path).resolve().read_text()
