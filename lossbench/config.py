@@ -306,6 +306,10 @@ def check_track(track: dict, where: str = "track") -> None:
         view = protocol_track(track, pname)
         if view is not track:  # its own sweep: fair tuning among the methods its datasets run
             _check_sweep(view, f"{where}: protocols/{pname}", protocol_methods(track, pname))
+        if "tuning" in proto:
+            _validate_part(proto["tuning"], schema("track")["properties"]["tuning"], f"{where}: protocols/{pname}/tuning")
+        _check_tuning(view, f"{where}: protocols/{pname}" if "tuning" in proto else where, protocol_methods(track, pname),
+                      proto["datasets"][0])
         task.check_protocol(proto, f"{where}: protocols/{pname}", view)
     for d in track.get("dataset_methods", {}):
         if d not in seen:
@@ -380,7 +384,7 @@ def check_models(proto: dict, where: str, dataset: str | None = None) -> None:
 DEFAULT_VARIANT = "default"
 # Track keys a protocol may replace for its own datasets: a pretrained LM wants learning rates ~100x
 # below a from-scratch toy's, and a GPU-heavy protocol may afford fewer seeds than a CPU one.
-PROTOCOL_OVERRIDES = ("sweep", "seeds")
+PROTOCOL_OVERRIDES = ("sweep", "seeds", "tuning")
 SWEEP_LR = "lr"  # a sweep key that sets the protocol's learning rate instead of a method hyperparameter
 OPTIMIZER_KEY = "optimizer"  # a variant key naming an optimizer_axis entry (replaces the protocol's optimizer)
 NOT_HPARAMS = (SWEEP_LR, OPTIMIZER_KEY)  # variant keys that configure the run, not the method
@@ -394,16 +398,22 @@ def variant_slug(point: dict) -> str:
 
 
 def variants(track: dict, method: str, dataset: str | None = None) -> dict[str, dict]:
-    """{slug: grid point} of `method`: its sweep (or the default only), and for a method on the
-    track's optimizer_axis each of those once more per axis optimizer (key OPTIMIZER_KEY) — on
-    `dataset` only if it matches the axis's `datasets` globs (all datasets without the key)."""
-    base = sweep_variants(track, method)
+    """{slug: grid point} of `method`: its sweep (or the default only; with `tuning`, its trials and
+    `tuned`: lossbench/tuning.py), and for a method on the track's optimizer_axis each sweep point
+    (with tuning: the defaults) once more per axis optimizer (key OPTIMIZER_KEY) — on `dataset` only
+    if it matches the axis's `datasets` globs (all datasets without the key)."""
+    if track.get("tuning"):
+        from lossbench import tuning
+
+        base, axis_base = tuning.variant_points(track, method, dataset), {DEFAULT_VARIANT: {}}
+    else:
+        base = axis_base = sweep_variants(track, method)
     axis = track.get("optimizer_axis")
     if not axis or method not in axis["methods"] or not _on_axis(axis, dataset):
         return base
     out = dict(base)
     for name in axis["optimizers"]:
-        for point in base.values():
+        for point in axis_base.values():
             point = {**point, OPTIMIZER_KEY: name}
             out[variant_slug(point)] = point
     return out
@@ -478,6 +488,24 @@ def _check_sweep(track: dict, where: str, names: list[str] | None = None) -> Non
             method_hparams(m, {**track.get("method_hparams", {}).get(m, {}),
                                **{k: v for k, v in point.items() if k not in NOT_HPARAMS}},
                            f"{where}: sweep/{m} ({slug})")
+
+
+def variant_seeds(track: dict, variant: str) -> list[int]:
+    """The seeds a variant runs on: a tuning trial on the tuning seeds, every other variant on the
+    track's (final) seeds. `track` as a protocol's datasets see it (protocol_track)."""
+    from lossbench import tuning
+
+    tune = track.get("tuning")
+    return list(tune["seeds"]) if tune and tuning.is_trial(variant) else list(track["seeds"])
+
+
+def _check_tuning(track: dict, where: str, names: list[str], dataset: str) -> None:
+    """Equal budget (lossbench/tuning.py check): not with a sweep, tuning seeds disjoint from the
+    final seeds, a valid search, and `trials` distinct points for every method of `names`."""
+    if track.get("tuning"):
+        from lossbench import tuning
+
+        tuning.check(track, where, names, dataset)
 
 
 def _check_optimizer_axis(track: dict, where: str, task) -> None:
@@ -735,7 +763,7 @@ def runs(tracks: dict, dataset_filter=None, method_filter=None) -> list[tuple[st
                     if method_filter and not _matches(m, method_filter):
                         continue
                     for v in variants(view, m, d):
-                        for s in view["seeds"]:
+                        for s in variant_seeds(view, v):
                             out.append((t, d, m, v, s))
     return out
 
@@ -759,14 +787,17 @@ def data_seed(track_name: str, dataset: str, seed: int) -> int:
     return derive_seed(track_name, dataset, seed, "data")
 
 
-def resolve_run(track: dict, dataset: str, method: str, seed: int, variant: str = DEFAULT_VARIANT) -> dict:
-    """Everything that determines a run's numbers, with its hash as `run_id`."""
+def resolve_run(track: dict, dataset: str, method: str, seed: int, variant: str = DEFAULT_VARIANT,
+                point: dict | None = None, tuned_from: str | None = None) -> dict:
+    """Everything that determines a run's numbers, with its hash as `run_id`. `point` replaces the
+    variant's grid point and `tuned_from` (a choice file's sha256) joins the record: a `tuned`
+    run's final config, resolved in its job (lossbench.tuning.tuned_run)."""
     spec = methods.get(method)
     name = track["track"]
     grid = variants(protocol_track(track, protocol_name(track, dataset)), method, dataset)
     if variant not in grid:
         raise unknown_name(f"variant of {method}", variant, grid, name)
-    point = grid[variant]
+    point = grid[variant] if point is None else point
     protocol = protocol_for(track, dataset)
     if OPTIMIZER_KEY in point:
         axis = track["optimizer_axis"]
@@ -787,6 +818,8 @@ def resolve_run(track: dict, dataset: str, method: str, seed: int, variant: str 
             "order": derive_seed(name, dataset, method, seed, "order"),
         },
     }
+    if tuned_from:
+        run["tuned_from"] = tuned_from
     blob = json.dumps(run, sort_keys=True, default=str).encode()
     run["run_id"] = hashlib.sha256(blob).hexdigest()[:12]
     return run

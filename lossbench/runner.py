@@ -355,8 +355,10 @@ def aggregate(run_dirs, out_dir, provenance: dict) -> None:
     runs = []
     for d in run_dirs:
         r = records[d]
-        runs.append({k: r.get(k) for k in RUN_KEYS + ["status", "hparams", "method_version", "track_version", "run_id",
-                                                       "wall_seconds", "device", "host", "protocol_name", "error", "log"]})
+        runs.append({**{k: r.get(k) for k in RUN_KEYS + ["status", "hparams", "method_version", "track_version",
+                                                          "run_id", "wall_seconds", "device", "host", "protocol_name",
+                                                          "error", "log"]},
+                     **{k: r[k] for k in ("tuned_from", "tuning") if k in r}})  # a tuned run's choice
     registry = {name: methods.get(name) for name in sorted({r["method"] for r in runs})}
     method_meta = {n: {"kind": s.kind, "paper": s.paper, "url": s.url, "docs": s.docs_path, "summary": s.summary,
                        "version": s.version, "defaults": dict(s.defaults)} for n, s in registry.items()}

@@ -202,6 +202,10 @@ def track_section(track: str, board: pd.DataFrame, data: Mapping, layout: Mappin
         if chosen:
             extra.append(chosen)
             md.append(markdown_extra(chosen))
+        tuned = selection.tuning_table(track, dataset, [r["method"] for r in table], data)
+        if tuned:  # a tuned track: what each method's equal budget chose
+            extra.append(tuned)
+            md.append(markdown_extra(tuned))
         for pseudo, a in (data.get("axis") or {}).items():
             if a["track"] == track:
                 cols_o = ctx.layout.get("optimizer_columns", cols)

@@ -107,6 +107,7 @@ def budgets(data: Mapping, track: str) -> dict[str, float]:
 def expand_views(data: dict, track: str) -> pd.DataFrame:
     """Replace `track`'s rows in data (summary, runs, provenance datasets) by its views; returns the
     selection table (dataset, view, method, variant) shown in the report."""
+    selection.drop_trials(data, track)  # a tuned track: its `tuned` runs only (report/selection.py)
     summary, kinds = data["summary"], {m: v.get("kind") for m, v in data["methods"].items()}
     own = summary[summary["track"] == track]
     data.setdefault("raw_summary", {})[track] = own  # every variant: the frontier plot needs them all

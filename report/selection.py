@@ -12,6 +12,10 @@ metric and its direction), then every table, figure and claim reads that variant
              records the selection table shown in the report. A track whose methods each ran one
              variant is left exactly as it is (no selection, no table).
 
+A track with `tuning` (lossbench/tuning.py) chose each method's trial in the DAG, on tuning seeds
+disjoint from the reported ones: drop_trials() keeps only its `tuned` rows (trials never reach the
+tables or claims) and tuning_table() shows what was chosen.
+
 Preference tracks select per *view* (report/preference.py) with the same rule; the optimizer
 axis (report/optimizers.py) selects per optimizer among the same grid.
 """
@@ -161,6 +165,8 @@ def apply(data: dict, track: str, task: str | None = None, tables=TABLES) -> pd.
     """Select `track`'s variants on its task's criterion and drop the others from `data` (`tables`,
     the first the summary the selection reads, and runs); returns the selection table (also in
     data["selection"][track]), or None when nothing was swept."""
+    if drop_trials(data, track, tables):  # a tuned track: its `tuned` rows only, no selection
+        return None
     summary = data[tables[0]]
     own = summary[summary["track"] == track]
     if not swept(own):
@@ -195,3 +201,63 @@ def table(picks: pd.DataFrame, dataset: str, order: list[str], label=lambda meth
         caption += (" This task has no validation split, so the selection uses training data "
                     "(the metric's prefix says which).")
     return {"title": "Variant selection", "caption": caption, "headers": HEADERS, "rows": body}
+
+
+# ============================================================================== equal-budget tuning
+def drop_trials(data: dict, track: str, tables=TABLES) -> bool:
+    """For a tuned track (its runs have the variant `tuned`): drop its trial runs from data's
+    `tables` and runs, and record each (dataset, method)'s choice (the tuned runs' `tuning` record)
+    in data["tuning"][track]. Returns whether the track is tuned."""
+    from lossbench import tuning
+
+    mine = [r for r in data["runs"] if r["track"] == track]
+    if not any(r.get("variant") == tuning.TUNED for r in mine):
+        return False
+    choices = {}
+    for r in mine:
+        if r.get("variant") == tuning.TUNED and r.get("tuning") and (r["dataset"], r["method"]) not in choices:
+            choices[(r["dataset"], r["method"])] = r["tuning"]
+    data.setdefault("tuning", {})[track] = choices
+    for name in tables:
+        df = data.get(name)
+        if df is not None and not df.empty and "variant" in df:
+            trial = (df["track"] == track).to_numpy() & df["variant"].astype(str).map(tuning.is_trial).to_numpy()
+            data[name] = df[~trial].reset_index(drop=True)
+    data["runs"] = [r for r in data["runs"] if r["track"] != track or not tuning.is_trial(r.get("variant", ""))]
+    return True
+
+
+TUNING_HEADERS = ["method", "chosen trial", "chosen hyperparameters", "best validation score",
+                  "spread over trials (best − worst; std)", "⚠ on the edge of its range"]
+
+
+def tuning_table(track: str, dataset: str, order: list[str], data: Mapping, label=lambda method: method) -> dict | None:
+    """An extra table under a tuned track's leaderboard: per method the chosen trial and its
+    hyperparameters, its mean validation score over the tuning seeds, how much the trials differed,
+    and ⚠ with the hyperparameters whose chosen value sits at the edge of their range."""
+    choices = (data.get("tuning") or {}).get(track) or {}
+    base = dataset.split(" @")[0]  # a preference view shows its dataset's choice
+    mine = {m: c for (d, m), c in choices.items() if d == base}
+    if not mine:
+        return None
+    rank = {m: i for i, m in enumerate(order)}
+    body = []
+    for m in sorted(mine, key=lambda m: (rank.get(m, len(rank)), m)):
+        c = mine[m]
+        point = ", ".join(f"{k}={_num(v, 4) if isinstance(v, float) else v}" for k, v in sorted(c["point"].items()))
+        spread = c.get("spread") or {}
+        edge = c.get("on_edge") or []
+        body.append([label(m), c["trial"] + (" (no trial had a value: defaults)" if c.get("fallback") else ""),
+                     point or "(defaults)", _num(c.get("score"), 4),
+                     f"{_num(spread.get('range'), 3)}; {_num(spread.get('std'), 3)}",
+                     f"⚠ {', '.join(edge)}" if edge else ""])
+    first = next(iter(mine.values()))
+    seeds = ", ".join(map(str, first.get("tuning_seeds") or []))
+    metric = f"{first.get('metric')} ({'max' if first.get('higher_is_better') else 'min'})"
+    caption = (f"Equal-budget tuning: every method, the baseline included, ran {first.get('n_trials')} trials "
+               f"(trial00 its defaults, the others drawn from its search space) on tuning seeds {seeds}, which the "
+               f"leaderboard never uses; the trial with the best mean {metric} over those seeds is the `tuned` "
+               f"variant shown above, trained on the final seeds. ⚠ names hyperparameters chosen at the edge of "
+               f"their range: the best value may lie outside it.")
+    return {"title": f"Tuning (equal budget: {first.get('n_trials')} trials per method on seeds {seeds})",
+            "caption": caption, "headers": TUNING_HEADERS, "rows": body}

@@ -115,7 +115,7 @@ def test_a_protocol_edit_changes_its_key():
 
 def test_epoch_budgets_need_the_training_set_size():
     track = yaml.safe_load((ROOT / "config/tracks/classification/full.yaml").read_text())
-    wc = {"profile": "p", "track": "classification", "dataset": "mnist1d_lt10", "variant": "default", "seed": "0"}
+    wc = {"profile": "p", "track": "classification", "dataset": "mnist1d_lt10", "variant": "tuned", "seed": "0"}  # tuned track
     erm, self_distill = plan.Job("train_run", {**wc, "method": "erm"}), plan.Job("train_run", {**wc, "method": "self_distill"})
     pricer = plan.Pricer({"classification": track}, {}, {**TINY, "train_examples": {"mnist1d_lt10": 1000}}, 0)
     assert pricer.units(erm) == 40 * (1000 // 128)  # 40 epochs of full batches

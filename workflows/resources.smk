@@ -13,6 +13,7 @@ localrules:
     pref_reference,
     pref_label,
     evaluate_run,
+    choose_trial,
     aggregate_results,
     aggregate_kernels,
     build_report,

@@ -8,6 +8,7 @@ rule train_run:
     input:
         unpack(train_inputs),
         unpack(prepared_checksums),
+        unpack(tuning_inputs),  # a `tuned` run: the choice file of its trials (workflows/tuning.smk)
     output:
         # the task's own artefacts (predictions.npz, final.json, policy.pt: their names depend on the
         # track's task, which an output pattern cannot) sit beside these; train.json records the sha256
@@ -27,8 +28,12 @@ rule train_run:
     run:
         from lossbench import runner, workers
 
+        inputs, resolved = dict(input.items()), params.run
+        if "choice" in inputs:  # the chosen trial's point, merged in now that the choice exists
+            resolved = tuning.tuned_run(TRACKS[wildcards.track], wildcards.dataset, wildcards.method,
+                                   int(wildcards.seed), inputs.pop("choice"))
         try:
-            run_job(runner.train_run, params.run, dict(input.items()), os.path.dirname(output.info),
+            run_job(runner.train_run, resolved, inputs, os.path.dirname(output.info),
                     device=config["device"], log_path=log[0])
         except workers.WorkerDied as e:  # runner.train_run records exceptions itself; a killed worker cannot
-            runner.record_failure(params.run, os.path.dirname(output.info), e, log[0])
+            runner.record_failure(resolved, os.path.dirname(output.info), e, log[0])
