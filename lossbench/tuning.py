@@ -137,11 +137,19 @@ def trials(track: dict, method: str, dataset: str | None = None) -> dict[str, di
     return {trial_slug(i): p for i, p in enumerate(points)}
 
 
-def variant_points(track: dict, method: str, dataset: str | None = None) -> dict[str, dict]:
-    """{slug: point} of a tuned track's variants: the trials, then `tuned` (trial 0's point until its
-    job reads the choice: tuned_run)."""
+def trials_to_run(track: dict, method: str, dataset: str | None = None) -> dict[str, dict]:
+    """The trials that train on the tuning seeds: all of them, or none with `trials: 1` (one trial is
+    the protocol's own setting: there is nothing to choose, so the budget is the final runs alone —
+    a paper's fixed setup, e.g. the grokking protocols)."""
     out = trials(track, method, dataset)
-    return {**out, TUNED: dict(out[trial_slug(0)])}
+    return out if len(out) > 1 else {}
+
+
+def variant_points(track: dict, method: str, dataset: str | None = None) -> dict[str, dict]:
+    """{slug: point} of a tuned track's variants: the trials that run, then `tuned` (trial 0's point
+    until its job reads the choice: tuned_run)."""
+    first = trials(track, method, dataset)[trial_slug(0)]
+    return {**trials_to_run(track, method, dataset), TUNED: dict(first)}
 
 
 def check(track: dict, where: str, names: list[str], dataset: str) -> None:
@@ -241,7 +249,7 @@ def write_choice(track: dict, dataset: str, method: str, run_dirs, out_path) -> 
 
     from lossbench import io, runner, tasks
 
-    frames = []
+    frames = [pd.DataFrame(columns=["variant", "seed", "metric", "value"])]  # one trial: no runs to read
     for d in run_dirs:
         runner.check_evaluation(d, only=("metrics.csv",))
         frames.append(io.read_csv(f"{d}/metrics.csv"))
@@ -249,6 +257,8 @@ def write_choice(track: dict, dataset: str, method: str, run_dirs, out_path) -> 
     sel = tasks.get(track["task"]).SELECTION
     tune, pts, sp = settings(track, dataset), trials(track, method, dataset), space(track, method, dataset)
     picked = choose(rows, sel["metric"], bool(sel["higher_is_better"]), pts, sp)
+    if len(pts) == 1:  # nothing was chosen, and nothing fell back: the protocol's own setting
+        picked["fallback"] = False
     choice = {"track": track["track"], "dataset": dataset, "method": method, "metric": sel["metric"],
               "higher_is_better": bool(sel["higher_is_better"]), "split": sel.get("split", "validation"),
               "tuning_seeds": list(tune["seeds"]), "trials": pts, "space": {k: list(v) for k, v in sp.items()},

@@ -52,7 +52,8 @@ def test_every_method_gets_the_same_budget(path):
                 assert len({repr(sorted(p.items())) for p in points.values()}) == tune["trials"], (d, m)  # distinct
                 mine = [(v, s) for t, dd, mm, v, s in runs if (dd, mm) == (d, m)]
                 trial_runs = [(v, s) for v, s in mine if tuning.is_trial(v)]
-                assert sorted(trial_runs) == sorted((v, s) for v in points for s in tune["seeds"]), (d, m)
+                ran = points if tune["trials"] > 1 else {}  # one trial: nothing to choose, no trial runs
+                assert sorted(trial_runs) == sorted((v, s) for v in ran for s in tune["seeds"]), (d, m)
                 assert sorted(s for v, s in mine if v == tuning.TUNED) == sorted(view["seeds"]), (d, m)
 
 
@@ -206,3 +207,19 @@ def test_tuned_profile_end_to_end(tmp_path):
         shown = board[(board.method == m) & (board.metric == "test/balanced_accuracy")]["mean"]
         assert shown.iloc[0] == pytest.approx(tuned.mean(), rel=1e-4)
         assert f"| {m} | {choice['trial']} |" in md
+
+
+def test_one_trial_runs_no_trials_and_the_tuned_run_keeps_the_protocol_setting(tmp_path):
+    """trials: 1 (a paper's fixed setup, e.g. grokking): no trial runs; the choice is trial00's point
+    with nothing read and no fallback."""
+    track = lbconfig.load_track(TEST_TRACK)  # its tuning is track-level
+    track = {**track, "tuning": {**track["tuning"], "trials": 1}}
+    d = lbconfig.track_datasets(track)[0]
+    for m in track["methods"]:
+        assert tuning.trials_to_run(track, m, d) == {}
+        assert list(lbconfig.variants(track, m, d)) == [tuning.TUNED]
+    runs = lbconfig.runs({track["track"]: track})
+    assert runs and all(v == tuning.TUNED for _, _, _, v, _ in runs)
+    choice = tuning.write_choice(track, d, track["methods"][0], [], tmp_path / "choice.json")
+    assert choice["trial"] == "trial00" and choice["fallback"] is False and choice["n_trials"] == 1
+    assert choice["point"] == tuning.trials(track, track["methods"][0], d)["trial00"]

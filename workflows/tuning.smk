@@ -14,7 +14,7 @@ def trial_run_dirs(wildcards):
     seeds = tuning.settings(track, wildcards.dataset)["seeds"]
     return [RUN_DIR.format(profile=wildcards.profile, track=wildcards.track, dataset=wildcards.dataset,
                            method=wildcards.method, variant=v, seed=s)
-            for v in tuning.trials(track, wildcards.method, wildcards.dataset) for s in seeds]
+            for v in tuning.trials_to_run(track, wildcards.method, wildcards.dataset) for s in seeds]
 
 
 def tuning_inputs(wildcards):
