@@ -6,6 +6,7 @@ live on the training device as tensors; batches are index slices, not a per-samp
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,12 @@ class TrainResult:
     optimizer_state_bytes: int = 0
     rounds: int = 1  # training runs this result took (self-distillation: rounds + 1)
     model: torch.nn.Module | None = None  # the trained model (a later round's teacher), not saved
+    # the validation-selected checkpoint: the state at the curve point with the highest validation
+    # balanced accuracy (the earlier step on ties), its val/test scores and its (global) step; None
+    # where there is none (a diverged run)
+    valsel_val_scores: np.ndarray | None = None
+    valsel_test_scores: np.ndarray | None = None
+    valsel_step: int | None = None
 
 
 # ---------------------------------------------------------------- inputs and augmentation
@@ -189,6 +196,12 @@ def predict_scores(model, pipe, x, spec, hp, counts, batch=1024, attack: dict | 
     return scores
 
 
+def _state_copy(model: torch.nn.Module) -> dict:
+    """A detached copy of the model's parameters and buffers (BatchNorm statistics included), on
+    its device: what load_state_dict restores the validation-selected checkpoint from."""
+    return {name: t.detach().clone() for name, t in model.state_dict().items()}
+
+
 def balanced_accuracy_t(scores, y, k):
     pred = scores.argmax(1)
     present = torch.bincount(y, minlength=k) > 0
@@ -200,7 +213,13 @@ def train(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, order_s
           device: str = "cpu", log=lambda msg: None, teacher: torch.nn.Module | None = None) -> TrainResult:
     """Train one run of `spec` on `data` under `proto`. `teacher`: the frozen model whose logits a
     `teacher="stage"` method reads; a `teacher="self"` method runs hp["rounds"] rounds after a
-    plain-CE round 0, each round's teacher the previous round's model (fresh init per round)."""
+    plain-CE round 0, each round's teacher the previous round's model (fresh init per round).
+
+    Besides the last step's scores, the result holds those of the validation-selected checkpoint
+    (`valsel_*`): the model state at the curve point with the highest validation balanced accuracy,
+    the earlier one on ties; with self-distillation rounds, within the last round (the method's own
+    model; earlier rounds are its teachers, which stay their rounds' last states). Training itself
+    is unchanged: no extra randomness, one state copy per improvement."""
     if spec.teacher == "stage" and teacher is None:
         raise ValueError(f"{spec.name}: needs the track's teacher (protocol `teacher` block)")
     if spec.teacher != "self":
@@ -261,6 +280,7 @@ def _train_once(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, o
     use_amp = device.startswith("cuda") and proto.get("amp", False)
 
     result = TrainResult(status="ok", val_scores=None, test_scores=None)
+    best = {"bal": -math.inf, "step": None, "state": None}  # the validation-selected checkpoint
     running, running_n, train_time = 0.0, 0, 0.0
     t0 = time.perf_counter()
     for step in range(total):
@@ -300,12 +320,24 @@ def _train_once(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, o
                 {"step": at, "epoch": ep, "metric": "train/loss", "value": running / running_n},
                 {"step": at, "epoch": ep, "metric": "val/balanced_accuracy", "value": bal},
             ]
+            if bal > best["bal"]:  # strictly: a tie keeps the earlier step; NaN never selects
+                best.update(bal=bal, step=at, state=None if step + 1 == total else _state_copy(model))
             log(f"step {step + 1}/{total} epoch {ep:.1f} train/loss {running / running_n:.4f} val/bal_acc {bal:.4f}")
             running, running_n = 0.0, 0
             t0 = time.perf_counter()
     else:
         result.val_scores = predict_scores(model, pipe, x_val, spec, fn_hp, counts).cpu().numpy()
         result.test_scores = predict_scores(model, pipe, x_te, spec, fn_hp, counts).cpu().numpy()
+        if best["step"] is not None:
+            result.valsel_step = best["step"]
+            if best["state"] is None:  # the last step is the best: its scores are the last ones
+                result.valsel_val_scores, result.valsel_test_scores = result.val_scores, result.test_scores
+            else:  # a copy of the model holds the best state; `model` stays the last one (a next round's teacher)
+                chosen = copy.deepcopy(model)
+                chosen.load_state_dict(best["state"])
+                result.valsel_val_scores = predict_scores(chosen, pipe, x_val, spec, fn_hp, counts).cpu().numpy()
+                result.valsel_test_scores = predict_scores(chosen, pipe, x_te, spec, fn_hp, counts).cpu().numpy()
+                del chosen
         if attack:  # every method's robust accuracy, under one fixed attack stream per seed
             y_te = torch.from_numpy(data.y_test).to(device)
             result.robust_test_scores = predict_scores(

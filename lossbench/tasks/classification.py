@@ -16,11 +16,19 @@ from lossbench.models import MODELS
 PROTOCOL_SCHEMA = "protocol_classification"
 METHOD_KINDS = ("loss", "batch_loss", "reweight", "sampler", "adversarial")
 OPTIMIZER_AXIS = True  # tracks may add optimizer_axis (optimizer x loss; lossbench.config.variants)
-ARTEFACTS = ("curves.csv", "predictions.npz")  # what train_run writes; train.json records their sha256
+# what train_run writes; train.json records their sha256. predictions_valsel.npz: the scores of the
+# validation-selected checkpoint (lossbench.train: best val balanced accuracy over the curve points)
+ARTEFACTS = ("curves.csv", "predictions.npz", "predictions_valsel.npz")
+VALSEL = "predictions_valsel.npz"
 SELECTION = {"metric": "val/balanced_accuracy", "higher_is_better": True}  # a sweep's variant (report/selection.py)
 METRICS = ([f"test/{m}" for m in ("accuracy", "balanced_accuracy", "worst_class_accuracy", "macro_f1",
                                   "ece", "nll", "acc_many", "acc_medium", "acc_few")]
            + [f"test/coverage_n{n}" for n in COVERAGE_N] + ["val/balanced_accuracy"])
+# the validation-selected checkpoint's test metrics (same names under test_valsel/), its validation
+# balanced accuracy (the curve's maximum) and the step it came from; NaN where there is none
+VALSEL_METRICS = ([f"test_valsel/{m}" for m in ("accuracy", "balanced_accuracy", "worst_class_accuracy", "macro_f1",
+                                                "ece", "nll", "acc_many", "acc_medium", "acc_few")]
+                  + ["val_valsel/balanced_accuracy", "train/valsel_step"])
 ROBUST_METRICS = [f"test/{m}" for m in ("robust_accuracy", "robust_balanced_accuracy", "robust_worst_class_accuracy")]
 TEACHER_METRICS = ["test/teacher_agreement", "test/kl_teacher"]
 
@@ -150,11 +158,36 @@ def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
     if blob is not None:
         arrays["teacher_test_scores"] = blob["test_scores"]
     io.write_npz(out_dir / "predictions.npz", **arrays)
+    # always written (a diverged run: step -1 and no scores), so every run records the same artefacts
+    valsel = {"step": np.asarray(-1 if res.valsel_step is None else res.valsel_step, dtype=np.int64)}
+    if res.status == "ok" and res.valsel_step is not None:
+        valsel.update(val_scores=res.valsel_val_scores, test_scores=res.valsel_test_scores)
+    io.write_npz(out_dir / VALSEL, **valsel)
     return {"status": res.status, "diverged_at_step": res.diverged_at_step, "steps": res.steps,
             "train_seconds": res.train_seconds, "samples_per_second": res.samples_per_second,
             "noisy_fraction": float(ds.noisy.mean()), "rounds": res.rounds,
-            "optimizer_state_mb": res.optimizer_state_bytes / 2**20,
+            "optimizer_state_mb": res.optimizer_state_bytes / 2**20, "valsel_step": res.valsel_step,
             "teacher_test_accuracy": None if blob is None else blob["metrics"]["test/accuracy"]}
+
+
+def valsel_metrics(run_dir: Path, info: dict, pred) -> dict:
+    """VALSEL_METRICS from predictions_valsel.npz (checked against train.json by runner.evaluate_run
+    before this reads it): NaN for a run that has none (diverged, or trained before the artefact
+    existed)."""
+    values = {m: float("nan") for m in VALSEL_METRICS}
+    if info["status"] != "ok" or VALSEL not in (info.get("outputs_sha256") or {}):
+        return values
+    sel = io.read_npz(run_dir / VALSEL)
+    step = int(sel["step"])
+    if info.get("valsel_step") != (None if step < 0 else step):
+        raise ValueError(f"{run_dir / VALSEL}: step {step} is not train.json's valsel_step {info.get('valsel_step')}")
+    if "test_scores" not in sel:
+        return values
+    counts = pred["train_counts"]
+    test, _ = classification_metrics(sel["test_scores"], pred["y_test"], counts, "test_valsel")
+    val, _ = classification_metrics(sel["val_scores"], pred["y_val"], counts, "val_valsel")
+    return {**values, **test, "val_valsel/balanced_accuracy": val["val_valsel/balanced_accuracy"],
+            "train/valsel_step": float(step)}
 
 
 def evaluate_run(run_dir: Path, info: dict):
@@ -176,6 +209,7 @@ def evaluate_run(run_dir: Path, info: dict):
             values.update(robust)
         if "teacher_test_scores" in pred:
             values.update(teacher_metrics(test, pred["teacher_test_scores"]))
+    values.update(valsel_metrics(run_dir, info, pred))
     values["train/samples_per_second"] = info["samples_per_second"]
     values["train/optimizer_state_mb"] = info.get("optimizer_state_mb", float("nan"))
     keys = {k: info[k] for k in ("track", "dataset", "method", "variant", "seed")}

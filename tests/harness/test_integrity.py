@@ -60,7 +60,7 @@ def _verify(path, capsys):
 def test_every_artefact_is_recorded(pristine):
     run_dir = pristine / RUN / "seed0"
     info = io.read_json(run_dir / "train.json")
-    assert set(info["outputs_sha256"]) == {"curves.csv", "predictions.npz"}
+    assert set(info["outputs_sha256"]) == {"curves.csv", "predictions.npz", "predictions_valsel.npz"}
     assert info["inputs_sha256"]["data"] == io.read_sidecar(pristine / "resources/data/digits/prepared.npz")
     run = io.read_json(run_dir / "run.json")
     assert set(run["evaluation_sha256"]) == {"metrics.csv", "per_class.csv", "train.json"}
@@ -100,18 +100,32 @@ def test_a_truncated_prepared_file_is_named(work):
 
 
 # ------------------------------------------------------------------------------ a run's artefacts
-def test_another_runs_predictions_are_refused_by_evaluation(work, capsys):
+def test_the_validation_selected_checkpoint_is_evaluated(pristine):
+    """train/valsel_step is the first argmax of the run's recorded val curve, and test_valsel/* sit
+    beside test/* in metrics.csv (issue 19)."""
+    run_dir = pristine / RUN / "seed0"
+    curve = pd.read_csv(run_dir / "curves.csv").query("metric == 'val/balanced_accuracy'")
+    metrics = dict(pd.read_csv(run_dir / "metrics.csv")[["metric", "value"]].values)
+    best = curve.loc[curve["value"].idxmax()]  # idxmax: the first maximum (the earlier step)
+    assert metrics["train/valsel_step"] == best["step"] == io.read_json(run_dir / "train.json")["valsel_step"]
+    assert metrics["val_valsel/balanced_accuracy"] == pytest.approx(best["value"])
+    for m in ("balanced_accuracy", "accuracy", "worst_class_accuracy"):
+        assert 0 <= metrics[f"test_valsel/{m}"] <= 1 and f"test/{m}" in metrics
+
+
+@pytest.mark.parametrize("name", ["predictions.npz", "predictions_valsel.npz"])
+def test_another_runs_predictions_are_refused_by_evaluation(work, name, capsys):
     seed0, seed1 = _runs(work)
-    shutil.copy(seed1 / "predictions.npz", seed0 / "predictions.npz")
+    shutil.copy(seed1 / name, seed0 / name)
     with pytest.raises(io.IntegrityError) as e:
         runner.evaluate_run(seed0)
     msg = str(e.value)
-    assert str(seed0 / "predictions.npz") in msg and str(seed0 / "train.json") in msg
-    assert io.sha256_file(seed1 / "predictions.npz") in msg
-    assert io.read_json(seed0 / "train.json")["outputs_sha256"]["predictions.npz"] in msg
+    assert str(seed0 / name) in msg and str(seed0 / "train.json") in msg
+    assert io.sha256_file(seed1 / name) in msg
+    assert io.read_json(seed0 / "train.json")["outputs_sha256"][name] in msg
     assert runner.attempt_open(seed0, "evaluate_run")  # the next invocation retries it
     code, out = _verify(work / "results/itest", capsys)
-    assert code == 1 and "predictions.npz" in out
+    assert code == 1 and name in out
 
 
 def test_an_edited_metrics_file_is_refused_by_aggregation(work, capsys):
@@ -148,7 +162,7 @@ def test_an_edited_summary_is_found_by_verify(work, capsys):
     assert code == 1 and "differ from" in out and "metrics.csv" in out
 
 
-@pytest.mark.parametrize("name", ["run.json", "train.json", "predictions.npz", "metrics.csv"])
+@pytest.mark.parametrize("name", ["run.json", "train.json", "predictions.npz", "predictions_valsel.npz", "metrics.csv"])
 def test_a_truncated_run_file_is_named(work, name, capsys):
     seed0, seed1 = _runs(work)
     path = seed0 / name
@@ -158,7 +172,7 @@ def test_a_truncated_run_file_is_named(work, name, capsys):
     if name == "run.json":
         with pytest.raises(io.CorruptFile, match=str(path)):
             runner.aggregate([seed0, seed1], work / "agg", {"profile": "itest"})
-    if name in ("train.json", "predictions.npz"):
+    if name in ("train.json", "predictions.npz", "predictions_valsel.npz"):
         with pytest.raises((io.CorruptFile, io.IntegrityError), match=str(path)):
             runner.evaluate_run(seed0)
 

@@ -273,3 +273,27 @@ def test_smoke_report_opens_with_banner_and_glance_and_gives_no_verdict_of_recor
     claims = page[page.index('<section id="claims">'):]
     verdicts = set(re.findall(r'class="verdict v-([a-z-]+)"', claims))
     assert verdicts and verdicts <= {"consistent", "inconsistent", "no-signal"}
+
+
+def test_validation_selected_column_follows_the_main_metric(tmp_path):
+    """Runs with test_valsel/* (issue 19): the default layout shows "Bal. acc. @ best val (%)" right after
+    the main metric, which stays the last step's balanced accuracy (it still sorts the table)."""
+    from lossbench.report import tables
+    from lossbench.tasks.classification import VALSEL_METRICS
+
+    layout = tables.load_layout()
+    default = tables.track_layout(layout, TRACK)  # a track not listed: the default (classification) layout
+    assert default["main_metric"] == "test/balanced_accuracy" == default["columns"][0]
+    assert default["columns"][1] == "test_valsel/balanced_accuracy"
+    assert set(VALSEL_METRICS) <= set(layout["metrics"])  # every metric evaluation writes has its metadata
+    results = write_fixture(tmp_path / "results")
+    summary = pd.read_csv(results / "summary.csv")
+    sel = summary[summary.metric == "test/balanced_accuracy"].assign(
+        metric="test_valsel/balanced_accuracy", value=lambda d: d.value - 0.01)
+    pd.concat([summary, sel], ignore_index=True).to_csv(results / "summary.csv", index=False)
+    build_report(results, tmp_path / "out")
+    table = (tmp_path / "out" / "tables" / f"{TRACK}.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| method |"))
+    assert header.startswith("| method | Bal. acc. (%) | Bal. acc. @ best val (%) | Acc. (%) |")
+    first = table[table.index("| --- |"):].splitlines()[1]
+    assert first.startswith("| logit_adjust | **65.4 ± 5.8 (3) ▲** | **64.4 ± 5.8 (3) ▲** |")
