@@ -433,10 +433,17 @@ def sweep_variants(track: dict, method: str) -> dict[str, dict]:
     grid = track.get("sweep", {}).get(method)
     if not grid:
         return {DEFAULT_VARIANT: {}}
-    if isinstance(grid, list):  # explicit points, for hyperparameters that move together
-        return {variant_slug(p): p for p in grid}
+    return {variant_slug(p): p for p in grid_points(grid)}
+
+
+def grid_points(grid) -> list[dict]:
+    """The points of one method's grid (a sweep's, or a tuning block's `grid`): a mapping
+    (hyperparameter -> values, product taken over the sorted keys) or a list of explicit points,
+    for hyperparameters that move together."""
+    if isinstance(grid, list):
+        return [dict(p) for p in grid]
     keys = sorted(grid)
-    return {variant_slug(p): p for p in (dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys)))}
+    return [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))]
 
 
 def protocol_track(track: dict, pname: str) -> dict:

@@ -5,6 +5,10 @@ same number of trials (a track's `tuning:` key, config/schema/track.schema.yaml)
                 runs by default (the method's defaults, the protocol's own lr); the others are drawn
                 from the method's MethodSpec.search plus the track's shared `search` by a numpy
                 Generator seeded from (tuning seed, track, method): the same on every machine.
+                With `grid: {method: grid}` instead: each method's grid points, in order.
+  rules()       the ways a task chooses: {`tuned`: its SELECTION}, or the task's own tuning_rules
+                (the preference views: tuned_best, tuned_kl with a KL budget, tuned_forget), each a
+                final variant trained from its own choice (choose_rule).
   choose()      the trial with the best mean validation metric (the task's SELECTION) over the
                 tuning seeds: most seeds with a finite value first, then the mean; ties to the
                 first trial. Also the spread over trials and the hyperparameters on the edge of
@@ -31,6 +35,8 @@ from lossbench.seeding import derive_seed
 
 KINDS = ("choice", "uniform", "log_uniform")  # search kinds (MethodSpec.search, a track's tuning/search)
 TUNED = "tuned"  # the variant trained on the final seeds with the chosen trial
+# A task may choose several ways at once (its `tuning_rules`: the preference track's views): one
+# final variant per rule, `tuned_<view>`, each trained on the final seeds from its own choice.
 EDGE = 0.05  # a continuous value within this fraction of its range (log range for log_uniform) of a bound is on the edge
 _TRIAL = re.compile(r"^trial\d{2,}$")
 
@@ -43,6 +49,11 @@ def is_trial(variant: str) -> bool:
     return bool(_TRIAL.match(str(variant)))
 
 
+def is_tuned(variant: str) -> bool:
+    """A final variant trained from a choice: `tuned`, or a rule's `tuned_<view>`."""
+    return str(variant) == TUNED or str(variant).startswith(TUNED + "_")
+
+
 def settings(track: dict, dataset: str | None = None) -> dict | None:
     """The `tuning` block that applies to `dataset` (its protocol's own, else the track's), or None."""
     if dataset is not None:
@@ -52,11 +63,26 @@ def settings(track: dict, dataset: str | None = None) -> dict | None:
 
 def space(track: dict, method: str, dataset: str | None = None) -> dict[str, tuple]:
     """{hyperparameter: (kind, *args)}: the method's own search (less what the track fixes in
-    method_hparams) and the shared search, which wins on a shared key."""
+    method_hparams) and the shared search, which wins on a shared key. With a `grid`: each key's
+    grid values as a choice."""
+    tune = settings(track, dataset) or {}
+    if tune.get("grid"):  # a grid's values per key: the range its choice sits in (for on_edge)
+        pts = lbconfig.grid_points(tune["grid"][method])
+        keys = sorted({k for p in pts for k in p})
+        return {k: ("choice", *_ordered([p[k] for p in pts if k in p])) for k in keys}
     fixed = track.get("method_hparams", {}).get(method, {})
     own = {k: tuple(v) for k, v in methods.get(method).search.items() if k not in fixed}
     shared = {k: tuple(v) for k, v in ((settings(track, dataset) or {}).get("search") or {}).items()}
     return dict(sorted({**own, **shared}.items()))
+
+
+def _ordered(values: list) -> list:
+    """Distinct values, sorted when they compare (numbers), else in first-seen order."""
+    distinct = list(dict.fromkeys(values))
+    try:
+        return sorted(distinct)
+    except TypeError:
+        return distinct
 
 
 def check_space(sp: dict[str, tuple]) -> None:
@@ -79,8 +105,11 @@ def check_space(sp: dict[str, tuple]) -> None:
 def default_point(track: dict, method: str, dataset: str | None = None) -> dict:
     """Trial 0: every searched hyperparameter at the value the track runs it at (the method's
     defaults with the track's method_hparams; `lr` the protocol's own)."""
-    hp = methods.get(method).hparams(track.get("method_hparams", {}).get(method, {}))
     dataset = dataset if dataset is not None else lbconfig.track_datasets(track)[0]
+    grid = (settings(track, dataset) or {}).get("grid")
+    if grid:  # a grid's trial 0 is its first point
+        return dict(lbconfig.grid_points(grid[method])[0])
+    hp = methods.get(method).hparams(track.get("method_hparams", {}).get(method, {}))
     out = {}
     for key in space(track, method, dataset):
         if key == lbconfig.SWEEP_LR:
@@ -115,9 +144,15 @@ def _draw(rng: np.random.Generator, spec: tuple):
 
 def trials(track: dict, method: str, dataset: str | None = None) -> dict[str, dict]:
     """{trial00: default point, trial01: ..., }: exactly `trials` distinct points (ValueError when
-    the space holds fewer)."""
+    the space holds fewer). With a `grid` ({method: grid}, the sweep format): the method's grid
+    points in order, as many as `trials`."""
     tune = settings(track, dataset)
     n = int(tune["trials"])
+    if tune.get("grid"):  # every grid point is a trial, in the grid's order
+        pts = lbconfig.grid_points(tune["grid"][method])
+        if len(pts) != n:
+            raise ValueError(f"method {method!r} has {len(pts)} grid point(s) for {n} trials")
+        return {trial_slug(i): dict(p) for i, p in enumerate(pts)}
     sp = space(track, method, dataset)
     first = default_point(track, method, dataset)
     if capacity(sp, first) < n:
@@ -146,10 +181,11 @@ def trials_to_run(track: dict, method: str, dataset: str | None = None) -> dict[
 
 
 def variant_points(track: dict, method: str, dataset: str | None = None) -> dict[str, dict]:
-    """{slug: point} of a tuned track's variants: the trials that run, then `tuned` (trial 0's point
-    until its job reads the choice: tuned_run)."""
+    """{slug: point} of a tuned track's variants: the trials that run, then `tuned` (or the task's
+    `tuned_<view>` variants: tuned_variants) at trial 0's point until its job reads the choice
+    (tuned_run)."""
     first = trials(track, method, dataset)[trial_slug(0)]
-    return {**trials_to_run(track, method, dataset), TUNED: dict(first)}
+    return {**trials_to_run(track, method, dataset), **{v: dict(first) for v in tuned_variants(track, method, dataset)}}
 
 
 def check(track: dict, where: str, names: list[str], dataset: str) -> None:
@@ -166,11 +202,20 @@ def check(track: dict, where: str, names: list[str], dataset: str) -> None:
         raise lbconfig.ConfigError(f"{where}: tuning/seeds: {both} are also final seeds {track['seeds']}; tuning "
                                    f"seeds must be disjoint from them (a choice made on the seeds it is reported on "
                                    f"is biased), e.g. seeds: {[max(track['seeds']) + 1 + i for i in range(len(tune['seeds']))]}")
+    grid = tune.get("grid")
+    if grid:
+        _check_grid(track, where, names, grid, tune)
     try:
         check_space({k: tuple(v) for k, v in (tune.get("search") or {}).items()})
     except ValueError as e:
         raise lbconfig.ConfigError(f"{where}: tuning/search/{e}") from None
     for m in names:
+        if grid:
+            for slug, point in trials(track, m, dataset).items():
+                lbconfig.method_hparams(m, {**track.get("method_hparams", {}).get(m, {}),
+                                            **{k: v for k, v in point.items() if k not in lbconfig.NOT_HPARAMS}},
+                                        f"{where}: tuning/grid/{m} ({slug})")
+            continue
         try:
             check_space({k: tuple(v) for k, v in methods.get(m).search.items()})
         except ValueError as e:
@@ -185,6 +230,26 @@ def check(track: dict, where: str, names: list[str], dataset: str) -> None:
             lbconfig.method_hparams(m, {**track.get("method_hparams", {}).get(m, {}),
                                         **{k: v for k, v in point.items() if k not in lbconfig.NOT_HPARAMS}},
                                     f"{where}: tuning ({m}, {slug})")
+
+
+def _check_grid(track: dict, where: str, names: list[str], grid: dict, tune: dict) -> None:
+    """A `grid` tuning block: no `search` beside it, a grid for every method of `names` (and none
+    for a method the track lacks), each with exactly `trials` distinct points."""
+    if tune.get("search"):
+        raise lbconfig.ConfigError(f"{where}: tuning: grid and search: set one (a grid lists every trial)")
+    for m in grid:
+        if m not in track["methods"]:
+            raise lbconfig.unknown_name("method in tuning/grid", m, track["methods"], where)
+    missing = [m for m in names if m not in grid]
+    if missing:
+        raise lbconfig.ConfigError(f"{where}: tuning/grid: every method needs a grid (equal budget); missing {missing}")
+    for m in names:
+        pts = lbconfig.grid_points(grid[m])
+        distinct = len({repr(sorted(p.items())) for p in pts})
+        if len(pts) != tune["trials"] or distinct != len(pts):
+            raise lbconfig.ConfigError(
+                f"{where}: tuning/grid/{m}: {len(pts)} point(s) ({distinct} distinct) for trials: {tune['trials']}; "
+                f"every method's grid must hold exactly `trials` distinct points (equal budget)")
 
 
 # ============================================================================== choosing a trial
@@ -242,44 +307,104 @@ def choose(rows, metric: str, higher_is_better: bool, points: dict | None = None
     }
 
 
+def rules(track: dict, method: str, dataset: str | None = None) -> dict[str, dict]:
+    """{final variant: rule} of (track, method): the task's `tuning_rules(protocol, method)` when it
+    has one (the preference track: one per view), else {`tuned`: the task's SELECTION}. A rule:
+    {metric, higher_is_better, split, on (its text); optional within: {metric, max}: only trials
+    whose mean `within` metric is ≤ max are candidates}."""
+    from lossbench import tasks
+
+    task = tasks.get(track["task"])
+    dataset = dataset if dataset is not None else lbconfig.track_datasets(track)[0]
+    if hasattr(task, "tuning_rules"):
+        return task.tuning_rules(lbconfig.protocol_for(track, dataset), method)
+    sel = task.SELECTION
+    way = "max" if sel["higher_is_better"] else "min"
+    return {TUNED: {"metric": sel["metric"], "higher_is_better": bool(sel["higher_is_better"]),
+                    "split": sel.get("split", "validation"), "on": f"{sel['metric']} ({way})"}}
+
+
+def tuned_variants(track: dict, method: str, dataset: str | None = None) -> list[str]:
+    """The final variants of (track, method): `tuned`, or one per rule of the task (rules)."""
+    return list(rules(track, method, dataset))
+
+
+def choose_rule(rows, rule: dict, points: dict | None = None, sp: dict | None = None) -> dict:
+    """choose() under a rule. With `within` ({metric, max}): only the trials whose mean `within`
+    metric over the tuning seeds is ≤ max compete; with none admissible the trial with the smallest
+    mean `within` metric is taken and flagged `no_admissible` (said in the tuning table)."""
+    within = rule.get("within")
+    if not within:
+        return {**choose(rows, rule["metric"], rule["higher_is_better"], points, sp), "no_admissible": False}
+    part = rows[(rows["metric"] == within["metric"]) & rows["variant"].map(is_trial)]
+    means = {}
+    for name, vals in part.groupby("variant")["value"]:
+        vals = vals.astype(float).to_numpy()
+        vals = vals[np.isfinite(vals)]
+        if len(vals):
+            means[name] = float(vals.mean())
+    admissible = sorted(n for n, v in means.items() if v <= within["max"])
+    keep = admissible or ([min(sorted(means), key=lambda n: means[n])] if means else [])
+    narrowed = rows[~rows["variant"].map(is_trial) | rows["variant"].isin(keep)] if keep else rows
+    picked = choose(narrowed, rule["metric"], rule["higher_is_better"],
+                    {k: v for k, v in (points or {}).items() if k in keep} if keep else points, sp)
+    if keep:  # the scores and spread of every trial, not just the candidates
+        everything = choose(rows, rule["metric"], rule["higher_is_better"], points, sp)
+        picked.update(scores=everything["scores"], spread=everything["spread"], n_trials=everything["n_trials"])
+        if not admissible:
+            picked["point"] = dict((points or {}).get(keep[0], picked["point"]))
+            picked["trial"] = keep[0]
+            picked["score"] = everything["scores"].get(keep[0])
+    return {**picked, "no_admissible": not admissible, "admissible": admissible,
+            "within_means": means}
+
+
 def write_choice(track: dict, dataset: str, method: str, run_dirs, out_path) -> dict:
-    """Read the trials' metrics.csv (checked against their run.json), choose on the task's
-    SELECTION metric and write the choice file the `tuned` runs train from."""
+    """Read the trials' metrics.csv (checked against their run.json), choose by each of the task's
+    rules (rules: the SELECTION metric, or the preference views) and write the choice file the
+    final runs train from: its top level the first rule's choice, `choices` every rule's."""
     import pandas as pd
 
-    from lossbench import io, runner, tasks
+    from lossbench import io, runner
 
     frames = [pd.DataFrame(columns=["variant", "seed", "metric", "value"])]  # one trial: no runs to read
     for d in run_dirs:
         runner.check_evaluation(d, only=("metrics.csv",))
         frames.append(io.read_csv(f"{d}/metrics.csv"))
     rows = pd.concat(frames, ignore_index=True)
-    sel = tasks.get(track["task"]).SELECTION
     tune, pts, sp = settings(track, dataset), trials(track, method, dataset), space(track, method, dataset)
-    picked = choose(rows, sel["metric"], bool(sel["higher_is_better"]), pts, sp)
-    if len(pts) == 1:  # nothing was chosen, and nothing fell back: the protocol's own setting
-        picked["fallback"] = False
-    choice = {"track": track["track"], "dataset": dataset, "method": method, "metric": sel["metric"],
-              "higher_is_better": bool(sel["higher_is_better"]), "split": sel.get("split", "validation"),
-              "tuning_seeds": list(tune["seeds"]), "trials": pts, "space": {k: list(v) for k, v in sp.items()},
-              **picked}
+    choices = {}
+    for variant, rule in rules(track, method, dataset).items():
+        picked = choose_rule(rows, rule, pts, sp)
+        if len(pts) == 1:  # nothing was chosen, and nothing fell back: the protocol's own setting
+            picked.update(fallback=False, no_admissible=False)
+        choices[variant] = {"metric": rule["metric"], "higher_is_better": bool(rule["higher_is_better"]),
+                            "split": rule.get("split", "validation"), "on": rule.get("on", rule["metric"]),
+                            "within": rule.get("within"), "tuning_seeds": list(tune["seeds"]), **picked}
+    first = next(iter(choices.values()))
+    choice = {"track": track["track"], "dataset": dataset, "method": method, **first,
+              "trials": pts, "space": {k: list(v) for k, v in sp.items()}, "choices": choices}
     io.write_json(out_path, choice)
     return choice
 
 
 SUMMARY_KEYS = ("trial", "point", "score", "scores", "spread", "n_trials", "on_edge", "metric",
-                "higher_is_better", "tuning_seeds", "fallback")
+                "higher_is_better", "tuning_seeds", "fallback", "on", "no_admissible")
 
 
-def tuned_run(track: dict, dataset: str, method: str, seed: int, choice_path) -> dict:
-    """The resolved `tuned` run: the chosen point merged in, `tuned_from` the choice file's sha256
-    (part of run_id), and the choice's summary as `tuning` (for the report)."""
+def tuned_run(track: dict, dataset: str, method: str, seed: int, choice_path, variant: str = TUNED) -> dict:
+    """The resolved final run `variant` (`tuned` or a rule's `tuned_<view>`): its rule's chosen point
+    merged in, `tuned_from` the choice file's sha256 (part of run_id), and the choice's summary as
+    `tuning` (for the report)."""
     from lossbench import io
 
     choice = io.read_json(choice_path)
     if (choice.get("track"), choice.get("dataset"), choice.get("method")) != (track["track"], dataset, method):
         raise ValueError(f"{choice_path}: a choice for {choice.get('track')}/{choice.get('dataset')}/"
                          f"{choice.get('method')}, not {track['track']}/{dataset}/{method}")
-    run = lbconfig.resolve_run(track, dataset, method, seed, TUNED, point=choice["point"],
+    picked = (choice.get("choices") or {variant: choice}).get(variant)
+    if picked is None:
+        raise ValueError(f"{choice_path}: no choice for variant {variant!r} (has {sorted(choice['choices'])})")
+    run = lbconfig.resolve_run(track, dataset, method, seed, variant, point=picked["point"],
                                tuned_from=io.sha256_file(choice_path))
-    return {**run, "tuning": {k: choice.get(k) for k in SUMMARY_KEYS}}
+    return {**run, "tuning": {"variant": variant, **{k: picked.get(k) for k in SUMMARY_KEYS}}}

@@ -8,6 +8,11 @@ report never shows a test number chosen on test data: each *view* picks one vari
   @matched-kl  among variants whose mean val KL(π‖π_ref) is within the protocol's kl_budget, the
                one with the best mean val gold reward (no variant within budget: no row)
 
+A tuned track (`tuning:`, lossbench/tuning.py) chose each view's trial in the DAG, on tuning seeds
+disjoint from the reported ones (lossbench/tasks/preference.py tuning_rules, the same rules with a
+smallest-KL fallback for @matched-kl): each view reads its own final variant (tuned_best, tuned_kl,
+tuned_forget) and no selection happens here; the trials never reach a table.
+
 A view is written back as an ordinary dataset (`synthpref @best`), so leaderboards, paired CIs and
 claims work unchanged; π_ref itself appears as the pseudo-method `sft` (win rate ½, KL 0, no
 log-likelihood change), read from the same runs. Unlearning methods (NPO) are ranked with the rest
@@ -79,6 +84,15 @@ def select(rows: pd.DataFrame, view: str, budget: float, kinds: Mapping[str, str
     return dict(zip(chosen["method"], chosen["variant"]))
 
 
+def tuned_picks(rows: pd.DataFrame, view: str) -> dict[str, str]:
+    """{method: its final variant for `view`} of one dataset's rows of a tuned track (lossbench/
+    tuning.py chose it on the tuning seeds; @unlearning: the unlearning methods' tuned_forget)."""
+    from lossbench.tasks.preference import VIEW_VARIANTS
+
+    want = VIEW_VARIANTS[view]
+    return {m: want for m in rows.loc[rows["variant"] == want, "method"].drop_duplicates()}
+
+
 def _sft_rows(rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
     """π_ref as a method: one row per seed and metric of SFT_VALUES that the runs let us fill."""
     first = rows.drop_duplicates(["seed", "metric"]).pivot(index="seed", columns="metric", values="value")
@@ -107,7 +121,7 @@ def budgets(data: Mapping, track: str) -> dict[str, float]:
 def expand_views(data: dict, track: str) -> pd.DataFrame:
     """Replace `track`'s rows in data (summary, runs, provenance datasets) by its views; returns the
     selection table (dataset, view, method, variant) shown in the report."""
-    selection.drop_trials(data, track)  # a tuned track: its `tuned` runs only (report/selection.py)
+    tuned = selection.drop_trials(data, track)  # a tuned track: its final runs only (report/selection.py)
     summary, kinds = data["summary"], {m: v.get("kind") for m, v in data["methods"].items()}
     own = summary[summary["track"] == track]
     data.setdefault("raw_summary", {})[track] = own  # every variant: the frontier plot needs them all
@@ -117,12 +131,15 @@ def expand_views(data: dict, track: str) -> pd.DataFrame:
     new_desc, swept, shown = {}, selection.swept(own), []
     for dataset, rows in own.groupby("dataset", sort=False):
         for view, text in VIEWS.items():
-            picked, on = _choose(rows, view, limit.get(dataset, np.inf), kinds)
-            chosen = dict(zip(picked["method"], picked["variant"]))
+            if tuned:  # chosen in the DAG on the tuning seeds: each view reads its own final variant
+                chosen = tuned_picks(rows, view)
+            else:
+                picked, on = _choose(rows, view, limit.get(dataset, np.inf), kinds)
+                chosen = dict(zip(picked["method"], picked["variant"]))
             if not chosen:
                 continue
             name = view_name(dataset, view)
-            if swept:  # the selection table under the view's leaderboard (a sweep-less track shows none)
+            if swept and not tuned:  # the selection table under the view's leaderboard (a sweep-less track shows none)
                 metric = on.split(" ")[0]
                 shown.append(picked.assign(track=track, dataset=name, on=on, metric=metric,
                                            higher_is_better=view != "unlearning", split="validation",

@@ -205,18 +205,20 @@ def table(picks: pd.DataFrame, dataset: str, order: list[str], label=lambda meth
 
 # ============================================================================== equal-budget tuning
 def drop_trials(data: dict, track: str, tables=TABLES) -> bool:
-    """For a tuned track (its runs have the variant `tuned`): drop its trial runs from data's
-    `tables` and runs, and record each (dataset, method)'s choice (the tuned runs' `tuning` record)
-    in data["tuning"][track]. Returns whether the track is tuned."""
+    """For a tuned track (its runs have the variant `tuned`, or a rule's `tuned_<view>`): drop its
+    trial runs from data's `tables` and runs, and record each (dataset, method, final variant)'s
+    choice (the final runs' `tuning` record) in data["tuning"][track]. Returns whether the track is
+    tuned."""
     from lossbench import tuning
 
     mine = [r for r in data["runs"] if r["track"] == track]
-    if not any(r.get("variant") == tuning.TUNED for r in mine):
+    if not any(tuning.is_tuned(r.get("variant", "")) for r in mine):
         return False
     choices = {}
     for r in mine:
-        if r.get("variant") == tuning.TUNED and r.get("tuning") and (r["dataset"], r["method"]) not in choices:
-            choices[(r["dataset"], r["method"])] = r["tuning"]
+        key = (r["dataset"], r["method"], r.get("variant"))
+        if tuning.is_tuned(r.get("variant", "")) and r.get("tuning") and key not in choices:
+            choices[key] = r["tuning"]
     data.setdefault("tuning", {})[track] = choices
     for name in tables:
         df = data.get(name)
@@ -234,10 +236,15 @@ TUNING_HEADERS = ["method", "chosen trial", "chosen hyperparameters", "best vali
 def tuning_table(track: str, dataset: str, order: list[str], data: Mapping, label=lambda method: method) -> dict | None:
     """An extra table under a tuned track's leaderboard: per method the chosen trial and its
     hyperparameters, its mean validation score over the tuning seeds, how much the trials differed,
-    and ⚠ with the hyperparameters whose chosen value sits at the edge of their range."""
+    and ⚠ with the hyperparameters whose chosen value sits at the edge of their range. A preference
+    view (`synthpref @matched-kl`) shows the choice of its own final variant (VIEW_VARIANTS)."""
+    from lossbench import tuning
+    from lossbench.tasks.preference import VIEW_VARIANTS
+
     choices = (data.get("tuning") or {}).get(track) or {}
-    base = dataset.split(" @")[0]  # a preference view shows its dataset's choice
-    mine = {m: c for (d, m), c in choices.items() if d == base}
+    base, _, view = dataset.partition(" @")
+    want = VIEW_VARIANTS.get(view, tuning.TUNED) if view else tuning.TUNED
+    mine = {m: c for (d, m, v), c in choices.items() if d == base and v == want}
     if not mine:
         return None
     rank = {m: i for i, m in enumerate(order)}
@@ -247,17 +254,19 @@ def tuning_table(track: str, dataset: str, order: list[str], data: Mapping, labe
         point = ", ".join(f"{k}={_num(v, 4) if isinstance(v, float) else v}" for k, v in sorted(c["point"].items()))
         spread = c.get("spread") or {}
         edge = c.get("on_edge") or []
-        body.append([label(m), c["trial"] + (" (no trial had a value: defaults)" if c.get("fallback") else ""),
+        flag = (" (no trial within the KL budget: the smallest-KL trial)" if c.get("no_admissible")
+                else " (no trial had a value: defaults)" if c.get("fallback") else "")
+        body.append([label(m), c["trial"] + flag,
                      point or "(defaults)", _num(c.get("score"), 4),
                      f"{_num(spread.get('range'), 3)}; {_num(spread.get('std'), 3)}",
                      f"⚠ {', '.join(edge)}" if edge else ""])
     first = next(iter(mine.values()))
     seeds = ", ".join(map(str, first.get("tuning_seeds") or []))
-    metric = f"{first.get('metric')} ({'max' if first.get('higher_is_better') else 'min'})"
+    metric = first.get("on") or f"{first.get('metric')} ({'max' if first.get('higher_is_better') else 'min'})"
     caption = (f"Equal-budget tuning: every method, the baseline included, ran {first.get('n_trials')} trials "
-               f"(trial00 its defaults, the others drawn from its search space) on tuning seeds {seeds}, which the "
-               f"leaderboard never uses; the trial with the best mean {metric} over those seeds is the `tuned` "
-               f"variant shown above, trained on the final seeds. ⚠ names hyperparameters chosen at the edge of "
-               f"their range: the best value may lie outside it.")
+               f"(trial00 its defaults, the others drawn from its search space or listed in its grid) on tuning "
+               f"seeds {seeds}, which the leaderboard never uses; the trial with the best mean {metric} over those "
+               f"seeds is the `{want}` variant shown above, trained on the final seeds. ⚠ names hyperparameters "
+               f"chosen at the edge of their range: the best value may lie outside it.")
     return {"title": f"Tuning (equal budget: {first.get('n_trials')} trials per method on seeds {seeds})",
             "caption": caption, "headers": TUNING_HEADERS, "rows": body}

@@ -31,7 +31,7 @@ rule train_run:
         inputs, resolved = dict(input.items()), params.run
         if "choice" in inputs:  # the chosen trial's point, merged in now that the choice exists
             resolved = tuning.tuned_run(TRACKS[wildcards.track], wildcards.dataset, wildcards.method,
-                                   int(wildcards.seed), inputs.pop("choice"))
+                                        int(wildcards.seed), inputs.pop("choice"), wildcards.variant)
         try:
             run_job(runner.train_run, resolved, inputs, os.path.dirname(output.info),
                     device=config["device"], log_path=log[0])

@@ -1,6 +1,7 @@
 # Equal-budget tuning (a track's `tuning:`, lossbench/tuning.py): every method's trials (variants
 # trial00..) run on the tuning seeds, choose_trial picks the best on the task's validation metric and
-# writes the choice file, and the variant `tuned` trains on the final seeds from it. A `tuned` run's
+# writes the choice file, and the variant `tuned` trains on the final seeds from it (a task with several
+# rules, the preference views: one choice per rule in the same file, one final variant `tuned_<view>` each). A `tuned` run's
 # params hold its DAG-time config (trial 0's point): the chosen point is merged in inside its job
 # (tuning.tuned_run), since params cannot read a file that does not exist yet.
 from lossbench import tuning  # noqa: E402
@@ -18,8 +19,8 @@ def trial_run_dirs(wildcards):
 
 
 def tuning_inputs(wildcards):
-    """A `tuned` run's choice file (no extra input for any other variant)."""
-    if wildcards.variant != tuning.TUNED:
+    """A final run's choice file (`tuned`, or a rule's `tuned_<view>`; no extra input for any other variant)."""
+    if not tuning.is_tuned(wildcards.variant):
         return {}
     return {"choice": CHOICE.format(profile=wildcards.profile, track=wildcards.track, dataset=wildcards.dataset,
                                     method=wildcards.method)}

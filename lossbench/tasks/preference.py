@@ -29,6 +29,9 @@ from lossbench import io
 PROTOCOL_SCHEMA = "protocol_preference"
 METHOD_KINDS = ("pairwise", "listwise", "unpaired", "unlearning")  # = lossbench.preference.PREFERENCE_KINDS
 SELECTION = {"metric": "val/win_rate", "higher_is_better": True}  # the @best view (report/preference.py)
+# A tuned preference track (lossbench/tuning.py) chooses once per report view, on the tuning seeds:
+# each view reads its own final variant (tuning_rules).
+VIEW_VARIANTS = {"best": "tuned_best", "matched-kl": "tuned_kl", "unlearning": "tuned_forget"}
 TESTBEDS = {"synthpref": "lossbench.synthpref_testbed", "hub": "lossbench.hub_testbed"}
 ARTEFACTS = ("curves.csv", "policy.pt")  # what train_run writes; train.json records their sha256
 SPO_DEGREES = 4  # SPO-style degradation degrees: delete 0, 1/3, 2/3, all of y_w's keywords (card M13)
@@ -55,6 +58,37 @@ def hub_unsupported(method: str) -> str | None:
     return next((why for key, why in HUB_UNSUPPORTED.items() if key == spec.kind or key in spec.needs), None)
 
 
+def tuning_rules(protocol: dict, method: str) -> dict[str, dict]:
+    """The choices of a tuned preference track, one final variant per view of report/preference.py,
+    each made on the trials' validation means over the tuning seeds: tuned_best (best val win
+    rate), tuned_kl (best val gold reward among trials with mean val KL ≤ the protocol's kl_budget;
+    none within it: the smallest-KL trial, flagged) and, for unlearning methods, tuned_forget (the
+    lowest forget-set log-likelihood, the @unlearning view)."""
+    budget = float(protocol.get("eval", {}).get("kl_budget", float("inf")))
+    out = {
+        VIEW_VARIANTS["best"]: {"metric": SELECTION["metric"], "higher_is_better": True, "split": "validation",
+                                "on": f"{SELECTION['metric']} (max)"},
+        VIEW_VARIANTS["matched-kl"]: {"metric": "val/gold_reward", "higher_is_better": True, "split": "validation",
+                                      "within": {"metric": "val/kl", "max": budget},
+                                      "on": f"val/gold_reward (max) with mean val/kl ≤ {budget:g}"},
+    }
+    if methods.get(method).kind == "unlearning":
+        out[VIEW_VARIANTS["unlearning"]] = {"metric": "forget/forget_loglik", "higher_is_better": False,
+                                            "split": "forget", "on": "forget/forget_loglik (min)"}
+    return out
+
+
+def guide_variant(run: dict) -> str:
+    """The variant of the guide method whose policy guides `run` (TGDPO) on the run's own seed: the
+    protocol's guide.variant, except that in a tuned track a trial (on a tuning seed) is
+    guided by the guide method's trial of the same name (the guide's variants on the final seeds,
+    tuned_best/tuned_kl, do not run there; with the shipped grids trial k is the same β and lr for
+    both methods); a final run by guide.variant, one of the guide's final variants."""
+    from lossbench import tuning
+
+    return run["variant"] if tuning.is_trial(run["variant"]) else run["protocol"]["guide"]["variant"]
+
+
 def check_protocol(proto: dict, where: str, track: dict) -> None:
     from lossbench.config import ConfigError, methods_on, unknown_name, variants
 
@@ -70,8 +104,20 @@ def check_protocol(proto: dict, where: str, track: dict) -> None:
             raise unknown_name("guide method", guide["method"], track["methods"], f"{where}/guide")
         if methods.get(guide["method"]).kind != "pairwise" or guide["method"] in needs_guide:
             raise ConfigError(f"{where}/guide: {guide['method']!r} must be a pairwise method without a guide")
-        if guide["variant"] not in variants(track, guide["method"]):
-            raise unknown_name("guide variant", guide["variant"], variants(track, guide["method"]), f"{where}/guide")
+        view = track  # as the protocol's datasets see it (config.load_track)
+        if view.get("tuning"):  # a final variant of the guide; its trials guide the trials (guide_variant)
+            from lossbench import tuning
+
+            finals = tuning.tuned_variants(view, guide["method"], proto["datasets"][0])
+            if guide["variant"] not in finals:
+                raise unknown_name("guide variant (a tuned track: one of the guide's final variants)",
+                                   guide["variant"], finals, f"{where}/guide")
+            for m in needs_guide:
+                if len(tuning.trials(view, m, proto["datasets"][0])) != len(tuning.trials(view, guide["method"],
+                                                                                      proto["datasets"][0])):
+                    raise ConfigError(f"{where}/guide: {m} and its guide {guide['method']!r} need the same trials")
+        elif guide["variant"] not in variants(view, guide["method"]):
+            raise unknown_name("guide variant", guide["variant"], variants(view, guide["method"]), f"{where}/guide")
         for d, subset in track.get("dataset_methods", {}).items():
             if d in proto["datasets"] and set(needs_guide) & set(subset) and guide["method"] not in subset:
                 raise ConfigError(f"{where}: dataset_methods/{d} runs {needs_guide} without their guide {guide['method']!r}")
@@ -140,7 +186,7 @@ def train_inputs(run: dict, stage_dir, profile: str) -> dict:
         g = run["protocol"]["guide"]
         # the guide's train.json: written after its policy.pt, which sits beside it
         inputs["guide"] = (f"results/{profile}/runs/{run['track']}/{run['dataset']}/{g['method']}/"
-                           f"{g['variant']}/seed{run['seed']}/train.json")
+                           f"{guide_variant(run)}/seed{run['seed']}/train.json")
     return inputs
 
 

@@ -235,7 +235,7 @@ def test_every_profile_declares_its_evidence(path):
     lbconfig.validate_schema(cfg, "config", str(path))
     assert cfg["evidence"] in lbconfig.EVIDENCE_LEVELS
     assert lbconfig.evidence_level(cfg) == cfg["evidence"]
-    assert (cfg["evidence"] == "smoke") == (cfg["profile"] in ("smoke", "sweep_test"))
+    assert (cfg["evidence"] == "smoke") == (cfg["profile"] in ("smoke", "sweep_test", "tuning_test", "tuning_pref_test"))
 
 
 def test_the_key_is_optional_and_checked():
