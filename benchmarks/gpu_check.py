@@ -57,7 +57,11 @@ def write_config(out: Path, tiny: bool, device: str) -> Path:
     cls["optimizer_axis"] = {**axis, "methods": ["erm"], "datasets": ["mnist1d_lt100"],
                              "optimizers": {k: axis["optimizers"][k] for k in ("adamw", "sgdp")}}
     point = {"beta": [0.1]} if tiny else {"beta": [0.1], "lr": [0.0003]}  # the guide's variant (tgdpo)
-    pref = _subset(f"config/tracks/preference/{size}.yaml", PREFERENCE, datasets, sweep={m: point for m in PREFERENCE})
+    grid = {m: point for m in PREFERENCE}
+    # one point per method: the smoke track's sweep, or the full track's tuning at one trial (no trial
+    # runs; each view's final variant on seed 0, the guide DPO's tuned_best as in the full protocol)
+    pref = _subset(f"config/tracks/preference/{size}.yaml", PREFERENCE, datasets,
+                   **({"sweep": grid} if tiny else {"tuning": {"trials": 1, "seeds": [100], "grid": grid}}))
     kernels = {"extends": f"config/tracks/kernels/{size}.yaml"}
     if tiny:
         kernels["slices"] = {"ce_weighted": lbconfig.track_yaml(ROOT / kernels["extends"])["slices"]["ce_weighted"]}
