@@ -211,7 +211,9 @@ def figures(ctx, view_dataset: str, data: Mapping, out,
     drawn = []
     if view == "best":
         mine = raw[raw["dataset"] == base]
-        drawn.append(("Reward–KL frontier: test gold reward against √KL over each method's grid (mean ± "
+        tuned = mine["variant"].astype(str).str.startswith("tuned").any()  # a tuned track: its final variants
+        points = "each method's final variants (one per view's choice)" if tuned else "each method's grid"
+        drawn.append((f"Reward–KL frontier: test gold reward against √KL over {points} (mean ± "
                       f"{ci} over {plots.seeds_text(mine, colors)}; the grey star is π_ref). Up and left is better."
                       + note,
                       frontier(mine, baseline, colors, budget, ctx.level, out(f"{slug}__frontier"))))
