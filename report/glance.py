@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from lossbench.report import preference, ranks
-from lossbench.report.tables import BEATS, WORSE, cell_parts, fmt_cell
+from lossbench.report.tables import table_cell
 
 
 def glance_datasets(board: pd.DataFrame, track: str, datasets: list[str]) -> list[str]:
@@ -39,11 +39,8 @@ def _rank_frame(summary: pd.DataFrame, track: str, datasets: list[str], metric: 
 
 def _cell(r: Mapping | None, meta: Mapping) -> dict:
     """A glance cell: display text, the number to sort by (`sort`, in display units), the markers."""
-    parts = cell_parts(r, meta)
-    marker = BEATS if r is not None and r["beats_baseline"] else WORSE if r is not None and r["worse_than_baseline"] else ""
-    sort = "" if not parts else f"{r['mean'] * meta.get('scale', 1):.6g}"
-    return {"text": fmt_cell(parts), **parts, "marker": marker, "best": bool(r is not None and r["best"]),
-            "sort": sort}
+    cell = table_cell(r, meta)
+    return {**cell, "sort": f"{r['mean'] * meta.get('scale', 1):.6g}" if "mean" in cell else ""}
 
 
 def track_glance(track: str, board: pd.DataFrame, summary: pd.DataFrame, datasets: list[str],

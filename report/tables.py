@@ -67,6 +67,14 @@ def method_order(part: pd.DataFrame, main_metric: str, metrics: Mapping) -> list
     return sorted(part["method"].unique(), key=key)
 
 
+def table_cell(r: Mapping | None, meta: Mapping) -> dict:
+    """One leaderboard cell from its board row (None: no row): {text, mean, hw, n (display strings;
+    absent when missing), marker (▲/▼/''), best}."""
+    marker = BEATS if r and r["beats_baseline"] else WORSE if r and r["worse_than_baseline"] else ""
+    parts = cell_parts(r, meta)
+    return {"text": fmt_cell(parts), **parts, "marker": marker, "best": bool(r and r["best"])}
+
+
 def table_rows(part: pd.DataFrame, columns: list[str], main_metric: str,
                metrics: Mapping) -> list[dict]:
     """Rows of one (track, dataset) table: method, n_diverged, n_failed and one cell per column.
@@ -79,12 +87,7 @@ def table_rows(part: pd.DataFrame, columns: list[str], main_metric: str,
     for method in method_order(part, main_metric, metrics):
         cells = []
         for metric in columns:
-            r = by_key.get((method, metric))
-            marker = (BEATS if r and r["beats_baseline"]
-                      else WORSE if r and r["worse_than_baseline"] else "")
-            parts = cell_parts(r, metrics.get(metric, {}))
-            cells.append({"text": fmt_cell(parts), **parts, "marker": marker,
-                          "best": bool(r and r["best"])})
+            cells.append(table_cell(by_key.get((method, metric)), metrics.get(metric, {})))
         rows.append({"method": method, "cells": cells, **{f"n_{s}": int(n.get(method, 0)) for s, n in bad.items()}})
     return rows
 
