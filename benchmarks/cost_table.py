@@ -60,14 +60,16 @@ from lossbench import data  # noqa: E402
 from lossbench import config as lbconfig  # noqa: E402
 from lossbench import io, plan, runner, tasks  # noqa: E402
 
-PROFILES = ("config/smoke.yaml", "config/full.yaml", "config/tier_embedded_gpu.yaml", "config/tier_core_claims.yaml")
+PROFILES = ("config/smoke.yaml", "config/full.yaml", "config/tier_embedded_gpu.yaml", "config/tier_core_claims.yaml",
+            "config/full_cpu.yaml", "config/grokking_40k_cpu.yaml", "config/lm_t0_study_cpu.yaml",
+            "config/synthpref_study_cpu.yaml")  # the tiers and the published CPU studies
 TARGET_S = 3.0  # seconds of stepping a measurement adds steps until
 # H100 SXM datasheet (dense) and the assumptions that turn counts into seconds
 H100 = {"bf16_tflops": 989.0, "fp32_tflops": 67.0, "mfu": 0.4, "launch_s": 10e-6, "cuda_init_s": 2.0}
 CIFAR = {"cifar10": (10, 5000, 1000), "cifar100": (100, 500, 100)}  # classes, train and held-out images per class
 HELDOUT_PER_CLASS = 2  # of the random stand-in for CIFAR
 HOST_RULES = {"evaluate_run", "pref_label", "prepare_source", "download_source", "aggregate_results",
-              "aggregate_kernels", "build_report", "all", "pref_reference"}
+              "aggregate_kernels", "build_report", "all", "pref_reference", "choose_trial"}
 STAGE = r"results/(?P<profile>\w+)/stages/(?P<track>\w+)/(?P<protocol>\w+)/seed(?P<seed>\d+)/"
 RUN = r"results/(?P<profile>\w+)/runs/(?P<track>\w+)/(?P<dataset>\w+)/(?P<method>\w+)/(?P<variant>[^/]+)/seed(?P<seed>\d+)/"
 PRODUCERS = [  # an input file -> the rule that writes it (as in workflows/*.smk)
@@ -429,6 +431,8 @@ ESTIMATES = [
      "log-probs cached); + probes (guess)"),
     ("pref_reward_model/preference/*", _hub_pref, (60, 30), "proxy reward model on the policy's backbone; guess"),
     ("evaluate_run/*", {"fixed_s": (2, 2)}, None, "metrics of one run; guess"),
+    ("choose_trial/*", {"fixed_s": (0.5, 0.5)}, None, "reads its trials' metrics inside the Snakemake process "
+     "(a run: block); guess"),
     ("pref_reference/*", {"fixed_s": (120, 120)}, None, "resolve and download π_ref and the judge (~1.5 GB); guess"),
     ("pref_*capability/*", {"fixed_s": (1800, 90)}, None, "lm-eval ARC-Easy + HellaSwag, 500 docs each, 135M model; guess"),
     ("pref_sample/preference/*", {"fixed_s": (3600, 180)}, None, "π_ref samples and judge scores on held-out prompts; guess"),

@@ -87,13 +87,22 @@ def paired_diff(df: pd.DataFrame, baseline, level: float = 0.95) -> pd.DataFrame
     return out
 
 
+def sd_from_halfwidth(hw, n, level: float = 0.95):
+    """The sample standard deviation behind a `level` t-interval of half-width `hw` over `n` values
+    (hw = t_{n−1} · sd / √n inverted); NaN where n < 2."""
+    hw, n = np.asarray(hw, dtype=float), np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = hw / st.t.ppf(0.5 + level / 2, n - 1) * np.sqrt(n)
+    return np.where(n >= 2, sd, np.nan)
+
+
 def t_pvalue(mean, hw, n, level: float = 0.95) -> np.ndarray:
     """Two-sided p-value of the one-sample t test of `mean = 0`, recovered from a `level` t-interval
     of half-width `hw` over `n` values (the same test the CI inverts, so p < 1 − level exactly when
     the CI excludes zero). NaN when n < 2; with zero spread, 0 for a non-zero mean and 1 for zero."""
     mean, hw, n = (np.asarray(x, dtype=float) for x in (mean, hw, n))
     with np.errstate(invalid="ignore", divide="ignore"):
-        se = hw / st.t.ppf(0.5 + level / 2, n - 1)
+        se = sd_from_halfwidth(hw, n, level) / np.sqrt(n)
         p = 2 * st.t.sf(np.abs(mean) / se, n - 1)
     p = np.where(se == 0, np.where(mean == 0, 1.0, 0.0), p)
     return np.where(n >= 2, p, np.nan)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lossbench.stats import BAD_STATUSES, better_worse, holm, min_detectable_effect, paired_diff, status_counts
+from lossbench.stats import BAD_STATUSES, better_worse, holm, min_detectable_effect, paired_diff, sd_from_halfwidth, status_counts
 from lossbench.report.tables import fmt_number
 
 CLAIMS_PATH = Path(__file__).with_name("claims.yaml")
@@ -264,12 +264,9 @@ def cell_mde(cell: Mapping, level: float, family: int = 1) -> float:
     """The smallest paired difference (raw metric units) this cell's seeds detect with POWER, at
     Holm's strictest threshold (1 − level) / family (so whatever its rank in the family), from the
     paired standard deviation measured here (recovered from the uncorrected CI). NaN below 2 seeds."""
-    from scipy import stats as st
-
     n = int(cell.get("n", 0))
     half = (float(cell["high"]) - float(cell["low"])) / 2 if n >= 2 else float("nan")
-    sd = half / st.t.ppf(0.5 + level / 2, n - 1) * np.sqrt(n) if n >= 2 else float("nan")
-    return min_detectable_effect(sd, n, (1 - level) / family, POWER)
+    return min_detectable_effect(float(sd_from_halfwidth(half, n, level)), n, (1 - level) / family, POWER)
 
 
 def _names(cells: list[dict]) -> str:

@@ -170,3 +170,15 @@ def test_holm_matches_statsmodels_and_keeps_nan_out_of_the_family():
         if ok.any():
             np.testing.assert_allclose(holm(p)[ok], multipletests(p[ok], method="holm")[1])
         assert np.isnan(holm(p)[~ok]).all()
+
+
+def test_sd_from_halfwidth_inverts_mean_ci():
+    """stats.sd_from_halfwidth undoes mean_ci's half-width: the sample sd comes back (NaN below 2 values),
+    so the paired test (diff_p) and the claims' MDE read the same spread."""
+    from lossbench.stats import sd_from_halfwidth
+
+    x = np.array([0.3, 1.1, -0.4, 2.0, 0.7])
+    for level in (0.9, 0.95):
+        _, hw, n = mean_ci(x, level)
+        assert float(sd_from_halfwidth(hw, n, level)) == pytest.approx(np.std(x, ddof=1))
+    assert math.isnan(float(sd_from_halfwidth(1.0, 1)))
