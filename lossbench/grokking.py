@@ -44,6 +44,28 @@ class GrokResult:
     steps: int = 0
     diverged_at_step: int | None = None
     train_seconds: float = 0.0
+    stopped_early: bool = False  # budget/stop_when_solved ended the run before its last step
+
+
+class Solved:
+    """budget/stop_when_solved: a run whose train and validation accuracy both reach `accuracy` at
+    `evals` logged steps in a row has nothing left to show (it has grokked and stays there), so it
+    stops; the rule reads validation, never test, and is off (never stops) without the block.
+    It saves the long budget a fast method (⊥AdamW: ~10^2-10^4 steps) would spend idling."""
+
+    def __init__(self, rule: dict | None):
+        rule = rule or {}
+        self.accuracy, self.evals = rule.get("accuracy", 1.0), rule.get("evals")
+        self.streak = 0
+
+    def update(self, rows: list) -> bool:
+        """Reads one logged step's rows; True once the run is solved."""
+        if not self.evals:
+            return False
+        now = {r["metric"]: r["value"] for r in rows}
+        ok = all(now.get(m, -1.0) >= self.accuracy for m in ("train/accuracy", "val/accuracy"))
+        self.streak = self.streak + 1 if ok else 0
+        return self.streak >= self.evals
 
 
 def build_model(in_dim: int, hidden: list[int], num_classes: int, seed: int) -> nn.Sequential:
@@ -165,6 +187,7 @@ def train_grokking(x_train, y_train, x_test, y_test, num_classes: int, spec: Met
     named = [(n, p) for n, p in model.named_parameters()]
     held = _Held(x_val, y_val, x_test, y_test)
     res = GrokResult(status="ok")
+    solved = Solved(proto["budget"].get("stop_when_solved"))
     t0 = time.perf_counter()
     for step in range(total + 1):
         logits = model(x_train)
@@ -177,10 +200,16 @@ def train_grokking(x_train, y_train, x_test, y_test, num_classes: int, spec: Met
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if step in logged:
-            res.curves += _log_step(step, model, named, logits, per_example, y_train, held, loss_fn, precision)
+            rows = _log_step(step, model, named, logits, per_example, y_train, held, loss_fn, precision)
+            res.curves += rows
             if step % (proto["eval"]["every"] * 10) == 0 or step == total:
                 now = {r["metric"]: r["value"] for r in res.curves if r["step"] == step}
                 log(f"step {step}/{total} " + " ".join(f"{m} {now[m]:.4g}" for m in PROGRESS if m in now))
+            if solved.update(rows):
+                res.stopped_early = True
+                log(f"solved at step {step}: train and val accuracy >= {solved.accuracy} at {solved.evals} "
+                    "logged steps in a row; stopped (budget/stop_when_solved)")
+                break
         if step < total:
             step_with(opt, spec, fn_hp)
     res.train_seconds = time.perf_counter() - t0

@@ -88,7 +88,7 @@ def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
                                                       columns=list(keys) + ["step", "metric", "value"]))
     io.write_json(out_dir / "final.json", res.final)
     return {"status": res.status, "diverged_at_step": res.diverged_at_step, "steps": res.steps,
-            "train_seconds": res.train_seconds, "steps_per_second": res.steps / max(res.train_seconds, 1e-9),
+            "stopped_early": res.stopped_early, "train_seconds": res.train_seconds, "steps_per_second": res.steps / max(res.train_seconds, 1e-9),
             "train_examples": len(train), "val_examples": len(val), "test_examples": len(test)}
 
 

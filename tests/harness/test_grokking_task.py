@@ -190,3 +190,27 @@ def test_config_checks_of_val_fraction():
         lbconfig.check_track(_track(["erm"], {**PROTO, "val_fraction": 0.0}))  # the schema's range
     with pytest.raises(lbconfig.ConfigError, match="val_fraction"):
         lbconfig.check_track(_track(["erm"], {**PROTO, "val_fraction": 1.5}))
+
+
+def test_solved_rule_needs_train_and_val_in_a_row_and_is_off_without_its_block():
+    from lossbench.grokking import Solved
+    rows = lambda tr, va, te=0.0: [{"metric": "train/accuracy", "value": tr}, {"metric": "val/accuracy", "value": va},
+                                   {"metric": "test/accuracy", "value": te}]
+    rule = Solved({"accuracy": 0.99, "evals": 2})
+    assert [rule.update(rows(1.0, 0.995)), rule.update(rows(1.0, 0.5)), rule.update(rows(1.0, 1.0)),
+            rule.update(rows(0.99, 0.99))] == [False, False, False, True]  # a miss resets the streak
+    test_only = Solved({"evals": 1})
+    assert not test_only.update(rows(0.5, 0.5, te=1.0))  # reads validation, never test
+    assert not any(Solved(None).update(rows(1.0, 1.0)) for _ in range(5))
+
+
+def test_a_solved_run_stops_early_and_an_unsolved_one_runs_its_budget(prepared, tmp_path):
+    # accuracy threshold 0: solved at the first logged step, so the run ends at its second (evals: 2)
+    easy = {**PROTO, "budget": {"steps": 12, "stop_when_solved": {"accuracy": 1e-9, "evals": 2}}}
+    curves, metrics, info = _run(_track(["erm"], easy), "erm", 0, prepared, tmp_path / "easy")
+    logged = eval_steps(12, 4, 3)
+    assert info["stopped_early"] and info["steps"] == logged[1] < 12
+    assert curves["step"].max() == logged[1]
+    hard = {**PROTO, "budget": {"steps": 12, "stop_when_solved": {"evals": 2}}}  # 100% val: not in 12 steps
+    curves, metrics, info = _run(_track(["erm"], hard), "erm", 0, prepared, tmp_path / "hard")
+    assert not info["stopped_early"] and info["steps"] == 12 and curves["step"].max() == 12
