@@ -300,7 +300,7 @@ def _hooks(tb, spec, hp: dict, ref, inputs: dict, run: dict, device: str):
     from lossbench.methods.sparsepo import SparseTokenMask
 
     hooks = pe.Hooks(reference=ref)
-    seed = derive_seed(run["run_id"], "hooks")
+    seed = derive_seed(run["seeds"]["init"], "hooks")  # like the init: the variant's name changes nothing
     d_model, layers = ref.config.hidden_size, ref.config.num_hidden_layers
     if "guide_token_logps" in spec.needs:
         guide_status = io.read_json(inputs["guide"])["status"]
@@ -382,7 +382,9 @@ def sample_eval(run: dict, inputs: dict, out_path, device: str = "cpu") -> None:
     score = tb.gold_scorer(inputs["sft"], samples, proto, device)
     eos, pad = tb.special_ids(samples)
     n = proto["eval"]["samples_per_prompt"]
-    gen = torch.Generator(device).manual_seed(derive_seed(run["run_id"], "eval_samples"))  # multinomial's device
+    # one sampling stream per (dataset, seed) for every method (common random numbers: paired differences
+    # lose the sampling noise two streams would add); on multinomial's device
+    gen = torch.Generator(device).manual_seed(derive_seed(run["seeds"]["data"], "eval_samples"))
     out = {"ok": np.array(True)}
     for split in ("val", "test"):
         prompts = torch.as_tensor(samples[f"{split}_prompts"]).to(device)
