@@ -69,7 +69,7 @@ H100 = {"bf16_tflops": 989.0, "fp32_tflops": 67.0, "mfu": 0.4, "launch_s": 10e-6
 CIFAR = {"cifar10": (10, 5000, 1000), "cifar100": (100, 500, 100)}  # classes, train and held-out images per class
 HELDOUT_PER_CLASS = 2  # of the random stand-in for CIFAR
 HOST_RULES = {"evaluate_run", "pref_label", "prepare_source", "download_source", "aggregate_results",
-              "aggregate_kernels", "build_report", "all", "pref_reference", "choose_trial"}
+              "aggregate_kernels", "aggregate_overopt", "build_report", "all", "pref_reference", "choose_trial"}
 STAGE = r"results/(?P<profile>\w+)/stages/(?P<track>\w+)/(?P<protocol>\w+)/seed(?P<seed>\d+)/"
 RUN = r"results/(?P<profile>\w+)/runs/(?P<track>\w+)/(?P<dataset>\w+)/(?P<method>\w+)/(?P<variant>[^/]+)/seed(?P<seed>\d+)/"
 PRODUCERS = [  # an input file -> the rule that writes it (as in workflows/*.smk)
@@ -276,6 +276,15 @@ class Workspace:
         return lambda: pref.build_reward_model(wc["track"], wc["protocol"], proto, int(wc["seed"]), wc["dataset"], sft,
                                                samples, labels, out, device=self.device)
 
+    def _pref_overopt(self, wc, k):
+        from lossbench.tasks import preference as pref
+
+        names = ("sft.pt", "samples.npz", f"labels_{wc['dataset']}.npz", f"overopt_{wc['dataset']}.csv")
+        t, proto, stage, (sft, samples, labels, out) = self._stage(wc, k, *names)
+        self.ensure([sft, samples, labels])
+        return lambda: pref.build_overopt(wc["track"], wc["protocol"], proto, int(wc["seed"]), wc["dataset"], sft,
+                                          samples, labels, out, device=self.device)
+
     def _kernel_bench(self, wc, k):
         from lossbench.kernels import bench
 
@@ -442,6 +451,7 @@ ESTIMATES = [
      "calls, bf16 on H100; + 300 s of ceilings and torch.compile (guess)"),
     ("aggregate_results/*", {"unit_s": (0.05, 0.05)}, None, "reading each run's tables; guess"),
     ("aggregate_kernels/*", {"fixed_s": (5, 5)}, None, "guess"),
+    ("aggregate_overopt/*", {"fixed_s": (1, 1)}, None, "concatenates one small csv per (seed, dataset); guess"),
     ("build_report/*", {"fixed_s": (120, 120)}, None, "tables, plots and claims; guess"),
     ("all/*", {"fixed_s": (0, 0)}, None, "a target: no work"),
 ]
@@ -462,8 +472,8 @@ def representatives(profiles) -> dict:
             wc = job.wildcards
             t = tracks.get(wc.get("track"))
             ds = t and lbconfig.track_datasets(t)
-            return (t is not None and wc.get("method") != t["baseline"], ds.index(wc["dataset"]) if ds and "dataset" in wc else 0,
-                    int(wc.get("seed", 0)), wc.get("variant", ""))
+            at = ds.index(wc["dataset"]) if ds and wc.get("dataset") in ds else len(ds or [])  # a stage-only dataset last
+            return (t is not None and wc.get("method") != t["baseline"], at, int(wc.get("seed", 0)), wc.get("variant", ""))
 
         for job in sorted(jobs, key=rank):
             key = pricer.key(job)

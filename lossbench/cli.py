@@ -403,7 +403,9 @@ def _report(args):
     return EXIT_OK
 
 
-BENCHMARK_FILES = ("kernels.csv", "kernels.json")  # where the profile ran a benchmark track
+# tables beside the runs' where the profile made them: a benchmark track's, the preference track's
+# best-of-n overoptimisation curves
+BENCHMARK_FILES = ("kernels.csv", "kernels.json", "overopt.csv")
 
 
 def _publish(args):

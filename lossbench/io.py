@@ -115,10 +115,20 @@ def write_npz(path, **arrays):
 
 
 def write_torch(path, obj):
-    """torch.save, atomically (model checkpoints: state dicts and plain config values only)."""
+    """torch.save, atomically (model checkpoints: state dicts and plain config values only). Saved
+    through a buffer: torch.save names the archive's root folder after the file it writes, which here
+    is a random temporary name, so the same weights would give different bytes (and sha256) each time."""
+    import io as _io
+
     import torch
 
-    _atomic(path, lambda tmp: torch.save(obj, tmp))
+    buf = _io.BytesIO()
+    torch.save(obj, buf)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(buf.getvalue())
+    _atomic(path, write)
 
 
 def sha256_file(path) -> str:

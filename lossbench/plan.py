@@ -44,7 +44,10 @@ UNITS = {"train_run": "step", "classification_teacher": "step", "lm_reference": 
          "pref_reward_model": "step", "aggregate_results": "run"}
 # jobs without a track wildcard: the group they are reported under
 OTHER = {"prepare_source": "data", "download_source": "data", "aggregate_results": "report",
-         "build_report": "report", "aggregate_kernels": "kernels", "all": "report"}
+         "build_report": "report", "aggregate_kernels": "kernels", "aggregate_overopt": "report", "all": "report"}
+# protocol keys only some rules read: left out of every other rule's protocol digest, so adding such
+# a block (the preference track's best-of-n study) keeps the table's entries of the runs it leaves alone
+READ_ONLY_BY = {"overoptimization": ("pref_overopt",)}
 RULE = re.compile(r"^(?:local)?rule (\w+):$")
 WILDCARDS = re.compile(r"^\s+wildcards: (.*)$")
 TOTAL = re.compile(r"^total\s+(\d+)$", re.M)
@@ -148,7 +151,7 @@ class Pricer:
     def _key(self, job: Job) -> str:
         wc, cls, proto = job.wildcards, self._class(job), self.protocol(job)
         if proto is not None:
-            block = proto[1]
+            block = {k: v for k, v in proto[1].items() if job.rule in READ_ONLY_BY.get(k, (job.rule,))}
             if cls == "optimizer":  # the axis replaces the protocol's model
                 block = {**block, "axis_model": self.tracks[wc["track"]]["optimizer_axis"].get("model", block.get("model"))}
             where = f"{proto[0]}-{digest(block)}"

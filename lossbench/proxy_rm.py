@@ -62,6 +62,18 @@ def reward_accuracy(rm, pairs: PrefData, batch_size: int = 512) -> float:
     return float(torch.cat(hits).float().mean())
 
 
+@torch.no_grad()
+def score_responses(rm, prompts: torch.Tensor, responses: torch.Tensor, eos_id: int,
+                    batch_size: int = 512) -> torch.Tensor:
+    """[P, N] scores of N responses per prompt ([P, N, T] responses, [P, S] prompts), `batch_size`
+    prompts' responses at a time."""
+    device, out = next(rm.parameters()).device, []
+    for i in range(0, len(prompts), batch_size):
+        p, r = prompts[i:i + batch_size].to(device), responses[i:i + batch_size].to(device)
+        out.append(rm(*join_rows(p, r, eos_id)).view(r.shape[:2]).cpu())
+    return torch.cat(out)
+
+
 def load_reward_model(path, lm, device="cpu") -> RewardModel:
     """A fitted proxy RM from its state dict on a freshly loaded backbone `lm` (π_ref's architecture)."""
     blob = torch.load(path, map_location=device, weights_only=True)

@@ -21,6 +21,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Mapping
 
 import pandas as pd
 import torch
@@ -93,10 +94,60 @@ def check_artefacts(run_dir, info: dict | None = None) -> dict:
     return recorded
 
 
-def train_run(run: dict, inputs: dict, out_dir, device: str = "cpu", log_path=None) -> dict:
+# the keys of a resolved run that name it without changing what it trains (lossbench.config.resolve_run,
+# lossbench.tuning.tuned_run): two runs equal on every other key train the same numbers
+NAMING_KEYS = ("variant", "run_id", "tuned_from", "tuning")
+
+
+def training_signature(run: Mapping) -> dict:
+    """What determines a run's training: the resolved run without its naming keys (NAMING_KEYS)."""
+    return {k: v for k, v in run.items() if k not in NAMING_KEYS}
+
+
+def _twin(run: dict, twins) -> dict | None:
+    """The train.json of the first twin (an earlier final variant of the same seed) that trained exactly
+    this run's signature and finished (ok or diverged: both are results); None when none did."""
+    mine = json.loads(json.dumps(training_signature(run), default=str))  # as train.json stores it
+    for path in twins or ():
+        info = io.read_json(path)
+        if info.get("status") in ("ok", "diverged") and {k: info.get(k) for k in mine} == mine:
+            return {**info, "path": str(path)}
+    return None
+
+
+def _copy_twin(run: dict, twin: dict, out_dir: Path, task, log) -> tuple[dict, dict]:
+    """(result, outputs_sha256) of `run` from its twin's artefacts, copied (and checked) into out_dir:
+    the same training, so the same numbers, without training again."""
+    import shutil
+
+    src = Path(twin["path"]).parent
+    check_artefacts(src, twin)  # a twin edited since it trained is no source
+    for name in twin["outputs_sha256"]:
+        if name.endswith(".csv"):  # tidy rows (curves.csv) name their run: this one's variant, not the twin's
+            table = io.read_csv(src / name)
+            if "variant" in table:
+                table["variant"] = run["variant"]
+            io.write_csv(out_dir / name, table)
+        else:
+            shutil.copy2(src / name, out_dir / name)
+    log.info(f"same training as {twin['variant']} (run {twin['run_id']}): its artefacts copied, not retrained")
+    runner_keys = {"wall_seconds", "inputs", "inputs_sha256", "outputs_sha256", "versions", "git_commit",
+                   "git_dirty", "torch_threads", "path", *NAMING_KEYS}
+    result = {k: v for k, v in twin.items() if k not in run and k not in runner_keys}
+    result["copied_from"] = {"variant": twin["variant"], "run_id": twin["run_id"]}
+    return result, {name: io.sha256_file(out_dir / name) for name in artefact_names(task, run, out_dir)}
+
+
+def train_run(run: dict, inputs: dict, out_dir, device: str = "cpu", log_path=None, twins=()) -> dict:
     """Train `run` (from lossbench.config.resolve_run) on `inputs` ({name: path}, the task's
     `train_inputs`) with its task's trainer; the task writes its artefacts (e.g. predictions.npz,
     curves.csv) and this writes train.json with provenance and the inputs' checksums.
+
+    `twins`: train.json paths of runs that may have trained the same thing (a tuned track's earlier
+    final variants of this seed, whose choice was the same trial): the first with this run's
+    training_signature is copied (`copied_from` in train.json, with the copy's own seconds; wall_seconds
+    stays the training's) instead of training twice. Every seed a run draws comes from its signature,
+    not its name, so the copy is what training would give.
 
     A run that raises (a bug, CUDA out of memory) is a result, not a crash: it is recorded as
     `failed` (record_failure) and the DAG goes on."""
@@ -113,12 +164,18 @@ def train_run(run: dict, inputs: dict, out_dir, device: str = "cpu", log_path=No
         _injected_failure(run)
         log.info(f"run {run['run_id']}: {run['track']}/{run['dataset']}/{run['method']}/{run['variant']}/seed{run['seed']} on {device}")
         task = tasks.get(run["task"])
-        result = task.train_run(run, inputs, out_dir, device, log)
-        outputs_sha256 = {name: io.sha256_file(out_dir / name) for name in artefact_names(task, run, out_dir)}
+        twin = _twin(run, twins)
+        if twin:
+            result, outputs_sha256 = _copy_twin(run, twin, out_dir, task, log)
+        else:
+            result = task.train_run(run, inputs, out_dir, device, log)
+            outputs_sha256 = {name: io.sha256_file(out_dir / name) for name in artefact_names(task, run, out_dir)}
     except Exception as exc:
         log.exception(f"run failed: {type(exc).__name__}: {exc}")
         return record_failure(run, out_dir, exc, log_path, wall=time.perf_counter() - t0)
     wall = time.perf_counter() - t0
+    if "copied_from" in result:  # the run's cost is its training's (the twin's); the copy's beside it
+        result["copied_from"]["copy_seconds"], wall = wall, twin["wall_seconds"]
     info = {
         **run, **result, "wall_seconds": wall, **devices.describe(device),
         "torch_threads": torch.get_num_threads(),

@@ -170,6 +170,36 @@ def build_reward_model(proto: dict, seed_key: tuple, sft_path, samples: dict, la
     io.write_torch(out_path, {"state": rm.state_dict(), "val_accuracy": acc})
 
 
+def overopt_curves(proto: dict, seed_key: tuple, sft_path, samples: dict, labels: dict, device: str, log) -> list:
+    """Best-of-n overoptimisation of one seed (lossbench.overopt): `members` proxy RMs fit on the
+    labelled train pairs (member i: its own head init and data order), `samples` π_ref samples per
+    test prompt scored by each member and by the gold reward, then the curves of every objective."""
+    from lossbench import overopt
+    from lossbench.proxy_rm import score_responses
+
+    cfg = proto["overoptimization"]
+    pairs, val = (labelled_pairs(samples, labels, split)[0] for split in ("train", "val"))
+    prompts = _t(samples["test_prompts"][:cfg["prompts"]])
+    ref = load_lm(sft_path, device).eval()
+    gen = torch.Generator(device).manual_seed(derive_seed(*seed_key, "bon_samples"))
+    resp = sample_responses(ref, prompts.to(device), n_samples=cfg["samples"], max_new_tokens=T_RESPONSE,
+                            eos_id=VOCAB.EOS, pad_id=VOCAB.PAD, generator=gen).cpu()
+    P, N = len(prompts), cfg["samples"]
+    gold = sp.gold_reward(np.repeat(prompts.numpy(), N, 0), resp.numpy(), VOCAB).reshape(P, N)
+    scores, accs = [], []
+    for i in range(cfg["members"]):
+        rm, acc = fit_reward_model(load_lm(sft_path, device), pairs, val, proto["reward_model"],
+                                   seed_key + ("member", i), device, log)
+        scores.append(score_responses(rm, prompts, resp.view(P, N, -1), VOCAB.EOS).numpy())
+        accs.append(acc)
+    scores = np.stack(scores).astype(np.float64)
+    rows = overopt.curves(scores, scores.reshape(len(scores), -1), gold, cfg["lambda"])
+    log(f"best-of-n on {P} prompts x {N} samples, {len(accs)} members (val pair accuracy "
+        f"{min(accs):.3f}-{max(accs):.3f}); gold at n={N}: " +
+        ", ".join(f"{r['objective']} {r['gold']:.3f}" for r in rows if r["n"] == N))
+    return [{**r, "members": len(accs), "members_val_accuracy": float(np.mean(accs))} for r in rows]
+
+
 # ============================================================================================ testbed interface
 def save_policy(path, policy, ref) -> None:
     """policy.pt: the trained weights (0.4M parameters)."""

@@ -35,6 +35,7 @@ from lossbench.seeding import derive_seed
 
 KINDS = ("choice", "uniform", "log_uniform")  # search kinds (MethodSpec.search, a track's tuning/search)
 TUNED = "tuned"  # the variant trained on the final seeds with the chosen trial
+TWIN = "twin_"  # a final run's input naming an earlier final variant of its seed (twin_<variant>: its train.json)
 # A task may choose several ways at once (its `tuning_rules`: the preference track's views): one
 # final variant per rule, `tuned_<view>`, each trained on the final seeds from its own choice.
 EDGE = 0.05  # a continuous value within this fraction of its range (log range for log_uniform) of a bound is on the edge

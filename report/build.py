@@ -23,7 +23,7 @@ from lossbench.stats import leaderboard
 from lossbench.report import claims as claims_mod
 from lossbench.report import optimizers
 from lossbench.report import plots
-from lossbench.report import glance, grokking, kernels, lm_pretraining, preference, selection
+from lossbench.report import glance, grokking, kernels, lm_pretraining, overopt, preference, selection
 from lossbench.report.tables import (LAYOUT_PATH, bad_statuses, fmt_mapping, legend, load_layout, markdown_extra,
                            markdown_table, md_text, table_rows, track_layout)
 
@@ -55,6 +55,7 @@ def load_results(results_dir: Path | str) -> dict:
         "runs": _read_json(d / "runs.json", []),
         "provenance": _read_json(d / "provenance.json", {}),
         "methods": _read_json(d / "methods.json", {}),
+        "overopt": overopt.load(d),  # the preference track's best-of-n curves, where the profile made them
     }
 
 
@@ -395,7 +396,8 @@ def analyse(results_dir: Path | str, level: float | None = None, layout_path: Pa
     kernel_rows, kernel_meta = kernels.load(results_dir)
     evidence = claims_mod.evidence_level(prov)
     claims = claims_mod.evaluate(claims_mod.load_claims(claims_path),
-                                 pd.concat([summary, data["axis_summary"]], ignore_index=True), level,
+                                 pd.concat([summary, data["axis_summary"], overopt.summary_rows(data["overopt"])],
+                                           ignore_index=True), level,
                                  layout["metrics"], kernel_rows, prov, set_name=set_name)
     seen: dict[str, int] = {}
     for c in claims:  # every claims.yaml entry is evaluated, in file order: the same anchors in every set

@@ -32,7 +32,7 @@ REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_TESTABLE = (
 # the smoke level's direction check (never "reproduced": see rule("smoke"))
 CONSISTENT, INCONSISTENT, NO_SIGNAL = "consistent", "inconsistent", "no signal"
 EVIDENCE_LEVELS = ("smoke", "study", "full")  # a profile's `evidence` (config/schema/config.schema.yaml)
-VERDICTS = {"smoke": (CONSISTENT, INCONSISTENT, NO_SIGNAL),
+VERDICTS = {"smoke": (CONSISTENT, INCONSISTENT, NO_SIGNAL, NOT_TESTABLE),
             "study": (REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_TESTABLE),
             "full": (REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_TESTABLE)}
 # verdict label -> CSS class suffix (the template's `v-<suffix>`)
@@ -64,8 +64,9 @@ def rule(level: str = "study") -> str:
             "runs: <b>consistent</b> = significant in the claimed direction on at least one dataset and "
             "significantly opposite on none; <b>inconsistent</b> = significantly opposite on at least one "
             "dataset and significant in the claimed direction on none; <b>no signal</b> = nothing significant "
-            "either way (the reason says where the means point), significant both ways, or nothing to test (no "
-            "runs, the entry gives a reason, or the budget is shorter than the claim needs). A mean that merely "
+            "either way (the reason says where the means point) or significant both ways; <b>not testable at this "
+            "scale</b> = nothing to test (no runs or no finite values, the entry gives a reason, or the budget is "
+            "shorter than the claim needs), kept apart from a measured null. A mean that merely "
             "points one way is not a signal at this scale. For an “≈ baseline” claim (margin m): consistent = "
             "no significant difference and every CI within ±m; inconsistent = a significant difference; no "
             "signal = otherwise. Kernel claims: consistent = the claimed direction holds on the medians at "
@@ -300,7 +301,7 @@ def verdict(cells: list[dict], direction: str, margin: float | None = None,
     ran = [c for c in cells if c["n"] > 0]
     if not ran:
         # rows without finite values (metric undefined, runs diverged) are not "no runs"
-        return (NO_SIGNAL if evidence == "smoke" else NOT_TESTABLE,
+        return (NOT_TESTABLE,
                 "no finite values" if any(c.get("track") for c in cells) else "no runs")
     cells = ran
     if evidence == "smoke":
@@ -442,9 +443,9 @@ def _row(method: str, test: Mapping, entry: Mapping, summary: pd.DataFrame, leve
                             fmt=lambda x: fmt_number(x, meta) + unit, evidence=grade)
     short = _short_budget(test, provenance or {})
     if entry.get("not_testable_reason"):
-        label, reason = NO_SIGNAL if smoke else NOT_TESTABLE, entry["not_testable_reason"]
+        label, reason = NOT_TESTABLE, entry["not_testable_reason"]
     elif short and (smoke or label != REPRODUCED):  # a short run that already shows the effect still counts
-        label, reason = NO_SIGNAL if smoke else NOT_TESTABLE, f"{short} (measured: {label}, {reason})"
+        label, reason = NOT_TESTABLE, f"{short} (measured: {label}, {reason})"
     elif label != NOT_TESTABLE and reason not in ("no runs", "no finite values"):
         reason += "".join(f"; {text}" for text in measured_text(cells, meta, direction)
                           if text.endswith(("no runs", "no finite values")))
@@ -516,7 +517,7 @@ def evaluate(claims: list[dict], summary: pd.DataFrame, level: float,
                 row = _row(m, t, entry, summary, level, metrics, provenance, cells[i], set_name, grade)
             rows.append(row)
         if not tests:  # a claim with nothing to measure at all
-            label = NO_SIGNAL if grade == "smoke" else NOT_TESTABLE
+            label = NOT_TESTABLE
             rows = [{"method": m, "baseline": "", "direction": "", "metric": "", "measured": [],
                      "verdict": label, "reason": entry.get("not_testable_reason", "no test"),
                      "verdict_class": VERDICT_CLASS[label], "evidence_level": grade,

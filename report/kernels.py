@@ -269,16 +269,15 @@ def claim_row(method: str, test: Mapping, entry: Mapping, df: pd.DataFrame | Non
     not reproduced = nowhere. At evidence smoke, a direction check (claims.rule("smoke")):
     consistent = the direction holds on the medians at every point and none is significantly
     opposite; inconsistent = significantly opposite somewhere, or the direction fails at every
-    point; no signal = otherwise, or nothing to compare.
+    point; no signal = otherwise; not testable at this scale (every level) = nothing to compare.
     """
-    from lossbench.report.claims import NO_SIGNAL, NOT_TESTABLE
+    from lossbench.report.claims import NOT_TESTABLE
 
-    untestable = NO_SIGNAL if evidence == "smoke" else NOT_TESTABLE
     direction, factor, metric = test.get("direction", "lower"), float(test.get("factor", 1.0)), test["metric"]
     row = {"method": method, "baseline": test["baseline"], "direction": direction,
            "metric": f"{test['bench']} {metric}" + (f" (×{factor:g})" if factor != 1 else ""), "measured": []}
     if df is None:
-        return row | {"verdict": untestable, "reason": "no kernels benchmark in this profile"}
+        return row | {"verdict": NOT_TESTABLE, "reason": "no kernels benchmark in this profile"}
     points = df[(df["bench"] == test["bench"]) & df["track"].eq(test.get("track", "kernels"))]
     why_not = points[(points["impl"] == method) & (points["status"] != "ok")]["note"].dropna().unique()
     w = _matches(wide(points), test.get("where", {})) if not points.empty else points
@@ -287,7 +286,7 @@ def claim_row(method: str, test: Mapping, entry: Mapping, df: pd.DataFrame | Non
         missing = method if have[method].empty else test["baseline"]
         reason = (f"{missing} did not run: {'; '.join(why_not)}" if len(why_not) and missing == method
                   else f"no {test['bench']} point with {_where_text(test.get('where', {}))} for {missing} in this grid")
-        return row | {"verdict": untestable, "reason": entry.get("not_testable_reason") or reason}
+        return row | {"verdict": NOT_TESTABLE, "reason": entry.get("not_testable_reason") or reason}
     keys = ["slice", *POINT]
     m = have[method].merge(have[test["baseline"]], on=keys, suffixes=("", "_base"))
     sign = 1 if direction == "lower" else -1
@@ -310,7 +309,7 @@ def claim_row(method: str, test: Mapping, entry: Mapping, df: pd.DataFrame | Non
         seen["toward_any"] |= bool(ratio > 1)
         seen["toward_all"] &= bool(ratio > 1)
     if entry.get("not_testable_reason"):
-        return row | {"verdict": untestable, "reason": entry["not_testable_reason"]}
+        return row | {"verdict": NOT_TESTABLE, "reason": entry["not_testable_reason"]}
     return row | dict(zip(("verdict", "reason"), (_direction_check(seen, factor) if evidence == "smoke"
                                                   else _kernel_verdict(seen, factor))))
 

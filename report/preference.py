@@ -29,7 +29,7 @@ import pandas as pd
 
 from lossbench import data as datasets
 from lossbench.stats import mean_ci
-from lossbench.report import selection
+from lossbench.report import overopt, selection
 from lossbench.report import plots
 from lossbench.report.plots import MAX_SERIES, NEUTRAL_COLOR, line_style, save_figure  # Agg backend, shared style
 
@@ -229,6 +229,10 @@ def figures(ctx, view_dataset: str, data: Mapping, out,
         drawn.append(("Noise robustness: test win rate against the training label-flip rate (@best, mean ± "
                       f"{ci} over {plots.seeds_text(wins, colors)})." + note,
                       noise_curves(best, baseline, colors, ctx.level, out(f"{track}__noise"))))
+        curves_bon = data.get("overopt")
+        if curves_bon is not None and (curves_bon["track"] == track).any():
+            drawn.append((overopt.caption(curves_bon, track, ctx.level),
+                          overopt.figure(curves_bon, track, ctx.level, out(f"{track}__overopt"))))
     return drawn
 
 

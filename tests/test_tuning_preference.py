@@ -10,10 +10,12 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from pandas.testing import assert_frame_equal
 import yaml
 
 from lossbench import config as lbconfig
-from lossbench import io, tuning
+from lossbench import io, runner, tuning
 from lossbench.tasks import preference as pref
 
 ROOT = lbconfig.ROOT
@@ -107,7 +109,7 @@ def test_a_guide_that_is_no_final_variant_is_one_config_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_tuned_preference_profile_end_to_end(tmp_path):
+def test_tuned_preference_profile_end_to_end(tmp_path, monkeypatch):
     """trials -> choose_trial (one choice per view) -> final variants -> report: each view reads its
     own final variant on the final seeds, trials never reach the leaderboard, and a tuning table per view."""
     out = subprocess.run(SNAKEMAKE + ["--configfile", str(PROFILE), "--directory", str(tmp_path), "--cores", "2",
@@ -138,6 +140,33 @@ def test_tuned_preference_profile_end_to_end(tmp_path):
             final = summary[(summary.method == m) & (summary.variant == variant) & (summary.metric == "test/win_rate")]
             shown = board[(board.dataset == f"synthpref @{view}") & (board.method == m) & (board.metric == "test/win_rate")]
             assert shown["mean"].iloc[0] == pytest.approx(final["value"].mean(), rel=1e-4), (m, view)
+    copies = 0
+    for m in track["methods"]:  # a final variant whose choice is an earlier one's copies that run, exactly
+        choice = io.read_json(results / "tuning" / "preference" / "synthpref" / f"{m}.json")["choices"]
+        for seed in (0, 1):
+            info = io.read_json(results / f"runs/preference/synthpref/{m}/tuned_kl/seed{seed}/train.json")
+            same = choice["tuned_kl"]["trial"] == choice["tuned_best"]["trial"]
+            assert ("copied_from" in info) == same, (m, seed)
+            if same:
+                copies, copied = copies + 1, (m, seed, info)
+                best = io.read_json(results / f"runs/preference/synthpref/{m}/tuned_best/seed{seed}/train.json")
+                assert info["copied_from"]["run_id"] == best["run_id"] != info["run_id"]
+                assert info["outputs_sha256"]["policy.pt"] == best["outputs_sha256"]["policy.pt"]
+                kl_curves, best_curves = (pd.read_csv(results / f"runs/preference/synthpref/{m}/{v}/seed{seed}/"
+                                                      "curves.csv") for v in ("tuned_kl", "tuned_best"))
+                assert set(kl_curves.variant) == {"tuned_kl"}  # its own name on the copied rows
+                assert_frame_equal(kl_curves.drop(columns="variant"), best_curves.drop(columns="variant"))
+                rows = summary[(summary.method == m) & (summary.seed == seed)].set_index(["variant", "metric"])["value"]
+                assert rows["tuned_kl"].to_dict() == rows["tuned_best"].to_dict()  # its evaluation too
+    assert copies, "the tiny grid gives some method the same choice in both views"
+    # and the copy is what training it would give: retrain the last copied run from scratch, no twins
+    monkeypatch.chdir(tmp_path)
+    m, seed, info = copied
+    torch.set_num_threads(info["torch_threads"])  # the DAG's job threads: the same float reduction order
+    again = runner.train_run(tuning.tuned_run(track, "synthpref", m, seed, results / "tuning/preference/synthpref"
+                                              f"/{m}.json", "tuned_kl"), info["inputs"], tmp_path / "again")
+    assert "copied_from" not in again
+    assert again["outputs_sha256"] == info["outputs_sha256"]  # byte for byte: curves and weights
     tgdpo_trial = io.read_json(tmp_path / "results/tuning_pref_test/runs/preference/synthpref/tgdpo/trial01/seed10/train.json")
     assert tgdpo_trial["inputs"]["guide"].endswith("/dpo/trial01/seed10/train.json")
     assert md.count("### Tuning (equal budget: 2 trials per method on seeds 10)") == 3  # @best, @matched-kl, @unlearning

@@ -193,3 +193,46 @@ rule pref_capability:
         with runner.failing_stage(run_dir, "pref_capability", log[0], placeholder=lambda: io.write_json(output[0], {})):
             run_job(pref.build_capability, run["protocol"], input.sft, os.path.join(run_dir, "policy.pt"), output[0],
                     device=config["device"])
+
+
+rule pref_overopt:
+    input:
+        sft=pref_sft,
+        samples=f"{STAGE}/samples.npz",
+        labels=f"{STAGE}/labels_{{dataset}}.npz",
+    output:
+        f"{STAGE}/overopt_{{dataset}}.csv",
+    params:
+        cfg=pref_stage_params("model", "reward_model", "overoptimization"),
+    log:
+        "results/{profile}/logs/pref_overopt/{track}/{protocol}/seed{seed}/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=job_mem_mb,
+        runtime=job_runtime,
+        gpu=1 if config["device"] != "cpu" else 0,
+    run:
+        from lossbench.tasks import preference as pref
+
+        run_job(pref.build_overopt, wildcards.track, wildcards.protocol, pref_protocol(wildcards), int(wildcards.seed),
+                wildcards.dataset, input.sft, input.samples, input.labels, output[0], device=config["device"],
+                log=log[0])
+
+
+def overopt_tables(profile):
+    from lossbench.tasks import preference as pref
+
+    return pref.overopt_targets(profile, TRACKS)
+
+
+rule aggregate_overopt:
+    input:
+        lambda wc: overopt_tables(wc.profile),
+    output:
+        "results/{profile}/overopt.csv",
+    log:
+        "results/{profile}/logs/aggregate_overopt.log",
+    run:
+        import pandas as pd
+
+        lbio.write_csv(output[0], pd.concat([lbio.read_csv(f) for f in input], ignore_index=True))

@@ -28,6 +28,7 @@ rule build_report:
     input:
         rules.aggregate_results.output,
         rules.aggregate_kernels.output if BENCHES else [],
+        lambda wc: [f"results/{wc.profile}/overopt.csv"] if overopt_tables(wc.profile) else [],
     output:
         "results/{profile}/report/index.html",
     log:

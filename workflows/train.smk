@@ -32,8 +32,9 @@ rule train_run:
         if "choice" in inputs:  # the chosen trial's point, merged in now that the choice exists
             resolved = tuning.tuned_run(TRACKS[wildcards.track], wildcards.dataset, wildcards.method,
                                         int(wildcards.seed), inputs.pop("choice"), wildcards.variant)
+        twins = [inputs.pop(k) for k in list(inputs) if k.startswith(tuning.TWIN)]  # earlier final variants
         try:
             run_job(runner.train_run, resolved, inputs, os.path.dirname(output.info),
-                    device=config["device"], log_path=log[0])
+                    device=config["device"], log_path=log[0], twins=twins)
         except workers.WorkerDied as e:  # runner.train_run records exceptions itself; a killed worker cannot
             runner.record_failure(resolved, os.path.dirname(output.info), e, log[0])

@@ -19,11 +19,17 @@ def trial_run_dirs(wildcards):
 
 
 def tuning_inputs(wildcards):
-    """A final run's choice file (`tuned`, or a rule's `tuned_<view>`; no extra input for any other variant)."""
+    """A final run's choice file (`tuned`, or a rule's `tuned_<view>`; no extra input for any other variant),
+    and the train.json of each earlier final variant of the same seed (`twin_<variant>`): where one of
+    them trained the same chosen point, this run is that run and copies it (runner.train_run)."""
     if not tuning.is_tuned(wildcards.variant):
         return {}
+    finals = tuning.tuned_variants(TRACKS[wildcards.track], wildcards.method, wildcards.dataset)
+    twins = finals[:finals.index(wildcards.variant)] if wildcards.variant in finals else []
     return {"choice": CHOICE.format(profile=wildcards.profile, track=wildcards.track, dataset=wildcards.dataset,
-                                    method=wildcards.method)}
+                                    method=wildcards.method),
+            **{f"{tuning.TWIN}{v}": RUN_DIR.format(**{**dict(wildcards.items()), "variant": v}) + "/train.json"
+               for v in twins}}
 
 
 rule choose_trial:

@@ -95,6 +95,7 @@ def check_protocol(proto: dict, where: str, track: dict) -> None:
     ran = {m for d in proto["datasets"] for m in methods_on(track, d)}
     runs_here = [m for m in track["methods"] if m in ran]
     _check_testbed(proto, where, runs_here)
+    _check_overoptimization(proto, where)
     guide = proto.get("guide")
     needs_guide = [m for m in runs_here if "guide_token_logps" in methods.get(m).needs]
     if needs_guide and guide is None:
@@ -121,6 +122,23 @@ def check_protocol(proto: dict, where: str, track: dict) -> None:
         for d, subset in track.get("dataset_methods", {}).items():
             if d in proto["datasets"] and set(needs_guide) & set(subset) and guide["method"] not in subset:
                 raise ConfigError(f"{where}: dataset_methods/{d} runs {needs_guide} without their guide {guide['method']!r}")
+
+
+def _check_overoptimization(proto: dict, where: str) -> None:
+    """The BoN overoptimisation block's datasets are SynthPref preference datasets, and its prompts
+    exist among the test prompts."""
+    from lossbench.config import ConfigError, unknown_name
+
+    block = proto.get("overoptimization")
+    if not block:
+        return
+    valid = [d for d in data.names() if data.dataset_entry(d).get("source") == "synthpref"]
+    for d in block["datasets"]:
+        if d not in valid:
+            raise unknown_name("overoptimization dataset", d, valid, f"{where}/overoptimization/datasets")
+    if block["prompts"] > proto["pairs"]["test"]:
+        raise ConfigError(f"{where}/overoptimization/prompts: {block['prompts']} exceeds pairs/test "
+                          f"({proto['pairs']['test']} test prompts)")
 
 
 def _check_testbed(proto: dict, where: str, runs_here: list[str]) -> None:
@@ -275,6 +293,34 @@ def build_reward_model(track: str, protocol_name: str, proto: dict, seed: int, d
                                       resolve_device(device), _logged(out_path))
 
 
+def build_overopt(track: str, protocol_name: str, proto: dict, seed: int, dataset: str, sft_path, samples_path,
+                  labels_path, out_path, device: str = "cpu"):
+    """overopt_<dataset>.csv: the best-of-n overoptimisation curves of one seed (SynthPref only)."""
+    from lossbench import synthpref_testbed as tb
+    from lossbench.runner import resolve_device
+
+    rows = tb.overopt_curves(proto, stage_seed_key(track, protocol_name, seed) + (dataset,), sft_path,
+                             data.load_prepared(samples_path), data.load_prepared(labels_path),
+                             resolve_device(device), _logged(out_path))
+    keys = {"track": track, "protocol": protocol_name, "dataset": dataset, "seed": seed}
+    io.write_csv(out_path, pd.DataFrame([{**keys, **r} for r in rows]))
+
+
+def overopt_targets(profile: str, tracks: dict) -> list[str]:
+    """Every overopt_<dataset>.csv a profile's preference protocols ask for (one per final seed)."""
+    from lossbench.config import protocol_track
+
+    out = []
+    for name, track in tracks.items():
+        if track.get("task") != "preference":
+            continue
+        for pname, proto in track["protocols"].items():
+            block = proto.get("overoptimization")
+            for seed in (protocol_track(track, pname)["seeds"] if block else ()):
+                out += [f"results/{profile}/stages/{name}/{pname}/seed{seed}/overopt_{d}.csv" for d in block["datasets"]]
+    return out
+
+
 # ============================================================================================ training
 def _batch(proto: dict) -> dict:
     """Rows per no-grad forward or sampling batch where the protocol sets it (large vocabularies),
@@ -300,7 +346,7 @@ def _hooks(tb, spec, hp: dict, ref, inputs: dict, run: dict, device: str):
     from lossbench.methods.sparsepo import SparseTokenMask
 
     hooks = pe.Hooks(reference=ref)
-    seed = derive_seed(run["run_id"], "hooks")
+    seed = derive_seed(run["seeds"]["init"], "hooks")  # like the init: the variant's name changes nothing
     d_model, layers = ref.config.hidden_size, ref.config.num_hidden_layers
     if "guide_token_logps" in spec.needs:
         guide_status = io.read_json(inputs["guide"])["status"]
@@ -382,7 +428,9 @@ def sample_eval(run: dict, inputs: dict, out_path, device: str = "cpu") -> None:
     score = tb.gold_scorer(inputs["sft"], samples, proto, device)
     eos, pad = tb.special_ids(samples)
     n = proto["eval"]["samples_per_prompt"]
-    gen = torch.Generator(device).manual_seed(derive_seed(run["run_id"], "eval_samples"))  # multinomial's device
+    # one sampling stream per (dataset, seed) for every method (common random numbers: paired differences
+    # lose the sampling noise two streams would add); on multinomial's device
+    gen = torch.Generator(device).manual_seed(derive_seed(run["seeds"]["data"], "eval_samples"))
     out = {"ok": np.array(True)}
     for split in ("val", "test"):
         prompts = torch.as_tensor(samples[f"{split}_prompts"]).to(device)

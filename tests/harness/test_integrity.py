@@ -294,3 +294,16 @@ def test_lm_eval_task_files_hold_relative_paths(tmp_path):
                                       version=1.0)
         rows = [json.loads(x) for x in (tmp_path / "b" / f"{name}.jsonl").read_text().splitlines()]
         assert ds["test"].num_rows == len(rows) == 4
+
+
+def test_the_same_weights_give_the_same_bytes(tmp_path):
+    # torch.save names its archive after the file written (a random temporary name in an atomic
+    # write): the bytes, and so every recorded sha256, must not depend on it
+    import torch
+    state = {"w": torch.arange(6.0).view(2, 3)}
+    io.write_torch(tmp_path / "a.pt", state)
+    io.write_torch(tmp_path / "a.pt", state)  # the same file again: a new temporary name
+    first = io.sha256_file(tmp_path / "a.pt")
+    io.write_torch(tmp_path / "b.pt", state)
+    assert io.sha256_file(tmp_path / "b.pt") == first
+    assert torch.equal(torch.load(tmp_path / "b.pt", weights_only=True)["w"], state["w"])

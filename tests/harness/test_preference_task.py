@@ -28,7 +28,9 @@ def track():
                  pairs={"train": 40, "val": 16, "test": 16, "list_size": 3, "tau_bt": 0.25},
                  reward_model={"steps": 5, "batch_size": 8, "lr": 1e-3},
                  train={"steps": 4, "batch_size": 4, "probe_every": 2, "probe_pairs": 4},
-                 eval={"samples_per_prompt": 1, "ideal_beta": 0.1, "kl_budget": 3.0})
+                 eval={"samples_per_prompt": 1, "ideal_beta": 0.1, "kl_budget": 3.0},
+                 overoptimization={"datasets": ["synthpref", "synthpref_eps20"], "members": 2, "prompts": 8,
+                                   "samples": 8, "lambda": 0.5})
     lbconfig.check_track(t, "micro")
     return t
 
@@ -96,3 +98,42 @@ def test_diverged_run_records_nan_metrics(track, stage, tmp_path, one_torch_thre
     assert json.loads((out / "train.json").read_text())["status"] == "diverged"
     assert all(math.isnan(v) for k, v in values.items() if not k.startswith("train/"))
     assert "test/win_rate" in values
+
+
+def test_overoptimisation_curves_of_a_seed_are_complete_and_deterministic(track, stage, tmp_path, one_torch_thread):
+    import pandas as pd
+
+    from lossbench.overopt import OBJECTIVES
+    from lossbench.report import overopt as report_overopt
+
+    proto = track["protocols"]["synthpref_tiny"]
+    args = (TRACK, "synthpref_tiny", proto, 0, "synthpref_eps20", stage / "sft.pt", stage / "samples.npz",
+            stage / "labels_synthpref_eps20.npz")
+    task.build_overopt(*args, tmp_path / "a.csv")
+    task.build_overopt(*args, tmp_path / "b.csv")
+    assert io.sha256_file(tmp_path / "a.csv") == io.sha256_file(tmp_path / "b.csv")
+    df = pd.read_csv(tmp_path / "a.csv")
+    assert set(df["objective"]) == set(OBJECTIVES) and sorted(set(df["n"])) == [1, 2, 4, 8]
+    assert (df["members"] == 2).all() and df[["gold", "proxy", "kl"]].notna().all().all()
+    first = df[df["n"] == 1].set_index("objective")["gold"]
+    assert np.allclose(first, first.iloc[0])  # best-of-1 is π_ref whatever the objective
+    rows = report_overopt.summary_rows(df)
+    assert set(rows["method"]) == {f"bon_{o}" for o in OBJECTIVES} and set(rows["seed"]) == {0}
+    drop = rows[rows["metric"] == "bon/gold_drop"]["value"]
+    assert (drop >= 0).all()
+    assert report_overopt.figure(df, TRACK, 0.95, tmp_path / "fig.png").exists()
+
+
+def test_overoptimisation_block_is_checked(track):
+    bad = copy.deepcopy(track)
+    bad["protocols"]["synthpref_tiny"]["overoptimization"]["prompts"] = 17  # 16 test prompts
+    with pytest.raises(lbconfig.ConfigError, match="exceeds pairs/test"):
+        lbconfig.check_track(bad, "micro")
+    bad = copy.deepcopy(track)
+    bad["protocols"]["synthpref_tiny"]["overoptimization"]["datasets"] = ["synthpref_eps99"]
+    with pytest.raises(lbconfig.ConfigError, match="synthpref_eps25"):  # the valid names listed
+        lbconfig.check_track(bad, "micro")
+    bad = copy.deepcopy(track)
+    bad["protocols"]["synthpref_tiny"]["overoptimization"]["members"] = 1  # an ensemble needs two
+    with pytest.raises(lbconfig.ConfigError):
+        lbconfig.check_track(bad, "micro")

@@ -272,7 +272,9 @@ def test_smoke_report_opens_with_banner_and_glance_and_gives_no_verdict_of_recor
     assert [m for m in re.findall(r'<td class="method" data-v="([^"]+)"', glance)][0] == "logit_adjust"
     claims = page[page.index('<section id="claims">'):]
     verdicts = set(re.findall(r'class="verdict v-([a-z-]+)"', claims))
-    assert verdicts and verdicts <= {"consistent", "inconsistent", "no-signal"}
+    # direction checks only; a claim with nothing run here is not testable at this scale, as at every level
+    assert verdicts & {"consistent", "inconsistent", "no-signal"}
+    assert verdicts <= {"consistent", "inconsistent", "no-signal", "not-testable-at-this-scale"}
 
 
 def test_validation_selected_column_follows_the_main_metric(tmp_path):

@@ -57,11 +57,11 @@ SMOKE = {"profile": "smoke", "evidence": "smoke",
     # significantly opposite somewhere, in the claimed direction nowhere
     ([_cell("a", -0.05, 0.01), _cell("b", 0.002, 0.03)], "higher", INCONSISTENT),
     ([_cell("a", 0.05, 0.01)], "lower", INCONSISTENT),
-    # nothing significant (whatever the means), significant both ways, nothing to test
+    # nothing significant (whatever the means), significant both ways; nothing to test is no null
     ([_cell("a", 0.01, 0.05), _cell("b", 0.002, 0.03)], "higher", NO_SIGNAL),
     ([_cell("a", -0.01, 0.05), _cell("b", -0.002, 0.03)], "higher", NO_SIGNAL),
     ([_cell("a", 0.05, 0.01), _cell("b", -0.05, 0.01)], "higher", NO_SIGNAL),
-    ([_cell("a", 0.0, 0.0, n=0)], "higher", NO_SIGNAL),
+    ([_cell("a", 0.0, 0.0, n=0)], "higher", NOT_TESTABLE),
     # an "≈ baseline" claim (margin 0.01)
     ([_cell("a", 0.001, 0.005), _cell("b", -0.002, 0.004)], "equal", CONSISTENT),
     ([_cell("a", 0.05, 0.01)], "equal", INCONSISTENT),
@@ -81,7 +81,7 @@ def test_direction_check_labels(cells, direction, expected):
 def test_smoke_never_yields_a_study_verdict(mean, half, direction, n):
     label, _ = claims.verdict([_cell("a", mean, half, n=n), _cell("b", 2 * mean, half, n=n)], direction,
                               margin=0.01, evidence="smoke")
-    assert label in {CONSISTENT, INCONSISTENT, NO_SIGNAL}
+    assert label in {CONSISTENT, INCONSISTENT, NO_SIGNAL} or (label == NOT_TESTABLE and n == 0)
 
 
 def test_smoke_evaluate_reads_consistent_where_a_study_reads_reproduced():
@@ -93,20 +93,22 @@ def test_smoke_evaluate_reads_consistent_where_a_study_reads_reproduced():
     assert smoke["verdict_class"] == "consistent" and study["verdict_class"] == "reproduced"
 
 
-def test_smoke_rows_without_a_test_or_with_a_reason_read_no_signal():
+def test_smoke_rows_without_a_test_or_with_a_reason_read_not_testable():
+    """Nothing to test (a reason, a short budget, no test) is "not testable", never a measured "no signal"."""
     summary = _summary({"a": [0.10, 0.11, 0.12]})
     reasoned = _entry("a") | {"not_testable_reason": "needs CIFAR"}
     short = _entry("a", min_steps={"steps": 5000, "why": "slow"})
     no_test = {k: v for k, v in _entry("a").items() if k != "tests"}
     out = claims.evaluate([reasoned, short, no_test], summary, 0.95, {}, provenance=SMOKE)
     labels = [c["rows"][0]["verdict"] for c in out]
-    assert labels == [NO_SIGNAL, NO_SIGNAL, NO_SIGNAL]
+    assert labels == [NOT_TESTABLE, NOT_TESTABLE, NOT_TESTABLE]
     assert "needs CIFAR" in out[0]["rows"][0]["reason"]
     assert "400 steps" in out[1]["rows"][0]["reason"] and "consistent" in out[1]["rows"][0]["reason"]
 
 
 def test_every_smoke_row_of_the_claims_file_is_a_direction_check():
-    """All of claims.yaml on a made-up smoke summary: no row says reproduced (nor any study label)."""
+    """All of claims.yaml on a made-up smoke summary: no row says reproduced, partly or not reproduced
+    (rows with nothing to test say not testable, as at every level)."""
     rng = np.random.default_rng(0)
     entries = claims.load_claims()
     rows = []
@@ -123,8 +125,8 @@ def test_every_smoke_row_of_the_claims_file_is_a_direction_check():
     summary = pd.DataFrame(rows).drop_duplicates(["track", "dataset", "method", "seed", "metric"])
     out = claims.evaluate(entries, summary, 0.95, {}, provenance=SMOKE)
     labels = {r["verdict"] for c in out for r in c["rows"]}
-    assert labels <= {CONSISTENT, INCONSISTENT, NO_SIGNAL} and CONSISTENT in labels
-    assert not labels & STUDY_LABELS
+    assert labels <= {CONSISTENT, INCONSISTENT, NO_SIGNAL, NOT_TESTABLE} and CONSISTENT in labels
+    assert not labels & (STUDY_LABELS - {NOT_TESTABLE})
 
 
 def test_kernel_claims_follow_the_smoke_mapping():
@@ -146,7 +148,7 @@ def test_kernel_claims_follow_the_smoke_mapping():
     assert kernels.claim_row("cce", test, {}, fast, evidence="smoke")["verdict"] == CONSISTENT
     assert kernels.claim_row("cce", test, {}, close, evidence="smoke")["verdict"] == CONSISTENT
     assert kernels.claim_row("cce", test, {}, slow, evidence="smoke")["verdict"] == INCONSISTENT
-    assert kernels.claim_row("cce", test, {}, None, evidence="smoke")["verdict"] == NO_SIGNAL
+    assert kernels.claim_row("cce", test, {}, None, evidence="smoke")["verdict"] == NOT_TESTABLE
     row = claims.evaluate([_entry("a") | {"tests": [test | {"track": "kernels"}], "methods": ["cce"]}],
                           _summary({}), 0.95, {}, fast, SMOKE)[0]["rows"][0]
     assert row["verdict"] == CONSISTENT and row["evidence"].startswith("smoke profile · kernels: linear_ce on cpu")
