@@ -134,10 +134,15 @@ def test_reduced_preference_dag_end_to_end(tmp_path):
         model={"arch": "gpt2", "d_model": 16, "layers": 1, "heads": 2, "context": 24},
         sft={"prompts": 300, "secrets": 6, "forget": 2, "repeats": 5, "steps": 30, "batch_size": 32, "lr": 3e-3},
         pairs={"train": 40, "val": 16, "test": 16, "list_size": 3, "tau_bt": 0.25},
-        train={"steps": 4, "batch_size": 4, "probe_every": 2, "probe_pairs": 4})
+        train={"steps": 4, "batch_size": 4, "probe_every": 2, "probe_pairs": 4},
+        overoptimization={"datasets": ["synthpref", "synthpref_eps25"], "members": 2, "prompts": 8, "samples": 4,
+                          "lambda": 0.5})
     cfg, work, out = _run_track(tmp_path, track, "ptest")
     assert out.stderr.count("rule pref_sft:") == 2 and out.stderr.count("rule pref_sample_eval:") == 16
+    assert out.stderr.count("rule pref_overopt:") == 4  # 2 seeds x (clean, 25% flipped)
     results = work / "results" / "ptest"
+    assert set(pd.read_csv(results / "overopt.csv")["seed"]) == {0, 1}
+    assert (results / "report" / "figures" / "preference__overopt.png").exists()
     summary = pd.read_csv(results / "summary.csv")
     assert set(summary.variant) == {"beta0.1", "beta1.0"} and set(summary.dataset) == {"synthpref", "synthpref_eps20"}
     html = (results / "report" / "index.html").read_text()
