@@ -58,11 +58,10 @@ class Solved:
         self.accuracy, self.evals = rule.get("accuracy", 1.0), rule.get("evals")
         self.streak = 0
 
-    def update(self, rows: list) -> bool:
-        """Reads one logged step's rows; True once the run is solved."""
+    def update(self, now: dict) -> bool:
+        """Reads one logged step's metrics (metric -> value); True once the run is solved."""
         if not self.evals:
             return False
-        now = {r["metric"]: r["value"] for r in rows}
         ok = all(now.get(m, -1.0) >= self.accuracy for m in ("train/accuracy", "val/accuracy"))
         self.streak = self.streak + 1 if ok else 0
         return self.streak >= self.evals
@@ -202,10 +201,10 @@ def train_grokking(x_train, y_train, x_test, y_test, num_classes: int, spec: Met
         if step in logged:
             rows = _log_step(step, model, named, logits, per_example, y_train, held, loss_fn, precision)
             res.curves += rows
+            now = {r["metric"]: r["value"] for r in rows}
             if step % (proto["eval"]["every"] * 10) == 0 or step == total:
-                now = {r["metric"]: r["value"] for r in res.curves if r["step"] == step}
                 log(f"step {step}/{total} " + " ".join(f"{m} {now[m]:.4g}" for m in PROGRESS if m in now))
-            if solved.update(rows):
+            if solved.update(now):
                 res.stopped_early = True
                 log(f"solved at step {step}: train and val accuracy >= {solved.accuracy} at {solved.evals} "
                     "logged steps in a row; stopped (budget/stop_when_solved)")

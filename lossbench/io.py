@@ -115,19 +115,14 @@ def write_npz(path, **arrays):
 
 
 def write_torch(path, obj):
-    """torch.save, atomically (model checkpoints: state dicts and plain config values only). Saved
-    through a buffer: torch.save names the archive's root folder after the file it writes, which here
-    is a random temporary name, so the same weights would give different bytes (and sha256) each time."""
-    import io as _io
-
+    """torch.save, atomically (model checkpoints: state dicts and plain config values only). Saved to
+    the open file, not its path: given a path, torch.save names the archive's root folder after it
+    (here a random temporary name), so the same weights would give different bytes (and sha256)."""
     import torch
-
-    buf = _io.BytesIO()
-    torch.save(obj, buf)
 
     def write(tmp):
         with open(tmp, "wb") as f:
-            f.write(buf.getvalue())
+            torch.save(obj, f)
     _atomic(path, write)
 
 

@@ -80,8 +80,11 @@ def bon_expectation(key: np.ndarray, values: dict, ns) -> dict:
     are broken by sample order (stable sort), as any fixed rule would."""
     order = np.argsort(key, axis=1, kind="stable")
     sorted_vals = {k: np.take_along_axis(v, order, axis=1) for k, v in values.items()}
-    N = key.shape[1]
-    return {n: {k: float((v @ bon_weights(N, n)).mean()) for k, v in sorted_vals.items()} for n in ns}
+    N, out = key.shape[1], {}
+    for n in ns:
+        w = bon_weights(N, n)
+        out[n] = {k: float((v @ w).mean()) for k, v in sorted_vals.items()}
+    return out
 
 
 def bon_ns(N: int) -> list[int]:

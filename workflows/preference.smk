@@ -1,5 +1,5 @@
 # Preference track stages (lossbench/tasks/preference.py): per (track, protocol, seed)
-#   synthpref: sft -> sample -> label(dataset) [-> reward_model(dataset)]
+#   synthpref: sft -> sample -> label(dataset) [-> reward_model(dataset)] [-> overopt(dataset): the overoptimization block]
 #   hub:       reference (per protocol) -> sample -> label(dataset) [-> reward_model(dataset)]
 # then train_run (train.smk) -> pref_sample_eval [+ pref_capability, hub] -> evaluate_run (evaluate.smk).
 PROTOCOL_STAGE = "results/{profile}/stages/{track}/{protocol}"

@@ -184,7 +184,8 @@ def stage_files(stage_dir, dataset: str | None = None, bed: str = "synthpref") -
         out = {"sft": s / "sft.pt", "forget": s / "forget.npz"}
     out["samples"] = s / "samples.npz"
     if dataset:
-        out.update(labels=s / f"labels_{dataset}.npz", reward_model=s / f"reward_model_{dataset}.pt")
+        out.update(labels=s / f"labels_{dataset}.npz", reward_model=s / f"reward_model_{dataset}.pt",
+                   overopt=s / f"overopt_{dataset}.csv")
     return {k: str(v) for k, v in out.items()}
 
 
@@ -317,7 +318,8 @@ def overopt_targets(profile: str, tracks: dict) -> list[str]:
         for pname, proto in track["protocols"].items():
             block = proto.get("overoptimization")
             for seed in (protocol_track(track, pname)["seeds"] if block else ()):
-                out += [f"results/{profile}/stages/{name}/{pname}/seed{seed}/overopt_{d}.csv" for d in block["datasets"]]
+                stage = f"results/{profile}/stages/{name}/{pname}/seed{seed}"
+                out += [stage_files(stage, d)["overopt"] for d in block["datasets"]]
     return out
 
 

@@ -194,8 +194,7 @@ def test_config_checks_of_val_fraction():
 
 def test_solved_rule_needs_train_and_val_in_a_row_and_is_off_without_its_block():
     from lossbench.grokking import Solved
-    rows = lambda tr, va, te=0.0: [{"metric": "train/accuracy", "value": tr}, {"metric": "val/accuracy", "value": va},
-                                   {"metric": "test/accuracy", "value": te}]
+    rows = lambda tr, va, te=0.0: {"train/accuracy": tr, "val/accuracy": va, "test/accuracy": te}
     rule = Solved({"accuracy": 0.99, "evals": 2})
     assert [rule.update(rows(1.0, 0.995)), rule.update(rows(1.0, 0.5)), rule.update(rows(1.0, 1.0)),
             rule.update(rows(0.99, 0.99))] == [False, False, False, True]  # a miss resets the streak
