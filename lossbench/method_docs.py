@@ -35,6 +35,7 @@ _STATUS = re.compile(r"^\*\*Status:\*\*\s*(.+)$", re.M)
 _KIND_TRACK = {"loss": "classification", "batch_loss": "classification", "reweight": "classification",
                "sampler": "classification", "adversarial": "classification", "pairwise": "preference",
                "listwise": "preference", "unpaired": "preference", "unlearning": "preference",
+               "online": "preference", "decoding": "preference",
                "sample_weight": "lm_pretraining", "token_weight": "lm_pretraining",
                "token_penalty": "lm_pretraining", "selection": "lm_pretraining", "grad_transform": "grokking"}
 CONTRACT_TESTS = ("test_spec_fields", "test_reference_value", "test_shapes_finite_and_gradients",

@@ -169,6 +169,8 @@ class Pricer:
         spec = methods.get(wc["method"])
         if spec.kind == "adversarial":
             return "adversarial"
+        if spec.kind == "online":  # sampling, the proxy RM and π_ref in every step: several DPO steps' worth
+            return "online"
         if spec.teacher == "stage":
             return "distill"
         if lbconfig.OPTIMIZER_KEY in self._point(job):

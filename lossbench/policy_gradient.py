@@ -15,6 +15,9 @@ REINFORCE estimate of −∇ E[R] when the baseline b_i does not depend on y_i:
     greedy  b_i = R(x, ȳ), ȳ the greedy response of the current policy (ReMax, Li et al. 2024:
             unbiased, one extra greedy decode per prompt instead of a value network)
 
+ReMax's official code clips the reward difference r(y) − r(ȳ) to ±5 before it enters the loss;
+`clip` reproduces that (applied to the advantage, which is that difference when β = 0).
+
 The surrogate is what the trainer differentiates: with R detached, its expected gradient is the
 exact gradient of E[r − β·log(π_θ/π_ref)] (E[∇ log π_θ] = 0 absorbs the penalty's own derivative),
 which tests/harness/test_policy_gradient.py checks against a categorical policy's exact gradient.
@@ -55,3 +58,22 @@ def surrogate_loss(logp_policy: torch.Tensor, adv: torch.Tensor) -> torch.Tensor
     """−mean over prompts and responses of A · log π_θ(y|x) (A detached): its gradient is the
     policy-gradient estimate of −∇ E[R]."""
     return -(adv.detach() * logp_policy).mean()
+
+
+def online_loss(policy: torch.Tensor, ref: torch.Tensor, reward: torch.Tensor, greedy_policy=None,
+                greedy_ref=None, greedy_reward=None, *, beta: float, baseline: str,
+                clip: float | None = None) -> torch.Tensor:
+    """Per-prompt REINFORCE surrogate [B] for k sampled responses per prompt: `policy` log π_θ(y|x)
+    [B, k] (with gradient), `ref` log π_ref(y|x) and proxy `reward` [B, k]; the greedy baseline
+    reads the greedy response's (log π_θ, log π_ref, reward) [B] the same way. `clip` bounds |A|."""
+    policy, ref, reward = policy.float(), ref.float(), reward.float()
+    R = regularised_reward(reward, policy, ref, beta)
+    greedy_R = None
+    if baseline == "greedy":
+        if greedy_reward is None:
+            raise ValueError("the greedy (ReMax) baseline needs the greedy responses' rewards")
+        greedy_R = regularised_reward(greedy_reward.float(), greedy_policy.float(), greedy_ref.float(), beta)
+    adv = advantages(R, baseline, greedy_R)
+    if clip is not None:
+        adv = adv.clamp(-clip, clip)
+    return -(adv.detach() * policy).mean(1)

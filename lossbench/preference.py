@@ -44,13 +44,17 @@ from lossbench.train import optimizer_step
 from lossbench.methods.base import MethodSpec, PairBatch
 from lossbench.methods.spo import degrade
 
-PREFERENCE_KINDS = ("pairwise", "listwise", "unpaired", "unlearning")
+OFFLINE_KINDS = ("pairwise", "listwise", "unpaired", "unlearning")  # trained on fixed data by `preference_loss`
+PREFERENCE_KINDS = OFFLINE_KINDS + ("online", "decoding")  # online, decoding: lossbench/online.py
 KIND_ARGS = {  # what each kind's fn receives besides hyperparameters (methods/base.py)
     "pairwise": {"batch"},
     "listwise": {"policy", "ref", "scores"},
     "unpaired": {"policy", "ref", "desirable", "kl_ref"},
     "unlearning": {"policy", "ref"},
+    "online": {"policy", "ref", "reward", "greedy_policy", "greedy_ref", "greedy_reward"},  # lossbench/online.py
+    "decoding": {"scores"},
 }
+NEED_ARGS = {"template_answers": {"tokens", "mask"}}  # extra inputs some needs add to their kind's
 # PairBatch fields each `needs` entry fills; the response masks come with any token-level need
 NEED_FIELDS = {
     "token_logps": ("policy_chosen_tok", "policy_rejected_tok", "ref_chosen_tok", "ref_rejected_tok"),
@@ -174,13 +178,14 @@ def check_setup(spec: MethodSpec, hooks: Hooks, data: PrefData):
     if spec.kind not in PREFERENCE_KINDS:
         raise ValueError(f"{spec.name}: kind {spec.kind!r} is not a preference kind {PREFERENCE_KINDS}")
     want = {"token_kl": ("reference",), "token_masks": ("reference", "mask"), "guide_token_logps": ("guide",),
-            "rm_margin": ("reward",), "degree_logits": ("degree_head",)}
+            "rm_margin": ("reward",), "degree_logits": ("degree_head",), "proxy_reward": ("reward",)}
     missing = [h for n in spec.needs for h in want.get(n, ()) if getattr(hooks, h) is None]
     fields_needed = {"listwise": ["scores"], "unpaired": ["desirable"]}.get(spec.kind, [])
     fields_needed += ["keys"] if "degree_logits" in spec.needs else []
     missing += [f"data.{f}" for f in fields_needed if getattr(data, f) is None]
-    if spec.kind in ("pairwise", "unpaired") and data.responses.shape[1] != 2:
-        raise ValueError(f"{spec.name}: {spec.kind} data needs 2 responses per prompt")
+    if (spec.kind in ("pairwise", "unpaired") or "template_answers" in spec.needs) and data.responses.shape[1] != 2:
+        raise ValueError(f"{spec.name}: {spec.kind} data needs 2 responses per prompt"
+                         + (" (the forget answer and a template answer)" if spec.kind == "unlearning" else ""))
     if missing:
         raise ValueError(f"{spec.name} (needs {spec.needs}) is missing {sorted(set(missing))}")
 
@@ -359,6 +364,11 @@ def method_inputs(spec: MethodSpec, policy, ref_cache: RefCache, batch: PrefData
                                    batch.prompt_mask)[0][:, 0]
         return {"policy": pol, "ref": ref[:, 0], "desirable": batch.desirable,
                 "kl_ref": (mism - ref[:, 1]).mean()}
+    if "template_answers" in spec.needs:  # FLAT: per-token log-probs of (forget answer, template), one forward
+        rows = join_rows(batch.prompts, batch.responses, batch.eos_id, batch.prompt_mask)
+        tok = token_logps(policy, *rows).view(len(batch), 2, -1)
+        return {"policy": tok[:, 0].sum(-1), "ref": ref[:, 0], "tokens": tok,
+                "mask": rows[2].view(len(batch), 2, -1).float()}
     pol = _sequence_logps(policy, batch.prompts, batch.responses, batch.eos_id, batch.prompt_mask)[0]
     if spec.kind == "listwise":
         return {"policy": pol, "ref": ref, "scores": batch.scores}
@@ -367,8 +377,9 @@ def method_inputs(spec: MethodSpec, policy, ref_cache: RefCache, batch: PrefData
 
 def reduce_loss(spec: MethodSpec, hp: dict, inputs: dict) -> torch.Tensor:
     """Batch mean of the method's per-example loss, in float32 (the trainer owns reduction)."""
-    if set(inputs) != KIND_ARGS[spec.kind]:
-        raise ValueError(f"{spec.name} ({spec.kind}) takes {sorted(KIND_ARGS[spec.kind])}, got {sorted(inputs)}")
+    expected = KIND_ARGS[spec.kind].union(*(NEED_ARGS.get(n, set()) for n in spec.needs))
+    if set(inputs) != expected:
+        raise ValueError(f"{spec.name} ({spec.kind}) takes {sorted(expected)}, got {sorted(inputs)}")
     per = spec.fn(**inputs, **hp)
     if per.ndim != 1:
         raise ValueError(f"{spec.name} returned shape {tuple(per.shape)}, expected a per-example [B] loss")
@@ -426,12 +437,15 @@ def probe_metrics(spec: MethodSpec, policy, ref_cache: RefCache, probe: PrefData
 
 def train_policy(spec: MethodSpec, hp: dict, policy, ref_cache: RefCache, data: PrefData, *, steps: int,
                  batch_size: int, lr: float, generator: torch.Generator, hooks: Hooks | None = None,
-                 log=lambda msg: None, eval_every: int | None = None, probes: dict | None = None) -> PolicyRun:
+                 log=lambda msg: None, eval_every: int | None = None, probes: dict | None = None,
+                 step_loss: Callable | None = None) -> PolicyRun:
     """Adam on the policy (and trainable hooks) for a fixed number of steps; batches from `generator`.
 
     A non-finite loss stops the run with status "diverged" (nothing is raised). Curves: the mean training
     loss and `probe_metrics` every `eval_every` steps (and at step 0) on each probe `{split: (data,
-    cache)}`; by default the first 64 training rows as "train"."""
+    cache)}`; by default the first 64 training rows as "train". `step_loss(policy, batch)` -> (loss,
+    {stat: float}) replaces the offline loss (online methods, lossbench/online.py); its stats are
+    curves too, as train/<stat> means over each logging interval."""
     hooks = hooks or Hooks()
     check_setup(spec, hooks, data)
     device = next(policy.parameters()).device
@@ -442,7 +456,11 @@ def train_policy(spec: MethodSpec, hp: dict, policy, ref_cache: RefCache, data: 
     opt = torch.optim.Adam(params, lr=lr)
     every = eval_every or max(1, steps // 20)
     batches = epoch_batches(len(data), min(batch_size, len(data)), generator)
-    run, running = PolicyRun(), []
+    if step_loss is None and steps > 0 and spec.kind not in OFFLINE_KINDS:
+        raise ValueError(f"{spec.name} ({spec.kind}) samples its own data: pass its step_loss (lossbench/online.py)")
+    run, running, stats = PolicyRun(), [], {}
+    step_loss = step_loss or (lambda model, batch: (preference_loss(spec, hp, model, ref_cache, batch, hooks=hooks,
+                                                                    generator=generator), {}))
 
     def record(step):
         run.curves.extend({"step": step, "metric": f"{split}/{k}", "value": v}
@@ -451,8 +469,7 @@ def train_policy(spec: MethodSpec, hp: dict, policy, ref_cache: RefCache, data: 
     record(0)
     for step in range(steps):
         t0 = time.perf_counter()
-        loss = preference_loss(spec, hp, policy, ref_cache, data.take(next(batches)), hooks=hooks,
-                               generator=generator)
+        loss, step_stats = step_loss(policy, data.take(next(batches)))
         if not optimizer_step(opt, loss):
             run.status, run.diverged_at_step = "diverged", step
             log(f"{spec.name}: loss {loss.item()} at step {step}: recorded as diverged")
@@ -460,11 +477,16 @@ def train_policy(spec: MethodSpec, hp: dict, policy, ref_cache: RefCache, data: 
         run.train_seconds += time.perf_counter() - t0
         run.steps = step + 1
         running.append(float(loss.detach()))
+        for k, v in step_stats.items():
+            stats.setdefault(k, []).append(v)
         if run.steps % every == 0 or run.steps == steps:
             run.curves.append({"step": run.steps, "metric": "train/loss", "value": float(np.mean(running))})
+            run.curves.extend({"step": run.steps, "metric": f"train/{k}", "value": float(np.mean(v))}
+                              for k, v in stats.items())
             record(run.steps)
-            log(f"{spec.name}: step {run.steps}/{steps} train/loss {np.mean(running):.4f}")
-            running = []
+            log(f"{spec.name}: step {run.steps}/{steps} train/loss {np.mean(running):.4f}"
+                + "".join(f" train/{k} {np.mean(v):.4f}" for k, v in stats.items()))
+            running, stats = [], {}
     return run
 
 

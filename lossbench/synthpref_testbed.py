@@ -236,16 +236,21 @@ def length_edges(proto: dict) -> tuple:
     return LENGTH_EDGES
 
 
-def kind_data(kind: str, samples: dict, inputs: dict):
+def kind_data(kind: str, samples: dict, inputs: dict, needs=()):
     """Training rows of the kinds only SynthPref has: K-sample lists scored by r* (LiPO) and the
-    forget set's secrets with their answers (NPO)."""
+    forget set's secrets with their answers (NPO); with `template_answers` (FLAT) each secret's
+    answer is column 0 and a template answer column 1 (sp.template_answers, seeded by the forget set)."""
     if kind == "listwise":
         return pe.pref_data(samples["train_prompts"], samples["train_responses"], eos_id=VOCAB.EOS,
                             pad_id=VOCAB.PAD, scores=samples["train_rewards"])
     forget = load_prepared(inputs["forget"])
     keep = forget["forget"].astype(bool)
-    return pe.pref_data(forget["prompts"][keep], forget["responses"][keep][:, None], eos_id=VOCAB.EOS,
-                        pad_id=VOCAB.PAD)
+    responses = forget["responses"][keep][:, None]
+    if "template_answers" in needs:
+        rng = np.random.default_rng(derive_seed("flat_templates", forget["prompts"][keep].tobytes().hex()))
+        templates = sp.template_answers(int(keep.sum()), VOCAB, rng)
+        responses = np.concatenate([responses, templates[:, None]], 1)
+    return pe.pref_data(forget["prompts"][keep], responses, eos_id=VOCAB.EOS, pad_id=VOCAB.PAD)
 
 
 def gold_scorer(sft_path, samples: dict, proto: dict, device):
@@ -255,6 +260,12 @@ def gold_scorer(sft_path, samples: dict, proto: dict, device):
         comps = sp.reward_components(flat, responses, VOCAB)
         return {"rewards": sp.gold_reward(flat, responses, VOCAB), **{f"comp_{k}": v for k, v in comps.items()}}
     return score
+
+
+def gold_of(proto: dict):
+    """(prompts [N, P], responses [N, T]) -> r* [N]: the closed-form gold reward, for the online
+    methods' training curves (their own samples' gold reward, step by step)."""
+    return lambda prompts, responses: sp.gold_reward(prompts, responses, VOCAB)
 
 
 def forget_eval(policy, forget_path, device) -> dict:

@@ -68,10 +68,16 @@ REGISTRY: dict[str, str] = {
     "lipo": ".lipo:SPEC",  # M10
     "flex_dpo": ".flex_dpo:SPEC",  # M11
     "npo": ".npo:SPEC",  # M12
+    "flat": ".flat:SPEC",  # FLAT (unlearning from forget data only)
     "spo": ".spo:SPEC",  # M13
     "kto": ".kto:SPEC",  # M14
     "orpo": ".orpo:SPEC",  # M15
     "ln_dpo": ".ln_dpo:SPEC",  # Hitchhiker's guide LN-DPO
+    # online (sampling from the policy during training, scored by the proxy reward model) and decoding
+    "remax": ".remax:SPEC",  # ReMax (greedy baseline)
+    "rloo": ".rloo:RLOO",  # REINFORCE leave-one-out
+    "reinforce": ".rloo:REINFORCE",  # REINFORCE without a baseline
+    "best_of_n": ".best_of_n:SPEC",  # best-of-n sampling against the proxy reward model
     # --- LM pretraining (docs/methods/README.md, lm_pretraining track) ---
     # Domain mixing (L3) reuses resample / temp_sample / temp_upweight / cooldown with domains as classes.
     "uniform": ".uniform:SPEC",  # the track's ERM baseline (token mean)

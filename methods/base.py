@@ -47,12 +47,23 @@ unpaired       fn(policy [B], ref [B], desirable [B] bool, kl_ref, **hp)    per-
                (kl_ref: detached batch estimate of KL(π_θ‖π_ref), KTO's z0)
 unlearning     fn(policy [B], ref [B], **hp)                                per-example loss [B]
                (summed log-probs of forget-set responses)
+online         fn(policy [B,k], ref [B,k], reward [B,k], greedy_policy [B],   per-prompt loss [B]
+               greedy_ref [B], greedy_reward [B], **hp)
+               (k responses sampled from π_θ during training and scored by the proxy reward model;
+               the greedy_* inputs are the greedy response's, None unless needs greedy_response;
+               the trainer hparam `samples` is k)
+decoding       fn(scores [P,n], **hp)                                       chosen index [P]
+               (no training: the answer is chosen among n π_ref samples by their proxy scores)
 =============  ===========================================================  =====================
 
 `PairBatch` needs: token_logps (per-token policy/ref log-probs and masks), token_kl (per-token
 KL(π_ref‖π_θ)), guide_token_logps (a frozen guidance policy's per-token log-probs, TGDPO),
 rm_margin (reward-model margin r(y_w) − r(y_l), MADPO), token_masks (per-token weights from a
 mask module, SparsePO), degree_logits (a preference-degree head's logits and labels, SPO).
+`unlearning` need: template_answers (FLAT: also `tokens` [B,2,T], the per-token policy log-probs of
+the forget answer and of a template answer, and their response `mask` [B,2,T]).
+`online` and `decoding` needs: proxy_reward (the protocol's proxy reward model scores the
+responses), greedy_response (the greedy decode of the current policy, ReMax's baseline).
 
 LM-pretraining kinds (lossbench/lm_pretrain.py; per-token ce and lse come from the shared loss layer
 lossbench/lm_loss.py; every weight is detached and `progress` is always passed where shown):
@@ -108,12 +119,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 KINDS = ("loss", "batch_loss", "reweight", "sampler", "adversarial",  # classification
-         "pairwise", "listwise", "unpaired", "unlearning",  # preference optimisation
+         "pairwise", "listwise", "unpaired", "unlearning", "online", "decoding",  # preference optimisation
          "sample_weight", "token_weight", "token_penalty", "selection",  # LM pretraining
          "grad_transform")  # grokking
 NEEDS = ("class_counts", "progress", "example_state", "features", "teacher_logits", "aux_logits",
          "token_logps", "token_kl", "guide_token_logps", "rm_margin", "token_masks", "degree_logits",
-         "ref_losses", "ref_scores", "chunk_features", "target_features", "num_chunks", "seed")
+         "ref_losses", "ref_scores", "chunk_features", "target_features", "num_chunks", "seed",
+         "proxy_reward", "greedy_response", "template_answers")
 
 
 @dataclass

@@ -444,6 +444,9 @@ def _row(method: str, test: Mapping, entry: Mapping, summary: pd.DataFrame, leve
     short = _short_budget(test, provenance or {})
     if entry.get("not_testable_reason"):
         label, reason = NOT_TESTABLE, entry["not_testable_reason"]
+    elif label == NOT_TESTABLE and reason == "no finite values" and meta.get("undefined_when"):
+        # a time-to-event metric is undefined (NaN) for a run the event never reached: censored at the budget
+        reason = f"{meta['undefined_when']}: the event lies beyond this scale's budget"
     elif short and (smoke or label != REPRODUCED):  # a short run that already shows the effect still counts
         label, reason = NOT_TESTABLE, f"{short} (measured: {label}, {reason})"
     elif label != NOT_TESTABLE and reason not in ("no runs", "no finite values"):

@@ -182,7 +182,9 @@ def is_preference(data: Mapping, track: str) -> bool:
         return task == "preference"
     kinds = {v.get("kind") for m, v in data["methods"].items()
              if m in set(data["summary"].loc[data["summary"]["track"] == track, "method"])}
-    return bool(kinds) and kinds <= {"pairwise", "listwise", "unpaired", "unlearning"}
+    from lossbench.preference import PREFERENCE_KINDS
+
+    return bool(kinds) and kinds <= set(PREFERENCE_KINDS)
 
 
 def figures(ctx, view_dataset: str, data: Mapping, out,
@@ -222,6 +224,14 @@ def figures(ctx, view_dataset: str, data: Mapping, out,
                   f"{plots.seeds_text(shown[shown['metric'].isin(DYNAMICS)], colors)}): chosen and rejected "
                   "log-likelihood change and the gradient cosine (E2)." + note,
                   dynamics(curves, chosen, baseline, colors, out(f"{slug}__dynamics"))))
+    online = curves[curves["metric"] == "train/gold_reward"]["method"].unique()
+    if view == "best" and len(online):
+        drawn.append(("Online methods during training: proxy and gold reward of the policy's own samples "
+                      "against √KL(π‖π_ref) (the samples' mean log π − log π_ref, floored at 0), one point per "
+                      "logging step, mean over seeds, selected variants. Overoptimisation shows as proxy "
+                      "reward still rising while gold reward falls.",
+                      online_trajectories(curves, chosen, [m for m in chosen if m in set(online)],
+                                          out(f"{slug}__online"))))
     if view == "best" and not datasets.dataset_entry(base).get("label_noise"):
         best = data["summary"][(data["summary"]["track"] == track)
                                & data["summary"]["dataset"].str.endswith(" @best")]
@@ -268,6 +278,33 @@ def frontier(raw: pd.DataFrame, baseline: str, colors: Mapping, budget: float, l
     ax.set_ylabel("gold reward r* of policy samples (test)")
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    return save_figure(fig, path)
+
+
+ONLINE = ["train/proxy_reward", "train/gold_reward"]  # panels of `online_trajectories`, against train/kl_sample
+
+
+def online_trajectories(curves: pd.DataFrame, chosen: Mapping[str, str], methods_: list[str],
+                        path: Path) -> Path | None:
+    """Proxy and gold reward of the online methods' training samples against √KL over training
+    (lossbench/online.py logs them every logging step), mean over seeds, selected variants."""
+    rows = curves[curves["method"].isin(methods_) & curves["metric"].isin(ONLINE + ["train/kl_sample"])]
+    rows = rows[[chosen.get(m) == v for m, v in zip(rows["method"], rows["variant"])]]
+    if rows.empty:
+        return None
+    colors = plots.method_colors(sorted(methods_), None)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, metric in zip(axes, ONLINE):
+        for method in colors:
+            mean = rows[rows["method"] == method].groupby(["metric", "step"])["value"].mean().unstack(0)
+            if metric in mean and "train/kl_sample" in mean:
+                ax.plot(np.sqrt(mean["train/kl_sample"].clip(lower=0)), mean[metric], marker=".",
+                        **line_style(method, None, colors))
+        ax.set_title({"train/proxy_reward": "proxy reward (what is optimised)",
+                      "train/gold_reward": "gold reward r*"}[metric], fontsize=10)
+        ax.set_xlabel("√KL(π‖π_ref) of the training samples")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     return save_figure(fig, path)
 
 

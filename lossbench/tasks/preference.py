@@ -27,7 +27,8 @@ from lossbench import methods
 from lossbench import io
 
 PROTOCOL_SCHEMA = "protocol_preference"
-METHOD_KINDS = ("pairwise", "listwise", "unpaired", "unlearning")  # = lossbench.preference.PREFERENCE_KINDS
+METHOD_KINDS = ("pairwise", "listwise", "unpaired", "unlearning", "online", "decoding")  # = preference.PREFERENCE_KINDS
+REWARD_NEEDS = {"rm_margin", "proxy_reward"}  # needs that read the proxy reward model stage
 SELECTION = {"metric": "val/win_rate", "higher_is_better": True}  # the @best view (report/preference.py)
 # A tuned preference track (lossbench/tuning.py) chooses once per report view, on the tuning seeds:
 # each view reads its own final variant (tuning_rules).
@@ -40,6 +41,8 @@ HUB_UNSUPPORTED = {
     "listwise": "needs K-sample lists scored by the gold reward; hub pairs have two responses",
     "unlearning": "needs SynthPref's forget set of memorised secrets and its retain-only twin model",
     "degree_logits": "its degradation deletes y_w's prompt keywords, which only SynthPref marks",
+    "online": "online sampling during training is built for SynthPref's tiny LM only (lossbench/online.py)",
+    "decoding": "best-of-n decoding is built for SynthPref's tiny LM only (lossbench/online.py)",
 }
 
 
@@ -168,7 +171,7 @@ def _check_testbed(proto: dict, where: str, runs_here: list[str]) -> None:
         why = "; ".join(f"{m}: {w}" for m, w in refused.items())
         raise ConfigError(f"{where}: the hub testbed cannot run {sorted(refused)} ({why}). Leave them out of "
                           f"this protocol's datasets with dataset_methods; the hub testbed runs {', '.join(valid)}")
-    needs_rm = [m for m in runs_here if "rm_margin" in methods.get(m).needs]
+    needs_rm = [m for m in runs_here if REWARD_NEEDS & set(methods.get(m).needs)]
     if needs_rm and "reward_model" not in proto:
         raise ConfigError(f"{where}: {needs_rm} need a proxy reward model: set reward_model: {{steps, batch_size, lr}}")
 
@@ -199,7 +202,7 @@ def train_inputs(run: dict, stage_dir, profile: str) -> dict:
     inputs = {k: files[k] for k in ("sft", "samples", "labels")}
     if spec.kind == "unlearning":
         inputs["forget"] = files["forget"]
-    if "rm_margin" in spec.needs:
+    if REWARD_NEEDS & set(spec.needs):
         inputs["reward_model"] = files["reward_model"]
     if "guide_token_logps" in spec.needs:
         g = run["protocol"]["guide"]
@@ -213,8 +216,11 @@ def sample_eval_inputs(run: dict, run_dir, stage_dir) -> dict:
     """What pref_sample_eval reads: the run's train.json (its policy.pt sits beside it) and stages."""
     files = _run_stage_files(run, stage_dir)
     out = {"info": f"{run_dir}/train.json", **{k: files[k] for k in ("sft", "samples", "labels")}}
-    if methods.get(run["method"]).kind == "unlearning":
+    kind = methods.get(run["method"]).kind
+    if kind == "unlearning":
         out["forget"] = files["forget"]
+    if kind == "decoding":  # best-of-n picks its answers with the proxy RM
+        out["reward_model"] = files["reward_model"]
     return out
 
 
@@ -228,7 +234,7 @@ def eval_inputs(run: dict, run_dir, stage_dir) -> dict:
     """What evaluate_run reads besides train.json: the sample_eval output and the stages it scores
     (hub: and the capability scores of the policy and of π_ref)."""
     staged = sample_eval_inputs(run, run_dir, stage_dir)
-    out = {"eval": f"{run_dir}/eval.npz", **{k: v for k, v in staged.items() if k not in ("info", "sft")}}
+    out = {"eval": f"{run_dir}/eval.npz", **{k: v for k, v in staged.items() if k not in ("info", "sft", "reward_model")}}
     if testbed_name(run["protocol"]) == "hub":
         out.update(capability=f"{run_dir}/capability.json",
                    ref_capability=_run_stage_files(run, stage_dir)["ref_capability"])
@@ -337,7 +343,7 @@ def _train_data(tb, spec, samples: dict, labels: dict, inputs: dict):
     if spec.kind in ("pairwise", "unpaired"):
         pairs, _ = tb.labelled_pairs(samples, labels, "train")
         return pairs if spec.kind == "pairwise" else pe.unpaired_from_pairs(pairs)
-    return tb.kind_data(spec.kind, samples, inputs)
+    return tb.kind_data(spec.kind, samples, inputs, spec.needs)
 
 
 def _hooks(tb, spec, hp: dict, ref, inputs: dict, run: dict, device: str):
@@ -356,7 +362,7 @@ def _hooks(tb, spec, hp: dict, ref, inputs: dict, run: dict, device: str):
             raise RuntimeError(f"the guide run {inputs['guide']} is {guide_status}, so this run has no guide policy")
         hooks.guide = pe.frozen_copy(tb.load_policy(inputs["sft"], Path(inputs["guide"]).with_name("policy.pt"),
                                                      device))
-    if "rm_margin" in spec.needs:
+    if REWARD_NEEDS & set(spec.needs):
         hooks.reward = tb.load_reward_model(inputs["reward_model"], inputs["sft"], device)
     if "token_masks" in spec.needs:
         gen = torch.Generator().manual_seed(seed)
@@ -378,7 +384,10 @@ def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
     samples, labels = data.load_prepared(inputs["samples"]), data.load_prepared(inputs["labels"])
     policy = tb.load_lm(inputs["sft"], device).train()
     ref = pe.frozen_copy(policy)
-    train = _train_data(tb, spec, samples, labels, inputs)
+    # online and decoding methods read prompts only: the labelled train pairs give them, and serve as
+    # the same "train" probe of log-likelihood dynamics as for the offline methods
+    train = (tb.labelled_pairs(samples, labels, "train")[0] if spec.kind in ("online", "decoding")
+             else _train_data(tb, spec, samples, labels, inputs))
     hooks = _hooks(tb, spec, hp, ref, inputs, run, device)
     cache = pe.reference_cache(ref, train, **batch)
     n = proto["train"]["probe_pairs"]  # fixed probe sets for the log-likelihood dynamics (metric 4, E2)
@@ -388,9 +397,18 @@ def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
               "val": (val_probe, pe.reference_cache(ref, val_probe, **batch))}
     gen = torch.Generator().manual_seed(run["seeds"]["order"])
     t = proto["train"]
-    result = pe.train_policy(spec, hp, policy, cache, train, steps=t["steps"], batch_size=t["batch_size"],
-                             lr=proto["optimizer"]["lr"], generator=gen, hooks=hooks, log=log.info,
-                             eval_every=t["probe_every"], probes=probes)
+    step_loss = None
+    if spec.kind == "online":  # its own sampling stream, seeded like the hooks (the variant's name changes nothing)
+        from lossbench.online import OnlineStep
+        from lossbench.seeding import derive_seed
+
+        eos, pad = tb.special_ids(samples)
+        step_loss = OnlineStep(spec, hp, ref, hooks.reward, max_new_tokens=tb.max_new_tokens(proto), eos_id=eos,
+                               pad_id=pad, gold=tb.gold_of(proto),
+                               generator=torch.Generator(device).manual_seed(derive_seed(run["seeds"]["init"], "online")))
+    result = pe.train_policy(spec, hp, policy, cache, train, steps=0 if spec.kind == "decoding" else t["steps"],
+                             batch_size=t["batch_size"], lr=proto["optimizer"]["lr"], generator=gen, hooks=hooks,
+                             log=log.info, eval_every=t["probe_every"], probes=probes, step_loss=step_loss)
     tb.save_policy(out_dir / "policy.pt", policy, ref)
     keys = {k: run[k] for k in ("track", "dataset", "method", "variant", "seed")}
     io.write_csv(out_dir / "curves.csv", pd.DataFrame([{**keys, **row} for row in result.curves],
@@ -430,6 +448,15 @@ def sample_eval(run: dict, inputs: dict, out_path, device: str = "cpu") -> None:
     score = tb.gold_scorer(inputs["sft"], samples, proto, device)
     eos, pad = tb.special_ids(samples)
     n = proto["eval"]["samples_per_prompt"]
+    spec = methods.get(run["method"])
+    if spec.kind == "decoding":
+        from functools import partial
+
+        from lossbench.methods.best_of_n import bon_kl
+        from lossbench.online import best_of_n_responses
+
+        rm = tb.load_reward_model(inputs["reward_model"], inputs["sft"], device)
+        bon_responses = partial(best_of_n_responses, spec, run["hparams"], ref, rm)
     # one sampling stream per (dataset, seed) for every method (common random numbers: paired differences
     # lose the sampling noise two streams would add); on multinomial's device
     gen = torch.Generator(device).manual_seed(derive_seed(run["seeds"]["data"], "eval_samples"))
@@ -438,10 +465,15 @@ def sample_eval(run: dict, inputs: dict, out_path, device: str = "cpu") -> None:
         prompts = torch.as_tensor(samples[f"{split}_prompts"]).to(device)
         mask = samples.get(f"{split}_prompt_mask")  # real prompts: right-padded
         mask = None if mask is None else torch.as_tensor(mask).to(device)
-        resp = pe.sample_responses(policy, prompts, n_samples=n, max_new_tokens=tb.max_new_tokens(proto), eos_id=eos,
-                                   pad_id=pad, generator=gen, prompt_mask=mask, **batch)
-        delta, exact = pe.kl_terms(policy, ref, prompts.repeat_interleave(n, 0), resp, eos,
-                                   prompt_mask=None if mask is None else mask.repeat_interleave(n, 0), **batch)
+        if spec.kind == "decoding":  # best-of-n over π_ref samples; its KL is the analytic log n − (n−1)/n
+            resp = bon_responses(prompts, n_samples=n, max_new_tokens=tb.max_new_tokens(proto), eos_id=eos,
+                                 pad_id=pad, generator=gen, **batch)
+            delta = exact = torch.full((len(resp),), bon_kl(run["hparams"]["n"]), dtype=torch.float64)
+        else:
+            resp = pe.sample_responses(policy, prompts, n_samples=n, max_new_tokens=tb.max_new_tokens(proto),
+                                       eos_id=eos, pad_id=pad, generator=gen, prompt_mask=mask, **batch)
+            delta, exact = pe.kl_terms(policy, ref, prompts.repeat_interleave(n, 0), resp, eos,
+                                       prompt_mask=None if mask is None else mask.repeat_interleave(n, 0), **batch)
         resp = resp.cpu().numpy()
         out.update({f"{split}_samples": resp, f"{split}_kl_sample": delta.numpy(force=True),
                     f"{split}_kl_exact": exact.numpy(force=True)})

@@ -21,7 +21,8 @@ from lossbench.methods.spo import degrade
 V = sp.Vocab()
 CFG = {"arch": "gpt2", "d_model": 32, "layers": 1, "heads": 2, "context": 24}
 N = 8
-PREF_METHODS = [n for n in methods.REGISTRY if methods.get(n).kind in pe.PREFERENCE_KINDS]
+PREF_METHODS = [n for n in methods.REGISTRY if methods.get(n).kind in pe.OFFLINE_KINDS]
+ONLINE_METHODS = [n for n in methods.REGISTRY if methods.get(n).kind == "online"]
 BASE_FIELDS = {"policy_chosen", "policy_rejected", "ref_chosen", "ref_rejected", "chosen_len", "rejected_len"}
 
 
@@ -44,7 +45,7 @@ def arrays():
     return dict(prompts=prompts, y_w=y_w, y_l=y_l, p=p_w, lists=lists, forget=fs)
 
 
-def data_for(kind, a):
+def data_for(kind, a, needs=()):
     pairs = pe.synthpref_pairs(a["prompts"], a["y_w"], a["y_l"], V, p=a["p"])
     if kind == "pairwise":
         return pairs
@@ -54,7 +55,11 @@ def data_for(kind, a):
     if kind == "unpaired":
         return pe.unpaired_from_pairs(pairs)
     fs = a["forget"]
-    return pe.pref_data(fs.prompts[fs.forget], fs.responses[fs.forget][:, None], eos_id=V.EOS, pad_id=V.PAD)
+    responses = fs.responses[fs.forget][:, None]
+    if "template_answers" in needs:  # FLAT: a template answer beside each forget answer
+        templates = sp.template_answers(len(responses), V, np.random.default_rng(0))
+        responses = np.concatenate([responses, templates[:, None]], 1)
+    return pe.pref_data(fs.prompts[fs.forget], responses, eos_id=V.EOS, pad_id=V.PAD)
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +195,7 @@ def test_kto_reference_point_is_a_detached_mismatched_estimate(arrays, ref, othe
 @pytest.mark.parametrize("name", PREF_METHODS)
 def test_every_method_takes_a_step_with_gradients_only_where_trainable(arrays, ref, name):
     spec = methods.get(name)
-    data = data_for(spec.kind, arrays)
+    data = data_for(spec.kind, arrays, spec.needs)
     policy = copy.deepcopy(ref)
     hooks, rm = make_hooks(ref)
     run = pe.train_policy(spec, spec.hparams(), policy, pe.reference_cache(ref, data), data, steps=1,
@@ -209,6 +214,27 @@ def test_every_method_takes_a_step_with_gradients_only_where_trainable(arrays, r
             assert all(g is not None and torch.isfinite(g).all() for g in got) and any(g.abs().sum() > 0 for g in got)
         else:
             assert all(g is None for g in got)
+
+
+@pytest.mark.parametrize("name", ONLINE_METHODS)
+def test_every_online_method_takes_a_step_with_gradients_only_in_the_policy(arrays, ref, name):
+    from lossbench.online import OnlineStep
+
+    spec, data = methods.get(name), data_for("pairwise", arrays)  # online methods read the pairs' prompts
+    policy = copy.deepcopy(ref)
+    hooks, rm = make_hooks(ref)
+    step = OnlineStep(spec, spec.hparams(), ref, hooks.reward, max_new_tokens=6, eos_id=V.EOS, pad_id=V.PAD,
+                      generator=gen(1))
+    run = pe.train_policy(spec, spec.hparams(), policy, pe.reference_cache(ref, data), data, steps=1,
+                          batch_size=4, lr=1e-3, generator=gen(0), hooks=hooks, step_loss=step)
+    assert run.status == "ok" and run.steps == 1
+    assert {r["metric"] for r in run.curves} >= {"train/loss", "train/proxy_reward", "train/kl_sample"}
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in policy.parameters())
+    for frozen in (ref, rm):
+        assert all(p.grad is None for p in frozen.parameters())
+    with pytest.raises(ValueError, match="step_loss"):  # the offline path cannot run it
+        pe.train_policy(spec, spec.hparams(), policy, pe.reference_cache(ref, data), data, steps=1,
+                        batch_size=4, lr=1e-3, generator=gen(0), hooks=hooks)
 
 
 def test_missing_hook_or_field_raises_before_training(pairs, ref):

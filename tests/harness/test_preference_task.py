@@ -68,14 +68,16 @@ def test_stage_files_and_label_noise(stage):
 
 
 @pytest.mark.parametrize("method,variant", [("dpo", "beta0.1"), ("lipo", "beta0.05"), ("kto", "beta0.1"),
-                                            ("npo", "beta0.1"), ("madpo", "beta0.1"), ("spo", "beta0.1")])
+                                            ("npo", "beta0.1"), ("madpo", "beta0.1"), ("spo", "beta0.1"),
+                                            ("remax", "beta0.1"), ("rloo", "beta0.1"), ("best_of_n", "n4"),
+                                            ("flat", "divergencetv")])
 def test_every_kind_trains_and_evaluates(track, stage, tmp_path, method, variant, one_torch_thread):
     values, out = _run(track, stage, tmp_path, method, variant)
     assert 0 <= values["test/win_rate"] <= 1 and 0 <= values["test/ranking_accuracy"] <= 1
     assert values["test/kl"] >= -1e-6 and math.isfinite(values["test/gold_reward"])
     assert values["test/sft_gold_reward"] == pytest.approx(
         data.load_prepared(stage / "samples.npz")["test_sft_rewards"].mean())
-    assert ("forget/extraction_rate" in values) == (method == "npo")
+    assert ("forget/extraction_rate" in values) == (method in ("npo", "flat"))
     curves = io.read_json(out / "run.json")
     assert curves["variant"] == variant and curves["status"] == "ok"
 

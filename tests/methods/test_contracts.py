@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NAMES = list(methods.REGISTRY)
 K, B = 5, 16
 T = 7  # response tokens per sequence in the random preference batches
-PREFERENCE = ("pairwise", "listwise", "unpaired", "unlearning")
+PREFERENCE = ("pairwise", "listwise", "unpaired", "unlearning", "online")
 LM = ("sample_weight", "token_weight", "token_penalty", "selection")
 D, M, RATIO = 24, 6, 0.5  # training chunks, reference checkpoints and kept fraction for `selection`
 SHAPES = [(4, 3), (3,), (2, 2)]  # parameter tensors of the random `grad_transform` inputs
@@ -44,6 +44,11 @@ def _preference(kind, seed=0, scale=1.0, dtype=torch.float32):
     def leaf(x):
         return x.detach().requires_grad_(True)
 
+    if kind == "online":  # 2 sampled responses per prompt and a greedy one, proxy rewards in (−2, 2)·scale
+        policy = leaf(logps(B, 2) * T)
+        reward = lambda *shape: ((torch.rand(*shape, generator=g) * 4 - 2) * scale).to(dtype)  # noqa: E731
+        return dict(policy=policy, ref=logps(B, 2) * T, reward=reward(B, 2), greedy_policy=logps(B) * T,
+                    greedy_ref=logps(B) * T, greedy_reward=reward(B)), [policy]
     if kind == "listwise":
         policy = leaf(logps(B, 4) * T)
         scores = torch.randint(0, 4, (B, 4), generator=g).to(dtype)  # graded labels, ties included
@@ -54,7 +59,13 @@ def _preference(kind, seed=0, scale=1.0, dtype=torch.float32):
         if kind == "unpaired":
             kw.update(desirable=torch.rand(B, generator=g) < 0.5,
                       kl_ref=(torch.rand((), generator=g) * scale).to(dtype))
-        return kw, [policy]
+            return kw, [policy]
+        # template_answers (FLAT): per-token log-probs of (forget answer, template), row 0's template empty
+        mask = (torch.arange(T) < torch.randint(1, T + 1, (B, 2, 1), generator=g)).to(dtype)
+        mask[0, 1] = 0
+        tokens = leaf(logps(B, 2, T))
+        kw.update(tokens=tokens, mask=mask)
+        return kw, [policy, tokens]
     lens = torch.randint(1, T + 1, (2, B), generator=g)
     lens[1, 0] = 0
     mask_c, mask_r = (torch.arange(T) < lens[..., None]).to(dtype).unbind(0)
@@ -112,9 +123,17 @@ def _grad_transform(seed=0, scale=1.0, dtype=torch.float32):
     return dict(params=draw(), grads=draw())
 
 
+def _decoding(spec, seed=0, scale=1.0, dtype=torch.float32):
+    """Proxy scores of the default n candidates for B prompts (a `decoding` method's input)."""
+    g = torch.Generator().manual_seed(seed)
+    return dict(scores=(torch.randn(B, spec.defaults["n"], generator=g) * scale).to(dtype))
+
+
 def _data(spec: MethodSpec, seed=0, scale=None, dtype=torch.float32):
     """Inputs for the kind of `spec`: classification (logits, targets, counts), or preference / LM /
-    grad_transform kwargs."""
+    grad_transform / decoding kwargs."""
+    if spec.kind == "decoding":
+        return _decoding(spec, seed=seed, scale=1.0 if scale is None else scale, dtype=dtype)
     if spec.kind == "grad_transform":
         return _grad_transform(seed=seed, scale=1.0 if scale is None else scale, dtype=dtype)
     if spec.kind in LM:
@@ -127,10 +146,11 @@ def _data(spec: MethodSpec, seed=0, scale=None, dtype=torch.float32):
 def _call(spec: MethodSpec, *data, progress=0.5):
     """The method's output for a batch, called the way the trainer calls it."""
     hp = spec.split_hparams(spec.hparams())[0]  # optimiser hyperparameters never reach fn
-    if spec.kind in PREFERENCE or spec.kind == "grad_transform":  # data = (kwargs,): PairBatch, the
+    if spec.kind in PREFERENCE or spec.kind in ("grad_transform", "decoding"):  # data = (kwargs,): PairBatch, the
         # list / unpaired / forget tensors, or a grad_transform's params and grads
         (kwargs,) = data
-        return spec.fn(**kwargs, **hp)
+        extra = {"tokens", "mask"} if spec.kind == "unlearning" and "template_answers" not in spec.needs else set()
+        return spec.fn(**{k: v for k, v in kwargs.items() if k not in extra}, **hp)
     if spec.kind in LM:  # data = (kwargs,), called as lossbench/lm_pretrain.py calls each kind
         (kwargs,) = data
         if spec.kind == "selection":
@@ -186,6 +206,12 @@ def test_shapes_finite_and_gradients(name, scale):
     spec = methods.get(name)
     if spec.kind in LM:
         _check_lm_contract(spec, scale)
+        return
+    if spec.kind == "decoding":  # one candidate index per prompt, within range, from the scores alone
+        kwargs = _decoding(spec, scale=scale)
+        out = _call(spec, kwargs)
+        assert out.shape == (B,) and out.dtype == torch.long and out.min() >= 0
+        assert out.max() < kwargs["scores"].shape[1]
         return
     if spec.kind == "grad_transform":  # detached new gradients, one per tensor, same shape and dtype
         kwargs = _grad_transform(scale=scale)

@@ -106,6 +106,18 @@ def test_smoke_rows_without_a_test_or_with_a_reason_read_not_testable():
     assert "400 steps" in out[1]["rows"][0]["reason"] and "consistent" in out[1]["rows"][0]["reason"]
 
 
+def test_a_time_to_event_metric_no_run_reached_says_so():
+    """All-NaN values of a metric that is undefined until an event happens read not testable with the
+    metric's own reason (the event lies beyond the budget), not a bare "no finite values"."""
+    summary = _summary({"a": [float("nan")] * 3})
+    summary["value"] = float("nan")
+    meta = {"acc": {"undefined_when": "no run reached the target"}}
+    for metrics, expected in ((meta, "no run reached the target: the event lies beyond this scale's budget"),
+                              ({}, "no finite values")):
+        row = claims.evaluate([_entry("a")], summary, 0.95, metrics, provenance=SMOKE)[0]["rows"][0]
+        assert row["verdict"] == NOT_TESTABLE and row["reason"] == expected
+
+
 def test_every_smoke_row_of_the_claims_file_is_a_direction_check():
     """All of claims.yaml on a made-up smoke summary: no row says reproduced, partly or not reproduced
     (rows with nothing to test say not testable, as at every level)."""
