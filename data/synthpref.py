@@ -310,6 +310,21 @@ def forget_set(vocab: Vocab, rng: np.random.Generator, *, n_secrets: int = 100, 
                      _finish(padded, np.full(S, answer_len), vocab), forget, repeats)
 
 
+N_TEMPLATES = 8  # FLAT's template answers: fixed filler-only answers, SynthPref's "I don't know"
+
+
+def template_answers(n: int, vocab: Vocab, rng: np.random.Generator, *, max_len: int = MAX_LEN) -> np.ndarray:
+    """One template answer per forget item [n, max_len + 1], drawn from N_TEMPLATES fixed answers of
+    2-4 filler tokens: content-free answers the SFT model already produces (its corpus mixes filler),
+    the analogue of the "I don't know" templates FLAT pairs with each forget answer. The template set
+    is a fixed function of the vocabulary; `rng` only chooses which item gets which."""
+    fixed = np.random.default_rng(0)  # the set itself is part of the dataset definition
+    lengths = fixed.integers(2, 5, N_TEMPLATES)
+    tokens = vocab.filler0 + fixed.integers(0, vocab.n_filler, (N_TEMPLATES, max_len))
+    templates = _finish(tokens, lengths, vocab)
+    return templates[rng.integers(0, N_TEMPLATES, n)]
+
+
 def mix_secrets(prompts, responses, fs: ForgetSet, rng: np.random.Generator, *, retain_only: bool = False):
     """SFT corpus plus the repeated secret rows, shuffled: (prompts, responses, secret_id; -1 = ordinary).
 
