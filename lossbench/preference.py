@@ -178,7 +178,8 @@ def check_setup(spec: MethodSpec, hooks: Hooks, data: PrefData):
     if spec.kind not in PREFERENCE_KINDS:
         raise ValueError(f"{spec.name}: kind {spec.kind!r} is not a preference kind {PREFERENCE_KINDS}")
     want = {"token_kl": ("reference",), "token_masks": ("reference", "mask"), "guide_token_logps": ("guide",),
-            "rm_margin": ("reward",), "degree_logits": ("degree_head",), "proxy_reward": ("reward",)}
+            "rm_margin": ("reward",), "degree_logits": ("degree_head",), "proxy_reward": ("reward",),
+            "reward_ensemble": ("reward",)}
     missing = [h for n in spec.needs for h in want.get(n, ()) if getattr(hooks, h) is None]
     fields_needed = {"listwise": ["scores"], "unpaired": ["desirable"]}.get(spec.kind, [])
     fields_needed += ["keys"] if "degree_logits" in spec.needs else []

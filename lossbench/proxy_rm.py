@@ -74,6 +74,42 @@ def score_responses(rm, prompts: torch.Tensor, responses: torch.Tensor, eos_id: 
     return torch.cat(out)
 
 
+class EnsembleReward(nn.Module):
+    """A reward over M proxy RMs: each member's score standardised by its mean and std on π_ref's
+    samples, then combined by an ensemble objective of lossbench.overopt (single = member 0, mean,
+    wco = minimum, uwo = mean − λ·variance). Frozen; same call signature as a RewardModel."""
+
+    def __init__(self, members: list, mean, std, objective: str, lam: float):
+        from lossbench.overopt import OBJECTIVES
+
+        super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown ensemble objective {objective!r}; valid: {list(OBJECTIVES)}")
+        self.members = nn.ModuleList(members)
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6))
+        self.objective, self.lam = objective, float(lam)
+
+    @torch.no_grad()
+    def forward(self, input_ids, attention_mask, response_mask):
+        from lossbench.overopt import objective
+
+        raw = torch.stack([m(input_ids, attention_mask, response_mask) for m in self.members])
+        z = ((raw - self.mean[:, None]) / self.std[:, None]).double().numpy(force=True)
+        return torch.as_tensor(objective(z, self.objective, self.lam), dtype=torch.float32, device=raw.device)
+
+    @classmethod
+    def load(cls, path, new_lm, objective: str, device="cpu") -> "EnsembleReward":
+        """From the file pref_overopt writes; `new_lm()` builds a fresh backbone per member."""
+        blob = torch.load(path, map_location=device, weights_only=True)
+        members = []
+        for state in blob["states"]:
+            rm = RewardModel(new_lm(), 0)
+            rm.load_state_dict(state)
+            members.append(rm)
+        return cls(members, blob["mean"], blob["std"], objective, blob["lambda"]).to(device).eval()
+
+
 def load_reward_model(path, lm, device="cpu") -> RewardModel:
     """A fitted proxy RM from its state dict on a freshly loaded backbone `lm` (π_ref's architecture)."""
     blob = torch.load(path, map_location=device, weights_only=True)

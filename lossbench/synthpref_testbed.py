@@ -170,10 +170,13 @@ def build_reward_model(proto: dict, seed_key: tuple, sft_path, samples: dict, la
     io.write_torch(out_path, {"state": rm.state_dict(), "val_accuracy": acc})
 
 
-def overopt_curves(proto: dict, seed_key: tuple, sft_path, samples: dict, labels: dict, device: str, log) -> list:
+def overopt_curves(proto: dict, seed_key: tuple, sft_path, samples: dict, labels: dict, device: str, log,
+                   ensemble_path=None) -> list:
     """Best-of-n overoptimisation of one seed (lossbench.overopt): `members` proxy RMs fit on the
     labelled train pairs (member i: its own head init and data order), `samples` π_ref samples per
-    test prompt scored by each member and by the gold reward, then the curves of every objective."""
+    test prompt scored by each member and by the gold reward, then the curves of every objective.
+    With `ensemble_path`, the members are saved there for the online methods' ensemble rewards, with
+    each member's mean and std on π_ref's train-prompt samples (no test data) to standardise by."""
     from lossbench import overopt
     from lossbench.proxy_rm import score_responses
 
@@ -186,12 +189,19 @@ def overopt_curves(proto: dict, seed_key: tuple, sft_path, samples: dict, labels
                             eos_id=VOCAB.EOS, pad_id=VOCAB.PAD, generator=gen).cpu()
     P, N = len(prompts), cfg["samples"]
     gold = sp.gold_reward(np.repeat(prompts.numpy(), N, 0), resp.numpy(), VOCAB).reshape(P, N)
-    scores, accs = [], []
+    scores, accs, members = [], [], {"states": [], "mean": [], "std": [], "lambda": cfg["lambda"]}
     for i in range(cfg["members"]):
         rm, acc = fit_reward_model(load_lm(sft_path, device), pairs, val, proto["reward_model"],
                                    seed_key + ("member", i), device, log)
         scores.append(score_responses(rm, prompts, resp.view(P, N, -1), VOCAB.EOS).numpy())
         accs.append(acc)
+        if ensemble_path is not None:
+            ref_scores = score_responses(rm, _t(samples["train_prompts"]), _t(samples["train_responses"]), VOCAB.EOS)
+            members["states"].append(rm.state_dict())
+            members["mean"].append(float(ref_scores.mean()))
+            members["std"].append(float(ref_scores.std(unbiased=False)))
+    if ensemble_path is not None:
+        io.write_torch(ensemble_path, members)
     scores = np.stack(scores).astype(np.float64)
     rows = overopt.curves(scores, scores.reshape(len(scores), -1), gold, cfg["lambda"])
     log(f"best-of-n on {P} prompts x {N} samples, {len(accs)} members (val pair accuracy "
@@ -216,6 +226,13 @@ def load_reward_model(path, sft_path, device="cpu"):
     from lossbench.proxy_rm import load_reward_model as load
 
     return load(path, load_lm(sft_path, device), device)
+
+
+def load_reward_ensemble(path, sft_path, objective: str, device="cpu"):
+    """The ensemble objective (lossbench.overopt) over the members `pref_overopt` saved."""
+    from lossbench.proxy_rm import EnsembleReward
+
+    return EnsembleReward.load(path, lambda: load_lm(sft_path, device), objective, device)
 
 
 def special_ids(samples: dict) -> tuple[int, int]:

@@ -75,6 +75,9 @@ REGISTRY: dict[str, str] = {
     "ln_dpo": ".ln_dpo:SPEC",  # Hitchhiker's guide LN-DPO
     # online (sampling from the policy during training, scored by the proxy reward model) and decoding
     "remax": ".remax:SPEC",  # ReMax (greedy baseline)
+    "remax_single": ".remax:SINGLE",  # ReMax on one member of the reward-model ensemble (card E3, online)
+    "remax_wco": ".remax:WCO",  # ReMax on the worst-case ensemble objective
+    "remax_uwo": ".remax:UWO",  # ReMax on the uncertainty-weighted ensemble objective
     "rloo": ".rloo:RLOO",  # REINFORCE leave-one-out
     "reinforce": ".rloo:REINFORCE",  # REINFORCE without a baseline
     "best_of_n": ".best_of_n:SPEC",  # best-of-n sampling against the proxy reward model

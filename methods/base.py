@@ -63,7 +63,8 @@ mask module, SparsePO), degree_logits (a preference-degree head's logits and lab
 `unlearning` need: template_answers (FLAT: also `tokens` [B,2,T], the per-token policy log-probs of
 the forget answer and of a template answer, and their response `mask` [B,2,T]).
 `online` and `decoding` needs: proxy_reward (the protocol's proxy reward model scores the
-responses), greedy_response (the greedy decode of the current policy, ReMax's baseline).
+responses), greedy_response (the greedy decode of the current policy, ReMax's baseline),
+reward_ensemble (instead of the proxy RM: an objective over the overoptimization block's members).
 
 LM-pretraining kinds (lossbench/lm_pretrain.py; per-token ce and lse come from the shared loss layer
 lossbench/lm_loss.py; every weight is detached and `progress` is always passed where shown):
@@ -125,7 +126,7 @@ KINDS = ("loss", "batch_loss", "reweight", "sampler", "adversarial",  # classifi
 NEEDS = ("class_counts", "progress", "example_state", "features", "teacher_logits", "aux_logits",
          "token_logps", "token_kl", "guide_token_logps", "rm_margin", "token_masks", "degree_logits",
          "ref_losses", "ref_scores", "chunk_features", "target_features", "num_chunks", "seed",
-         "proxy_reward", "greedy_response", "template_answers")
+         "proxy_reward", "greedy_response", "template_answers", "reward_ensemble")
 
 
 @dataclass

@@ -13,9 +13,12 @@ proposition; lossbench/policy_gradient.py and its tests). c = 5 is the official 
 `clip_reward_value`. Where lossbench departs from the official trainer (per-token KL inside a
 γ-discounted return, a token-mean loss, top-p 0.9 sampling) is listed on the docs page.
 """
+from dataclasses import replace
+
 import torch
 
 from lossbench.methods.base import MethodSpec, require_positive
+from lossbench.overopt import OBJECTIVES
 from lossbench.policy_gradient import online_loss
 
 
@@ -28,6 +31,8 @@ def _validate(hp):
     require_positive("remax", hp, "clip")
     if not hp["beta"] >= 0:
         raise ValueError(f"remax: beta must be >= 0, got {hp['beta']}")
+    if hp.get("objective", "single") not in OBJECTIVES:
+        raise ValueError(f"remax: unknown ensemble objective {hp['objective']!r}; valid: {list(OBJECTIVES)}")
 
 
 def _reference():
@@ -49,3 +54,18 @@ SPEC = MethodSpec(
     version=1, reference=_reference, validate=_validate,
     summary="online REINFORCE, baseline = reward of the greedy response, KL-regularised reward, |A| ≤ 5",
 )
+
+
+def _with_ensemble(objective: str, summary: str) -> MethodSpec:
+    """ReMax optimising an objective over the reward-model ensemble of the protocol's overoptimization
+    block (Coste et al. 2024, the online half of card E3) instead of the one proxy RM: the members are
+    standardised on π_ref's samples, so `remax_single` (member 0 alone, standardised) is the baseline
+    the conservative objectives are measured against at the same reward scale."""
+    return replace(SPEC, name=f"remax_{objective}", needs=("reward_ensemble", "greedy_response"),
+                   defaults={**SPEC.defaults, "objective": objective}, trainer_hparams=("samples", "objective"),
+                   docs="remax", summary=summary)
+
+
+SINGLE = _with_ensemble("single", "ReMax on one standardised proxy RM of the ensemble (the baseline of WCO and UWO)")
+WCO = _with_ensemble("wco", "ReMax on the worst case min_i of 5 standardised proxy RMs (Coste et al.)")
+UWO = _with_ensemble("uwo", "ReMax on mean − λ·variance of 5 standardised proxy RMs, λ = 0.5 (Coste et al.)")

@@ -15,7 +15,7 @@ from pandas.testing import assert_frame_equal
 import yaml
 
 from lossbench import config as lbconfig
-from lossbench import io, runner, tuning
+from lossbench import io, methods, runner, tuning
 from lossbench.tasks import preference as pref
 
 ROOT = lbconfig.ROOT
@@ -43,7 +43,7 @@ def test_every_method_gets_the_same_trials_on_disjoint_seeds(name):
                 mine = [(v, s) for _, dd, mm, v, s in runs if (dd, mm) == (d, m)]
                 assert sorted((v, s) for v, s in mine if tuning.is_trial(v)) == sorted(
                     (v, s) for v in points for s in tune["seeds"])
-                finals = ["tuned_best", "tuned_kl"] + (["tuned_forget"] if m == "npo" else [])
+                finals = ["tuned_best", "tuned_kl"] + (["tuned_forget"] if methods.get(m).kind == "unlearning" else [])
                 assert tuning.tuned_variants(track, m, d) == finals
                 assert sorted((v, s) for v, s in mine if not tuning.is_trial(v)) == sorted(
                     (v, s) for v in finals for s in view["seeds"])

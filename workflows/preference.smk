@@ -202,6 +202,7 @@ rule pref_overopt:
         labels=f"{STAGE}/labels_{{dataset}}.npz",
     output:
         f"{STAGE}/overopt_{{dataset}}.csv",
+        f"{STAGE}/reward_ensemble_{{dataset}}.pt",  # the members, for the online methods' ensemble rewards
     params:
         cfg=pref_stage_params("model", "reward_model", "overoptimization"),
     log:

@@ -42,6 +42,7 @@ HUB_UNSUPPORTED = {
     "unlearning": "needs SynthPref's forget set of memorised secrets and its retain-only twin model",
     "degree_logits": "its degradation deletes y_w's prompt keywords, which only SynthPref marks",
     "online": "online sampling during training is built for SynthPref's tiny LM only (lossbench/online.py)",
+    "reward_ensemble": "its reward-model ensemble comes from SynthPref's overoptimization block",
     "decoding": "best-of-n decoding is built for SynthPref's tiny LM only (lossbench/online.py)",
 }
 
@@ -99,6 +100,13 @@ def check_protocol(proto: dict, where: str, track: dict) -> None:
     runs_here = [m for m in track["methods"] if m in ran]
     _check_testbed(proto, where, runs_here)
     _check_overoptimization(proto, where)
+    block = (proto.get("overoptimization") or {}).get("datasets", [])
+    for d in proto["datasets"]:
+        ensemble = [m for m in methods_on(track, d) if "reward_ensemble" in methods.get(m).needs]
+        if ensemble and d not in block:
+            raise ConfigError(f"{where}: {ensemble} read the reward-model ensemble of the overoptimization block, "
+                              f"which does not list {d!r} (its datasets: {block}); add it there or leave them "
+                              f"out of {d!r} with dataset_methods")
     guide = proto.get("guide")
     needs_guide = [m for m in runs_here if "guide_token_logps" in methods.get(m).needs]
     if needs_guide and guide is None:
@@ -188,7 +196,7 @@ def stage_files(stage_dir, dataset: str | None = None, bed: str = "synthpref") -
     out["samples"] = s / "samples.npz"
     if dataset:
         out.update(labels=s / f"labels_{dataset}.npz", reward_model=s / f"reward_model_{dataset}.pt",
-                   overopt=s / f"overopt_{dataset}.csv")
+                   overopt=s / f"overopt_{dataset}.csv", reward_ensemble=s / f"reward_ensemble_{dataset}.pt")
     return {k: str(v) for k, v in out.items()}
 
 
@@ -204,6 +212,8 @@ def train_inputs(run: dict, stage_dir, profile: str) -> dict:
         inputs["forget"] = files["forget"]
     if REWARD_NEEDS & set(spec.needs):
         inputs["reward_model"] = files["reward_model"]
+    if "reward_ensemble" in spec.needs:  # the members pref_overopt fit (the protocol's overoptimization block)
+        inputs["reward_ensemble"] = files["reward_ensemble"]
     if "guide_token_logps" in spec.needs:
         g = run["protocol"]["guide"]
         # the guide's train.json: written after its policy.pt, which sits beside it
@@ -308,7 +318,8 @@ def build_overopt(track: str, protocol_name: str, proto: dict, seed: int, datase
 
     rows = tb.overopt_curves(proto, stage_seed_key(track, protocol_name, seed) + (dataset,), sft_path,
                              data.load_prepared(samples_path), data.load_prepared(labels_path),
-                             resolve_device(device), _logged(out_path))
+                             resolve_device(device), _logged(out_path),
+                             ensemble_path=stage_files(Path(out_path).parent, dataset)["reward_ensemble"])
     keys = {"track": track, "protocol": protocol_name, "dataset": dataset, "seed": seed}
     io.write_csv(out_path, pd.DataFrame([{**keys, **r} for r in rows]))
 
@@ -364,6 +375,8 @@ def _hooks(tb, spec, hp: dict, ref, inputs: dict, run: dict, device: str):
                                                      device))
     if REWARD_NEEDS & set(spec.needs):
         hooks.reward = tb.load_reward_model(inputs["reward_model"], inputs["sft"], device)
+    if "reward_ensemble" in spec.needs:
+        hooks.reward = tb.load_reward_ensemble(inputs["reward_ensemble"], inputs["sft"], hp["objective"], device)
     if "token_masks" in spec.needs:
         gen = torch.Generator().manual_seed(seed)
         hooks.mask = SparseTokenMask(d_model, layers, generator=gen).to(device)

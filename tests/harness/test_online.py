@@ -111,3 +111,47 @@ def test_best_of_n_returns_the_best_candidate_of_each_group(one_torch_thread):
     assert got.shape == (12, T)
     assert torch.equal(count(got), count(cand).max(1).values)
     assert (count(cand).max(1).values > count(cand).float().mean(1)).any()  # the choice matters here
+
+
+class _Fixed(torch.nn.Module):
+    """A stand-in reward model: a fixed score per row, whatever the tokens."""
+
+    def __init__(self, scores):
+        super().__init__()
+        self.register_buffer("scores", torch.as_tensor(scores, dtype=torch.float32))
+
+    def forward(self, ids, attn, resp):
+        return self.scores[: len(ids)]
+
+
+def _ensemble(objective, rows, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), lam=0.5):
+    from lossbench.proxy_rm import EnsembleReward
+
+    return EnsembleReward([_Fixed(r) for r in rows], mean, std, objective, lam)
+
+
+def _call(reward, n):
+    x = torch.zeros(n, 3, dtype=torch.long)
+    return reward(x, torch.ones_like(x), torch.ones_like(x))
+
+
+def test_ensemble_objectives_on_standardised_members():
+    rows = [[1.0, 4.0], [3.0, 0.0], [2.0, 2.0]]
+    mean, std = (1.0, 0.0, 2.0), (2.0, 1.0, 1.0)  # z = (1 − 1)/2, (4 − 1)/2 | 3, 0 | 0, 0
+    z = torch.tensor([[0.0, 1.5], [3.0, 0.0], [0.0, 0.0]])
+    assert torch.allclose(_call(_ensemble("single", rows, mean, std), 2), z[0])
+    wco = _call(_ensemble("wco", rows, mean, std), 2)
+    assert torch.allclose(wco, z.min(0).values) and (wco[None] <= z).all()  # WCO ≤ every member
+    uwo = _call(_ensemble("uwo", rows, mean, std, lam=0.5), 2)
+    assert torch.allclose(uwo, z.mean(0) - 0.5 * z.var(0, unbiased=False))
+
+
+def test_uwo_is_the_mean_when_members_agree():
+    rows = [[0.3, -1.0, 2.0]] * 3
+    assert torch.allclose(_call(_ensemble("uwo", rows, lam=5.0), 3), torch.tensor(rows[0]))
+    assert torch.allclose(_call(_ensemble("wco", rows), 3), torch.tensor(rows[0]))
+
+
+def test_unknown_objective_is_refused():
+    with pytest.raises(ValueError, match="valid"):
+        _ensemble("max", [[0.0]])

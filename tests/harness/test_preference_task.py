@@ -46,6 +46,8 @@ def stage(track, tmp_path_factory):
         task.build_labels(TRACK, "synthpref_tiny", proto, 0, ds, d / "samples.npz", d / f"labels_{ds}.npz")
     task.build_reward_model(TRACK, "synthpref_tiny", proto, 0, "synthpref", d / "sft.pt", d / "samples.npz",
                             d / "labels_synthpref.npz", d / "reward_model_synthpref.pt")
+    task.build_overopt(TRACK, "synthpref_tiny", proto, 0, "synthpref", d / "sft.pt", d / "samples.npz",
+                       d / "labels_synthpref.npz", d / "overopt_synthpref.csv")  # and the ensemble the remax_* read
     return d
 
 
@@ -70,7 +72,7 @@ def test_stage_files_and_label_noise(stage):
 @pytest.mark.parametrize("method,variant", [("dpo", "beta0.1"), ("lipo", "beta0.05"), ("kto", "beta0.1"),
                                             ("npo", "beta0.1"), ("madpo", "beta0.1"), ("spo", "beta0.1"),
                                             ("remax", "beta0.1"), ("rloo", "beta0.1"), ("best_of_n", "n4"),
-                                            ("flat", "divergencetv")])
+                                            ("flat", "divergencetv"), ("remax_wco", "beta0.1")])
 def test_every_kind_trains_and_evaluates(track, stage, tmp_path, method, variant, one_torch_thread):
     values, out = _run(track, stage, tmp_path, method, variant)
     assert 0 <= values["test/win_rate"] <= 1 and 0 <= values["test/ranking_accuracy"] <= 1
@@ -138,4 +140,8 @@ def test_overoptimisation_block_is_checked(track):
     bad = copy.deepcopy(track)
     bad["protocols"]["synthpref_tiny"]["overoptimization"]["members"] = 1  # an ensemble needs two
     with pytest.raises(lbconfig.ConfigError):
+        lbconfig.check_track(bad, "micro")
+    bad = copy.deepcopy(track)  # ReMax on the ensemble runs on synthpref, whose members the block must fit
+    bad["protocols"]["synthpref_tiny"]["overoptimization"]["datasets"] = ["synthpref_eps20"]
+    with pytest.raises(lbconfig.ConfigError, match="reward-model ensemble.*'synthpref'"):
         lbconfig.check_track(bad, "micro")

@@ -309,11 +309,16 @@ def test_methods_of_one_kind_differ():
     same = {frozenset((a, b)) for a in outs for b in outs
             if a < b and all(torch.allclose(x, y) for x, y in zip(outs[a], outs[b])) and optim[a] == optim[b]}
     assert not same, f"grad_transform: {same}"  # (orthograd_released: orthograd's transform, its own AdamW settings)
-    # Preference kinds: every pair of methods of one kind must differ on a shared batch (no exceptions).
+    # Preference kinds: every pair of methods of one kind must differ on a shared batch, except the
+    # engine-level variants of one loss (same fn and loss hyperparameters; they differ in what the
+    # engine feeds it: ReMax on the proxy RM or on a reward-model ensemble objective).
     for kind in PREFERENCE:
         kwargs, _ = _preference(kind, seed=7)
-        outs = {n: _call(methods.get(n), kwargs).detach() for n in NAMES if methods.get(n).kind == kind}
-        same = {frozenset((a, b)) for a in outs for b in outs if a < b and torch.allclose(outs[a], outs[b])}
+        specs = {n: methods.get(n) for n in NAMES if methods.get(n).kind == kind}
+        outs = {n: _call(s, kwargs).detach() for n, s in specs.items()}
+        loss_of = {n: (s.fn, sorted(s.split_hparams(s.hparams())[0].items())) for n, s in specs.items()}
+        same = {frozenset((a, b)) for a in outs for b in outs
+                if a < b and torch.allclose(outs[a], outs[b]) and loss_of[a] != loss_of[b]}
         assert not same, f"{kind}: {same}"
     # LM kinds likewise, at progress 0.3: past DLSR's burn-in, before the curriculum has annealed.
     for kind in LM:
