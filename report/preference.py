@@ -228,8 +228,9 @@ def figures(ctx, view_dataset: str, data: Mapping, out,
     if view == "best" and len(online):
         drawn.append(("Online methods during training: proxy and gold reward of the policy's own samples "
                       "against √KL(π‖π_ref) (the samples' mean log π − log π_ref, floored at 0), one point per "
-                      "logging step, mean over seeds, selected variants. Overoptimisation shows as proxy "
-                      "reward still rising while gold reward falls.",
+                      "logging step, mean over seeds, selected variants. The proxy is each method's own reward "
+                      "(remax_*: the ensemble objective of standardised members; the others: the one proxy RM's "
+                      "raw score). Overoptimisation shows as proxy reward still rising while gold reward falls.",
                       online_trajectories(curves, chosen, [m for m in chosen if m in set(online)],
                                           out(f"{slug}__online"))))
     if view == "best" and not datasets.dataset_entry(base).get("label_noise"):
