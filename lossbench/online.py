@@ -27,14 +27,13 @@ def _pad_to(responses: torch.Tensor, length: int, pad_id: int) -> torch.Tensor:
     return F.pad(responses, (0, length - responses.shape[-1]), value=pad_id)
 
 
-def _scored(policy, ref, reward, prompts, responses, eos_id):
-    """(log π_θ [B, K] with gradient, log π_ref [B, K], proxy reward [B, K]) of responses [B, K, T]."""
-    pol = _sequence_logps(policy, prompts, responses, eos_id)[0]
+def _frozen_scores(ref, reward, prompts, responses, eos_id):
+    """(log π_ref [B, K], proxy reward [B, K]) of responses [B, K, T], without gradients."""
     with _frozen(ref):
         ref_lp = _sequence_logps(ref, prompts, responses, eos_id)[0]
     with _frozen(reward):
         r = reward(*join_rows(prompts, responses, eos_id)).float().view(responses.shape[:2])
-    return pol, ref_lp, r
+    return ref_lp, r
 
 
 class OnlineStep:
@@ -59,16 +58,20 @@ class OnlineStep:
         B = len(prompts)
         resp = sample_responses(policy, prompts, n_samples=self.k, max_new_tokens=self.T, eos_id=self.eos,
                                 pad_id=self.pad, generator=self.gen).view(B, self.k, self.T)
-        pol, ref_lp, r = _scored(policy, self.ref, self.reward, prompts, resp, self.eos)
-        inputs = {"policy": pol, "ref": ref_lp, "reward": r,
-                  "greedy_policy": None, "greedy_ref": None, "greedy_reward": None}
-        if "greedy_response" in self.spec.needs:  # ReMax: the current policy's greedy decode, no gradient
-            greedy = sample(policy, prompts, max_new_tokens=self.T, eos_id=self.eos, pad_id=self.pad,
-                            temperature=0, generator=self.gen)
-            greedy = _pad_to(greedy, self.T, self.pad)[:, None]
-            with torch.no_grad():
-                g_pol, g_ref, g_r = _scored(policy, self.ref, self.reward, prompts, greedy, self.eos)
-            inputs.update(greedy_policy=g_pol[:, 0], greedy_ref=g_ref[:, 0], greedy_reward=g_r[:, 0])
+        pol = _sequence_logps(policy, prompts, resp, self.eos)[0]  # the only forward with a graph
+        scored = resp
+        greedy = "greedy_response" in self.spec.needs  # ReMax: the current policy's greedy decode, no gradient
+        if greedy:
+            g = _pad_to(sample(policy, prompts, max_new_tokens=self.T, eos_id=self.eos, pad_id=self.pad,
+                               temperature=0, generator=self.gen), self.T, self.pad)[:, None]
+            with _frozen(policy):
+                g_pol = _sequence_logps(policy, prompts, g, self.eos)[0][:, 0]
+            scored = torch.cat([resp, g], 1)  # π_ref and the RM score it as one more column: one forward each
+        ref_all, r_all = _frozen_scores(self.ref, self.reward, prompts, scored, self.eos)
+        ref_lp, r = ref_all[:, :self.k], r_all[:, :self.k]
+        inputs = {"policy": pol, "ref": ref_lp, "reward": r, "greedy_policy": g_pol if greedy else None,
+                  "greedy_ref": ref_all[:, self.k] if greedy else None,
+                  "greedy_reward": r_all[:, self.k] if greedy else None}
         loss = reduce_loss(self.spec, self.fn_hp, inputs)
         stats = {"proxy_reward": float(r.mean()), "kl_sample": float((pol.detach() - ref_lp).mean())}
         if self.gold is not None:

@@ -18,10 +18,11 @@ T = 6
 def count_reward(ids, attn, resp):
     """Proxy reward: how often TOKEN appears in the response (including a call counter for the tests)."""
     count_reward.calls += 1
+    count_reward.seen.append(ids)
     return ((ids == TOKEN) & resp.bool()).sum(1).float()
 
 
-count_reward.calls = 0
+count_reward.calls, count_reward.seen = 0, []
 
 
 def tiny_lm(seed=0):
@@ -64,13 +65,20 @@ def test_a_step_is_deterministic_and_reports_its_samples(name, one_torch_thread)
 
 
 def test_remax_scores_the_greedy_response_too(one_torch_thread):
-    calls = {}
-    for name in ("remax", "rloo"):
+    from lossbench.lm import sample
+
+    rows = {}
+    for name in ("remax", "reinforce"):  # one sample per prompt each; ReMax adds the greedy decode
         spec, policy, step = step_for(name)
-        count_reward.calls = 0
+        count_reward.calls, count_reward.seen = 0, []
         step(policy, batch())
-        calls[name] = count_reward.calls
-    assert calls == {"remax": 2, "rloo": 1}  # samples, then ReMax's greedy decode
+        rows[name] = count_reward.seen
+    assert count_reward.calls == 1  # one reward-model call per step
+    assert [len(r) for r in rows["reinforce"]] == [8] and [len(r) for r in rows["remax"]] == [16]
+    greedy = sample(tiny_lm(), prompts(8), max_new_tokens=T, eos_id=VOCAB.EOS, pad_id=VOCAB.PAD, temperature=0,
+                    generator=torch.Generator())
+    ids = rows["remax"][0][1::2]  # prompt-major rows: (sample, greedy) per prompt
+    assert torch.equal(ids[:, prompts(8).shape[1]:prompts(8).shape[1] + greedy.shape[1]], greedy)
 
 
 @pytest.mark.parametrize("name", ["remax", "rloo"])

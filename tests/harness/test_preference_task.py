@@ -21,6 +21,8 @@ TRACK = "preference"
 @pytest.fixture(scope="module")
 def track():
     t = yaml.safe_load((lbconfig.ROOT / "config/tracks/preference/smoke.yaml").read_text())
+    t["methods"].append("remax_wco")  # full profile only; here on the micro protocol's ensemble
+    t["sweep"]["remax_wco"] = {"beta": [0.1, 1.0]}
     proto = t["protocols"]["synthpref_tiny"]
     proto.update(model={"arch": "gpt2", "d_model": 16, "layers": 1, "heads": 2, "context": 24},
                  sft={"prompts": 300, "secrets": 6, "forget": 2, "repeats": 5, "steps": 30, "batch_size": 32,
