@@ -15,16 +15,10 @@ samples (ReMax's code samples with top-p 0.9; the docs page lists this differenc
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from lossbench.lm import sample
 from lossbench.methods.base import MethodSpec
 from lossbench.preference import (PrefData, _frozen, _sequence_logps, join_rows, reduce_loss,
                                   sample_responses)
-
-
-def _pad_to(responses: torch.Tensor, length: int, pad_id: int) -> torch.Tensor:
-    return F.pad(responses, (0, length - responses.shape[-1]), value=pad_id)
 
 
 def _frozen_scores(ref, reward, prompts, responses, eos_id):
@@ -62,8 +56,8 @@ class OnlineStep:
         scored = resp
         greedy = "greedy_response" in self.spec.needs  # ReMax: the current policy's greedy decode, no gradient
         if greedy:
-            g = _pad_to(sample(policy, prompts, max_new_tokens=self.T, eos_id=self.eos, pad_id=self.pad,
-                               temperature=0, generator=self.gen), self.T, self.pad)[:, None]
+            g = sample_responses(policy, prompts, n_samples=1, max_new_tokens=self.T, eos_id=self.eos,
+                                 pad_id=self.pad, generator=self.gen, temperature=0)[:, None]
             with _frozen(policy):
                 g_pol = _sequence_logps(policy, prompts, g, self.eos)[0][:, 0]
             scored = torch.cat([resp, g], 1)  # π_ref and the RM score it as one more column: one forward each

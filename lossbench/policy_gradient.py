@@ -55,9 +55,9 @@ def advantages(R: torch.Tensor, baseline: str, greedy_R: torch.Tensor | None = N
 
 
 def surrogate_loss(logp_policy: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
-    """−mean over prompts and responses of A · log π_θ(y|x) (A detached): its gradient is the
-    policy-gradient estimate of −∇ E[R]."""
-    return -(adv.detach() * logp_policy).mean()
+    """Per prompt [B], −mean over its k responses of A · log π_θ(y|x) (A detached): the batch mean's
+    gradient is the policy-gradient estimate of −∇ E[R]."""
+    return -(adv.detach() * logp_policy).mean(1)
 
 
 def online_loss(policy: torch.Tensor, ref: torch.Tensor, reward: torch.Tensor, greedy_policy=None,
@@ -68,12 +68,7 @@ def online_loss(policy: torch.Tensor, ref: torch.Tensor, reward: torch.Tensor, g
     reads the greedy response's (log π_θ, log π_ref, reward) [B] the same way. `clip` bounds |A|."""
     policy, ref, reward = policy.float(), ref.float(), reward.float()
     R = regularised_reward(reward, policy, ref, beta)
-    greedy_R = None
-    if baseline == "greedy":
-        if greedy_reward is None:
-            raise ValueError("the greedy (ReMax) baseline needs the greedy responses' rewards")
-        greedy_R = regularised_reward(greedy_reward.float(), greedy_policy.float(), greedy_ref.float(), beta)
+    greedy_R = None if greedy_reward is None else regularised_reward(greedy_reward.float(), greedy_policy.float(),
+                                                                     greedy_ref.float(), beta)
     adv = advantages(R, baseline, greedy_R)
-    if clip is not None:
-        adv = adv.clamp(-clip, clip)
-    return -(adv.detach() * policy).mean(1)
+    return surrogate_loss(policy, adv if clip is None else adv.clamp(-clip, clip))

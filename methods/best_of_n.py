@@ -10,11 +10,10 @@ docs/methods/best_of_n.md. For n candidates y_1..y_n ~ π_ref(·|x) with proxy s
 The method's `fn` is the selection rule; the engine draws the candidates and reports the analytic
 KL, since the best-of-n policy has no density of its own to score samples with.
 """
-import math
-
 import torch
 
 from lossbench.methods.base import MethodSpec
+from lossbench.overopt import bon_kl  # noqa: F401  (the KL it reports, shared with the best-of-n curves)
 
 
 def best_of_n(scores, *, n: int | None = None):
@@ -24,11 +23,6 @@ def best_of_n(scores, *, n: int | None = None):
     if n is not None and scores.shape[-1] != n:
         raise ValueError(f"best_of_n: {scores.shape[-1]} candidates per prompt, expected n = {n}")
     return scores.argmax(-1)
-
-
-def bon_kl(n: int) -> float:
-    """log n − (n − 1)/n: the KL of best-of-n from its sampling policy as Gao et al. plot it (an upper bound)."""
-    return math.log(n) - (n - 1) / n
 
 
 def _validate(hp):

@@ -351,9 +351,11 @@ def _batch(proto: dict) -> dict:
 def _train_data(tb, spec, samples: dict, labels: dict, inputs: dict):
     from lossbench import preference as pe
 
-    if spec.kind in ("pairwise", "unpaired"):
+    if spec.kind in ("pairwise", "unpaired", "online", "decoding"):
+        # online and decoding methods read the prompts only; the pairs also serve them as the same
+        # "train" probe of log-likelihood dynamics as for the offline methods
         pairs, _ = tb.labelled_pairs(samples, labels, "train")
-        return pairs if spec.kind == "pairwise" else pe.unpaired_from_pairs(pairs)
+        return pe.unpaired_from_pairs(pairs) if spec.kind == "unpaired" else pairs
     return tb.kind_data(spec.kind, samples, inputs, spec.needs)
 
 
@@ -397,10 +399,7 @@ def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
     samples, labels = data.load_prepared(inputs["samples"]), data.load_prepared(inputs["labels"])
     policy = tb.load_lm(inputs["sft"], device).train()
     ref = pe.frozen_copy(policy)
-    # online and decoding methods read prompts only: the labelled train pairs give them, and serve as
-    # the same "train" probe of log-likelihood dynamics as for the offline methods
-    train = (tb.labelled_pairs(samples, labels, "train")[0] if spec.kind in ("online", "decoding")
-             else _train_data(tb, spec, samples, labels, inputs))
+    train = _train_data(tb, spec, samples, labels, inputs)
     hooks = _hooks(tb, spec, hp, ref, inputs, run, device)
     cache = pe.reference_cache(ref, train, **batch)
     n = proto["train"]["probe_pairs"]  # fixed probe sets for the log-likelihood dynamics (metric 4, E2)
@@ -465,8 +464,8 @@ def sample_eval(run: dict, inputs: dict, out_path, device: str = "cpu") -> None:
     if spec.kind == "decoding":
         from functools import partial
 
-        from lossbench.methods.best_of_n import bon_kl
         from lossbench.online import best_of_n_responses
+        from lossbench.overopt import bon_kl
 
         rm = tb.load_reward_model(inputs["reward_model"], inputs["sft"], device)
         bon_responses = partial(best_of_n_responses, spec, run["hparams"], ref, rm)
@@ -481,7 +480,7 @@ def sample_eval(run: dict, inputs: dict, out_path, device: str = "cpu") -> None:
         if spec.kind == "decoding":  # best-of-n over π_ref samples; its KL is the analytic log n − (n−1)/n
             resp = bon_responses(prompts, n_samples=n, max_new_tokens=tb.max_new_tokens(proto), eos_id=eos,
                                  pad_id=pad, generator=gen, **batch)
-            delta = exact = torch.full((len(resp),), bon_kl(run["hparams"]["n"]), dtype=torch.float64)
+            delta = exact = torch.full((len(resp),), float(bon_kl(run["hparams"]["n"])), dtype=torch.float64)
         else:
             resp = pe.sample_responses(policy, prompts, n_samples=n, max_new_tokens=tb.max_new_tokens(proto),
                                        eos_id=eos, pad_id=pad, generator=gen, prompt_mask=mask, **batch)

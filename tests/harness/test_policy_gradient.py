@@ -32,7 +32,7 @@ def estimates(baseline: str, beta: float, k: int = 4, prompts: int = 4000, reps:
         R = pg.regularised_reward(REWARD[y] + offset, logp, REF[y], beta)
         g = int(THETA.argmax())
         greedy_R = pg.regularised_reward(REWARD[g] + offset, logp_all[g], REF[g], beta).expand(prompts)
-        loss = pg.surrogate_loss(logp, pg.advantages(R, baseline, greedy_R))
+        loss = pg.surrogate_loss(logp, pg.advantages(R, baseline, greedy_R)).mean()
         out.append(-torch.autograd.grad(loss, theta)[0])  # the loss is −E[R]: its negative gradient
     return torch.stack(out)
 
