@@ -163,6 +163,16 @@ class PairBatch:
     # needs "degree_logits": a preference-degree classifier's logits [B, K] and labels [B]
     degree_logits: Any = None
     degree_labels: Any = None
+    # needs "revision_logps" (SRPO): summed log-probs of an answer given the prompt AND an earlier answer,
+    # policy and reference; suffix <answer><context>: wl = y_w given y_l, ll = y_l given y_l, ww, lw
+    policy_rev_wl: Any = None
+    policy_rev_ll: Any = None
+    policy_rev_ww: Any = None
+    policy_rev_lw: Any = None
+    ref_rev_wl: Any = None
+    ref_rev_ll: Any = None
+    ref_rev_ww: Any = None
+    ref_rev_lw: Any = None
 
 
 @dataclass(frozen=True)
