@@ -231,6 +231,18 @@ def sft_corpus(n_prompts: int, vocab: Vocab, rng: np.random.Generator, *, max_le
     return prompts, topics, teacher_responses(prompts, topics, vocab, rng, max_len=max_len)
 
 
+def revision_corpus(n_prompts: int, vocab: Vocab, rng: np.random.Generator, *, max_len: int = MAX_LEN):
+    """SFT rows in the revision format (SRPO's self-improvement policy): a fresh prompt, an earlier
+    teacher answer y′ and a second, independent teacher answer y. Returns (prompts, previous, responses).
+
+    Packed as `prompt, y′, EOS, SEP, y, EOS` (preference.revision_prompts). The teacher ignores y′, so
+    π_ref learns the format and that an earlier answer carries no information: its revision
+    distribution is its ordinary one, and any improvement given y′ is the preference method's doing."""
+    prompts, topics = make_prompts(n_prompts, vocab, rng)
+    previous = teacher_responses(prompts, topics, vocab, rng, max_len=max_len)
+    return prompts, previous, teacher_responses(prompts, topics, vocab, rng, max_len=max_len)
+
+
 def preference_prob(r1, r2, *, tau_bt: float = 0.25) -> np.ndarray:
     """p = P(y1 > y2) = sigma((r1 - r2)/tau); tanh form: overflow-free and exactly odd around 1/2."""
     z = (np.asarray(r1, float) - np.asarray(r2, float)) / tau_bt

@@ -63,6 +63,7 @@ NEED_FIELDS = {
     "rm_margin": ("rm_margin",),
     "token_masks": ("mask_u_chosen", "mask_u_rejected", "mask_d_chosen", "mask_d_rejected"),
     "degree_logits": ("degree_logits", "degree_labels"),
+    "revision_logps": tuple(f"{who}_rev_{pair}" for who in ("policy", "ref") for pair in ("wl", "ll", "ww", "lw")),
 }
 TOKEN_LEVEL = {"token_logps", "token_kl", "guide_token_logps", "token_masks"}
 MASK_FIELDS = ("chosen_mask", "rejected_mask")
@@ -146,6 +147,8 @@ class Hooks:
     mask         trainable SparseTokenMask on π_ref's hidden states (SparsePO M8; reward mask, and the KL
                  mask in "common" mode); mask_d: the second, KL mask of "indp" mode
     degree_head  trainable head: policy's final hidden state [.., d] -> num_degrees logits (SPO-style, M13)
+    revise       the testbed's revision format: (prompts, previous answers, prompt_mask=) -> (context,
+                 context mask), the prompt followed by an earlier answer (`revision_prompts`; SRPO)
     """
 
     reference: Any = None
@@ -154,6 +157,7 @@ class Hooks:
     mask: nn.Module | None = None
     mask_d: nn.Module | None = None
     degree_head: nn.Module | None = None
+    revise: Callable | None = None
 
     def trainable(self) -> list:
         mods = (self.mask, self.mask_d, self.degree_head)
@@ -179,7 +183,7 @@ def check_setup(spec: MethodSpec, hooks: Hooks, data: PrefData):
         raise ValueError(f"{spec.name}: kind {spec.kind!r} is not a preference kind {PREFERENCE_KINDS}")
     want = {"token_kl": ("reference",), "token_masks": ("reference", "mask"), "guide_token_logps": ("guide",),
             "rm_margin": ("reward",), "degree_logits": ("degree_head",), "proxy_reward": ("reward",),
-            "reward_ensemble": ("reward",)}
+            "reward_ensemble": ("reward",), "revision_logps": ("reference", "revise")}
     missing = [h for n in spec.needs for h in want.get(n, ()) if getattr(hooks, h) is None]
     fields_needed = {"listwise": ["scores"], "unpaired": ["desirable"]}.get(spec.kind, [])
     fields_needed += ["keys"] if "degree_logits" in spec.needs else []
@@ -219,6 +223,21 @@ def _frozen(module):
     mode = eval_mode(module) if isinstance(module, nn.Module) else contextlib.nullcontext()
     with torch.no_grad(), mode:
         yield
+
+
+def revision_prompts(prompts, previous, *, eos_id: int, sep_id: int, pad_id: int, prompt_mask=None):
+    """A self-improvement context (SRPO): the prompt's real tokens, the earlier answer y′'s tokens, EOS,
+    then `sep_id` (where the next answer starts), right-padded with `pad_id`. Returns (context [B, P + T + 2],
+    context mask [B, P + T + 2], 1 = real token): a right-padded prompt for `join_rows` and `sample`.
+    y′ is everything before its first EOS or PAD, so a truncated answer still gets its EOS here."""
+    stop = (previous == eos_id) | (previous == pad_id)
+    valid = (stop.long().cumsum(1) == 0).long()
+    ids, attn, _ = pack_rows(prompts, previous, valid, prompt_mask)
+    ids = F.pad(torch.where(attn.bool(), ids, pad_id), (0, 2), value=pad_id)
+    attn = F.pad(attn, (0, 2))
+    n = attn.sum(1, keepdim=True)
+    ids = ids.scatter(1, n, eos_id).scatter(1, n + 1, sep_id)
+    return ids, attn.scatter(1, n, 1).scatter(1, n + 1, 1)
 
 
 def _sequence_logps(model, prompts, responses, eos_id, prompt_mask=None):
@@ -268,6 +287,22 @@ def reference_cache(ref_model, data: PrefData, *, batch_size: int = 256) -> RefC
 
 
 # ============================================================================================ pair batch
+def _revision_terms(pb: PairBatch, policy, hooks: Hooks, batch: PrefData):
+    """SRPO's answer-conditioned log-probs: y_w and y_l scored after the context (x, y_l), then after
+    (x, y_w), by the policy (with graph) and π_ref (no_grad), one forward each over the 4B rows."""
+    B = len(batch)
+    y_w, y_l = batch.responses[:, 0], batch.responses[:, 1]
+    mask = None if batch.prompt_mask is None else batch.prompt_mask.repeat(2, 1)
+    context, context_mask = hooks.revise(batch.prompts.repeat(2, 1), torch.cat([y_l, y_w]), prompt_mask=mask)
+    rows = join_rows(context, batch.responses.repeat(2, 1, 1), batch.eos_id, context_mask)
+    pol = token_logps(policy, *rows).sum(-1).view(2, B, 2)  # [context (y_l, y_w), pair, answer (y_w, y_l)]
+    with _frozen(hooks.reference):
+        ref = token_logps(hooks.reference, *rows).sum(-1).view(2, B, 2)
+    for who, x in (("policy", pol), ("ref", ref)):
+        for pair, (c, a) in {"wl": (0, 0), "ll": (0, 1), "ww": (1, 0), "lw": (1, 1)}.items():
+            setattr(pb, f"{who}_rev_{pair}", x[c, :, a])
+
+
 def _degree_rows(batch: PrefData, num_degrees: int, generator):
     """SPO-style copies of y_w (card M13, our construction): pair b gets a degree d_b ~ U{0..K−1} from
     `generator` and loses round(n_key·d_b/(K−1)) key tokens. Returns packed rows whose response mask is
@@ -346,6 +381,8 @@ def pair_batch(spec: MethodSpec, policy, ref_cache: RefCache, batch: PrefData, *
         final = model.hidden[-1][2 * B:]
         pb.degree_logits = hooks.degree_head(final[torch.arange(B, device=final.device), last])
         pb.degree_labels = labels
+    if "revision_logps" in needs:
+        _revision_terms(pb, policy, hooks, batch)
     return pb
 
 

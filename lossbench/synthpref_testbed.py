@@ -34,6 +34,14 @@ VOCAB = sp.Vocab()
 T_RESPONSE = sp.MAX_LEN + 1  # response slots: up to 16 tokens and EOS
 LENGTH_EDGES = (0, 4, 8, 12, 18)  # win rate by response length (metric 5), buckets of the 16-token range
 COMPONENTS = ("cov", "ontopic", "ntox", "rep")  # the gold reward's terms, reported on test samples
+# a revision row: prompt, y′ (≤ 17 sampled tokens), EOS, SEP, y (≤ 17 slots): 42 positions
+REVISION_CONTEXT = sp.PROMPT_LEN + 2 * T_RESPONSE + 2
+
+
+def revise(prompts, previous, prompt_mask=None):
+    """The revision context (SRPO): prompt, earlier answer, EOS, SEP; the new answer follows."""
+    return pe.revision_prompts(prompts, previous, eos_id=VOCAB.EOS, sep_id=VOCAB.SEP, pad_id=VOCAB.PAD,
+                               prompt_mask=prompt_mask)
 
 
 def _t(x):
@@ -52,15 +60,30 @@ def load_lm(path, device="cpu"):
     return model.to(device)
 
 
-def fit_lm(model, prompts, responses, *, steps: int, batch_size: int, lr: float, generator, log=None):
-    """SFT: Adam on the response tokens' mean NLL (lm.lm_loss), batches from `generator`."""
+def _interleave(steps: int, extra: int) -> np.ndarray:
+    """Stream index (0 plain, 1 second stream) of each of steps + extra SFT steps: `extra` ones, evenly spread."""
+    i = np.arange(steps + extra)
+    return ((i + 1) * extra // (steps + extra) > i * extra // (steps + extra)).astype(int)
+
+
+def fit_lm(model, prompts, responses, *, steps: int, batch_size: int, lr: float, generator, log=None,
+           revision=None, revision_steps: int = 0):
+    """SFT: Adam on the response tokens' mean NLL (lm.lm_loss), batches from `generator`. With
+    `revision` = (prompts, previous answers, responses), `revision_steps` more steps, interleaved,
+    train on those rows in the revision format (`revise`); without it the run is exactly the plain one."""
     device = next(model.parameters()).device
-    rows = [r.to(device) for r in join_prompt_response(_t(prompts), _t(responses), VOCAB.EOS)]
+    streams = [[r.to(device) for r in join_prompt_response(_t(prompts), _t(responses), VOCAB.EOS)]]
+    if revision_steps:
+        context, mask = revise(_t(revision[0]), _t(revision[1]))
+        streams.append([r.to(device) for r in join_prompt_response(context, _t(revision[2]), VOCAB.EOS, mask)])
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    batches = epoch_batches(len(rows[0]), min(batch_size, len(rows[0])), generator)
+    batches = [epoch_batches(len(rows[0]), min(batch_size, len(rows[0])), generator) for rows in streams]
+    which = _interleave(steps, revision_steps)
+    steps = len(which)
     losses = []
     for step in range(steps):
-        idx = next(batches).to(device)
+        rows = streams[which[step]]
+        idx = next(batches[which[step]]).to(device)
         loss = lm_loss(model, *(r[idx] for r in rows)).mean()
         if not optimizer_step(opt, loss):
             raise FloatingPointError(f"SFT loss became {loss.item()} at step {step}")
@@ -91,6 +114,10 @@ def build_sft(proto: dict, seed_key: tuple, out_dir: Path, device: str, log) -> 
     rng = np.random.default_rng(derive_seed(*seed_key, "corpus"))
     prompts, _, responses = sp.sft_corpus(cfg["prompts"], VOCAB, rng)
     fs = sp.forget_set(VOCAB, rng, n_secrets=cfg["secrets"], repeats=cfg["repeats"], n_forget=cfg["forget"])
+    # revision rows are drawn after the corpus and secrets, which stay as they were; both twins train on
+    # them, so the retain-only yardstick differs from π_ref by the secrets alone
+    revision_steps = cfg.get("revision_steps", 0)
+    revision = sp.revision_corpus(cfg["prompts"], VOCAB, rng) if revision_steps else None
     init = derive_seed(*seed_key, "sft_init")
     models = {}
     for name, retain_only in (("sft", False), ("retain_only", True)):
@@ -99,7 +126,7 @@ def build_sft(proto: dict, seed_key: tuple, out_dir: Path, device: str, log) -> 
         model = build_causal_lm(model_cfg, VOCAB.size, init).to(device)
         gen = torch.Generator().manual_seed(derive_seed(*seed_key, "sft_order"))
         losses = fit_lm(model, p, r, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], generator=gen,
-                        log=lambda m, n=name: log(f"{n}: {m}"))
+                        log=lambda m, n=name: log(f"{n}: {m}"), revision=revision, revision_steps=revision_steps)
         models[name] = model.eval()
         log(f"{name}: final SFT loss {np.mean(losses[-50:]):.4f} on {len(p)} rows")
     save_lm(out_dir / "sft.pt", models["sft"], model_cfg)

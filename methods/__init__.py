@@ -68,6 +68,7 @@ REGISTRY: dict[str, str] = {
     "lipo": ".lipo:SPEC",  # M10
     "flex_dpo": ".flex_dpo:SPEC",  # M11
     "npo": ".npo:SPEC",  # M12
+    "srpo": ".srpo:SPEC",  # SRPO (self-improvement policy, revision format)
     "flat": ".flat:SPEC",  # FLAT (unlearning from forget data only)
     "spo": ".spo:SPEC",  # M13
     "kto": ".kto:SPEC",  # M14

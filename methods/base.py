@@ -126,7 +126,7 @@ KINDS = ("loss", "batch_loss", "reweight", "sampler", "adversarial",  # classifi
 NEEDS = ("class_counts", "progress", "example_state", "features", "teacher_logits", "aux_logits",
          "token_logps", "token_kl", "guide_token_logps", "rm_margin", "token_masks", "degree_logits",
          "ref_losses", "ref_scores", "chunk_features", "target_features", "num_chunks", "seed",
-         "proxy_reward", "greedy_response", "template_answers", "reward_ensemble")
+         "proxy_reward", "greedy_response", "template_answers", "reward_ensemble", "revision_logps")
 
 
 @dataclass

@@ -44,6 +44,8 @@ HUB_UNSUPPORTED = {
     "online": "online sampling during training is built for SynthPref's tiny LM only (lossbench/online.py)",
     "reward_ensemble": "its reward-model ensemble comes from SynthPref's overoptimization block",
     "decoding": "best-of-n decoding is built for SynthPref's tiny LM only (lossbench/online.py)",
+    "revision_logps": "its revision format (prompt, earlier answer, new answer) is defined for SynthPref, whose "
+                      "π_ref is trained on it (sft: revision_steps)",
 }
 
 
@@ -100,6 +102,7 @@ def check_protocol(proto: dict, where: str, track: dict) -> None:
     runs_here = [m for m in track["methods"] if m in ran]
     _check_testbed(proto, where, runs_here)
     _check_overoptimization(proto, where)
+    _check_revisions(proto, where, runs_here)
     block = (proto.get("overoptimization") or {}).get("datasets", [])
     for d in proto["datasets"]:
         ensemble = [m for m in methods_on(track, d) if "reward_ensemble" in methods.get(m).needs]
@@ -133,6 +136,27 @@ def check_protocol(proto: dict, where: str, track: dict) -> None:
         for d, subset in track.get("dataset_methods", {}).items():
             if d in proto["datasets"] and set(needs_guide) & set(subset) and guide["method"] not in subset:
                 raise ConfigError(f"{where}: dataset_methods/{d} runs {needs_guide} without their guide {guide['method']!r}")
+
+
+def _check_revisions(proto: dict, where: str, runs_here: list[str]) -> None:
+    """SRPO-style methods and the N-revision evaluation need a π_ref that has seen the revision format
+    (sft.revision_steps) and a context that holds prompt, earlier answer and new answer."""
+    from lossbench.config import ConfigError
+
+    if testbed_name(proto) != "synthpref":
+        return
+    revising = [m for m in runs_here if "revision_logps" in methods.get(m).needs]
+    wants = revising or proto["eval"].get("revisions", 0)
+    if not wants:
+        return
+    what = f"{revising} read" if revising else f"eval: revisions: {proto['eval']['revisions']} reads"
+    if not proto["sft"].get("revision_steps"):
+        raise ConfigError(f"{where}: {what} π_ref in the revision format, but sft: revision_steps is 0 or "
+                          f"absent: π_ref never saw a revision context; set sft: revision_steps > 0")
+    need = testbed(proto).REVISION_CONTEXT
+    if proto["model"]["context"] < need:
+        raise ConfigError(f"{where}/model: context {proto['model']['context']} is shorter than a revision row "
+                          f"({need} positions: prompt, earlier answer, EOS, SEP and the new answer); set context >= {need}")
 
 
 def _check_overoptimization(proto: dict, where: str) -> None:
@@ -386,6 +410,8 @@ def _hooks(tb, spec, hp: dict, ref, inputs: dict, run: dict, device: str):
             hooks.mask_d = SparseTokenMask(d_model, layers, generator=gen).to(device)
     if "degree_logits" in spec.needs:
         hooks.degree_head = pe.build_degree_head(d_model, SPO_DEGREES, seed).to(device)
+    if "revision_logps" in spec.needs:
+        hooks.revise = tb.revise
     return hooks
 
 
@@ -493,9 +519,35 @@ def sample_eval(run: dict, inputs: dict, out_path, device: str = "cpu") -> None:
         pairs, _ = tb.labelled_pairs(samples, labels, split)
         logps, lens = pe.sequence_logps_of(policy, pairs.to(device), **batch)
         out.update({f"{split}_pair_logps": logps.numpy(force=True), f"{split}_pair_lens": lens.numpy(force=True)})
+        if split == "test" and revises(proto, spec):
+            out.update(_revision_rounds(tb, policy, prompts, torch.as_tensor(resp).to(device), n, proto, gen,
+                                        score, (eos, pad), batch))
     if "forget" in inputs:
         out.update(tb.forget_eval(policy, inputs["forget"], device))
     io.write_npz(out_path, **out)
+
+
+def revises(proto: dict, spec) -> bool:
+    """Whether a run's evaluation includes self-revision rounds: the protocol asks for them and the
+    method has a policy that answers prompts (not best-of-n over π_ref, not an unlearning run)."""
+    return bool(proto["eval"].get("revisions")) and spec.kind not in ("decoding", "unlearning")
+
+
+def _revision_rounds(tb, policy, prompts, answers, n: int, proto: dict, gen, score, special, batch: dict) -> dict:
+    """SRPO's inference: round k samples a new answer given (prompt, answer of round k − 1), from the
+    test samples (round 0) on; every method gets the same rounds and sampling stream. Returns the gold
+    rewards of each round's answers, test_rev<k>_rewards [N·n]."""
+    from lossbench import preference as pe
+
+    eos, pad = special
+    flat = prompts.repeat_interleave(n, 0)
+    out = {}
+    for k in range(1, proto["eval"]["revisions"] + 1):
+        context, mask = tb.revise(flat, answers)
+        answers = pe.sample_responses(policy, context, n_samples=1, max_new_tokens=tb.max_new_tokens(proto),
+                                      eos_id=eos, pad_id=pad, generator=gen, prompt_mask=mask, **batch)
+        out[f"test_rev{k}_rewards"] = score("test", answers.cpu().numpy(), n)["rewards"]
+    return out
 
 
 # ============================================================================================ metrics
@@ -540,8 +592,33 @@ def evaluate_run(run_dir: Path, info: dict):
     values.update({f"test/{k}": v for k, v in pe.win_rate_by_length(ev["test_rewards"], samples["test_sft_rewards"],
                                                                     lengths, tb.length_edges(proto)).items()})
     values.update(tb.testbed_metrics(ev, samples, labels, stage, run_dir))
+    values.update(_revision_metrics(ev, samples, proto, methods.get(info["method"])))
     values["train/steps_per_second"] = info["steps_per_second"]
     return values, None
+
+
+def _revision_metrics(ev: dict, samples: dict, proto: dict, spec) -> dict:
+    """Per revision round k: gold reward and win rate against π_ref's (unrevised) samples; revision_gain
+    is the last round's gold reward minus round 0's (the run's own test samples)."""
+    if not revises(proto, spec):
+        return {}
+    from lossbench import preference as pe
+
+    rounds = proto["eval"]["revisions"]
+    r_sft, values = samples["test_sft_rewards"], {}
+    for k in range(1, rounds + 1):
+        r = ev[f"test_rev{k}_rewards"]
+        values[f"test/gold_reward_rev{k}"] = float(r.mean())
+        values[f"test/win_rate_rev{k}"] = pe.win_rate(r, r_sft)
+    values["test/revision_gain"] = values[f"test/gold_reward_rev{rounds}"] - float(ev["test_rewards"].mean())
+    return values
+
+
+def revision_metric_names(proto: dict, spec) -> list[str]:
+    if not revises(proto, spec):
+        return []
+    rounds = range(1, proto["eval"]["revisions"] + 1)
+    return [f"test/{m}_rev{k}" for k in rounds for m in ("gold_reward", "win_rate")] + ["test/revision_gain"]
 
 
 def metric_names(info: dict) -> list[str]:
@@ -559,4 +636,5 @@ def metric_names(info: dict) -> list[str]:
     edges = tb.length_edges(info["protocol"])
     names += [f"test/win_rate_len_{lo}_{hi}" for lo, hi in zip(edges[:-1], edges[1:])]
     names += tb.testbed_metric_names(methods.get(info["method"]).kind, Path(info["stage_dir"]))
+    names += revision_metric_names(info["protocol"], methods.get(info["method"]))
     return names + ["train/steps_per_second"]

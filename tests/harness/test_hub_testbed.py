@@ -59,13 +59,14 @@ def _check(t):
 
 def test_hub_refuses_synthpref_only_methods_and_lists_the_valid_ones(track):
     t = copy.deepcopy(track)
-    for m in ("npo", "spo", "lipo"):
+    for m in ("npo", "spo", "lipo", "srpo"):
         t["methods"].append(m)
         t["sweep"][m] = {"beta": [0.1, 1.0]}
     with pytest.raises(lbconfig.ConfigError) as e:
         _check(t)
     msg = str(e.value)
-    assert "cannot run ['lipo', 'npo', 'spo']" in msg and "forget set" in msg and "keywords" in msg
+    assert "cannot run ['lipo', 'npo', 'spo', 'srpo']" in msg and "forget set" in msg and "keywords" in msg
+    assert "revision format" in msg
     assert "runs dpo, ipo, cdpo, rdpo, simpo, rpo, madpo, sparsepo, tgdpo, flex_dpo, kto, orpo, ln_dpo" in msg
     t["dataset_methods"]["ultrafeedback"] = list(METHODS)  # restricted away: the track is valid again
     t["dataset_methods"]["ultrafeedback_eps20"] = ["dpo"]

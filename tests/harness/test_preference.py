@@ -13,13 +13,14 @@ from lossbench import methods
 from lossbench.data import synthpref as sp
 from lossbench import lm
 from lossbench import preference as pe
+from lossbench import synthpref_testbed as tb
 from lossbench.seeding import seeded_build
 from lossbench.methods.base import PairBatch
 from lossbench.methods.sparsepo import SparseTokenMask
 from lossbench.methods.spo import degrade
 
 V = sp.Vocab()
-CFG = {"arch": "gpt2", "d_model": 32, "layers": 1, "heads": 2, "context": 24}
+CFG = {"arch": "gpt2", "d_model": 32, "layers": 1, "heads": 2, "context": 48}  # 48: revision rows
 N = 8
 PREF_METHODS = [n for n in methods.REGISTRY if methods.get(n).kind in pe.OFFLINE_KINDS]
 ONLINE_METHODS = [n for n in methods.REGISTRY if methods.get(n).kind == "online"]
@@ -88,7 +89,7 @@ def make_hooks(ref, seed=0):
         mask.layer_bias.fill_(0.5)
     return pe.Hooks(reference=ref, guide=guide, mask=mask,
                     reward=lambda ids, attn, resp: lm.sequence_logps(rm, ids, attn, resp)[0],
-                    degree_head=pe.build_degree_head(CFG["d_model"], 4, seed)), rm
+                    degree_head=pe.build_degree_head(CFG["d_model"], 4, seed), revise=tb.revise), rm
 
 
 def spec_needing(*needs):
@@ -97,6 +98,21 @@ def spec_needing(*needs):
 
 def rows_of(arrays, key):
     return [torch.from_numpy(a) for a in sp.pack(arrays["prompts"], arrays[key], V)]
+
+
+def revision_rows(prompts, previous, answers):
+    """Rows `prompt, y′, EOS, SEP, y, EOS` written out token by token (the revision format), right-padded,
+    with the response mask on y and its EOS."""
+    rows = []
+    for p, prev, y in zip(prompts, previous, answers):
+        prev, y = (list(a[:sp.response_lengths(a[None], V)[0]]) for a in (prev, y))
+        head = list(p) + prev + [V.EOS, V.SEP]
+        rows.append((head + y + [V.EOS], len(head)))
+    width = max(len(r) for r, _ in rows)
+    ids = torch.tensor([r + [V.PAD] * (width - len(r)) for r, _ in rows])
+    attn = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r, _ in rows])
+    resp = torch.tensor([[int(h <= j < len(r)) for j in range(width)] for r, h in rows])
+    return ids, attn, resp
 
 
 # ------------------------------------------------------------------------------------------------ engine
@@ -154,6 +170,14 @@ def test_pair_batch_fields_match_direct_calls(arrays, pairs, ref, other):
     assert torch.equal(pb.degree_labels, degree)
     torch.testing.assert_close(pb.degree_logits, hooks.degree_head(out[torch.arange(5), last]), **close)
     assert pb.mask_d_chosen is None  # no second mask hook ("common" mode)
+    # revision_logps: y_w and y_l after (x, y_l) and after (x, y_w), policy and π_ref
+    a = {k: arrays[k][2:7] for k in ("prompts", "y_w", "y_l")}
+    for name, (answer, context) in {"wl": ("y_w", "y_l"), "ll": ("y_l", "y_l"), "ww": ("y_w", "y_w"),
+                                    "lw": ("y_l", "y_w")}.items():
+        rows = revision_rows(a["prompts"], a[context], a[answer])
+        torch.testing.assert_close(getattr(pb, f"policy_rev_{name}"), lm.sequence_logps(other, *rows)[0], **close)
+        torch.testing.assert_close(getattr(pb, f"ref_rev_{name}"), lm.sequence_logps(ref, *rows)[0], **close)
+        assert getattr(pb, f"policy_rev_{name}").requires_grad and not getattr(pb, f"ref_rev_{name}").requires_grad
 
 
 @pytest.mark.parametrize("need", [None, *pe.NEED_FIELDS])

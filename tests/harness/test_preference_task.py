@@ -24,13 +24,13 @@ def track():
     t["methods"].append("remax_wco")  # full profile only; here on the micro protocol's ensemble
     t["sweep"]["remax_wco"] = {"beta": [0.1, 1.0]}
     proto = t["protocols"]["synthpref_tiny"]
-    proto.update(model={"arch": "gpt2", "d_model": 16, "layers": 1, "heads": 2, "context": 24},
+    proto.update(model={"arch": "gpt2", "d_model": 16, "layers": 1, "heads": 2, "context": 48},
                  sft={"prompts": 300, "secrets": 6, "forget": 2, "repeats": 5, "steps": 30, "batch_size": 32,
-                      "lr": 3e-3},
+                      "lr": 3e-3, "revision_steps": 8},
                  pairs={"train": 40, "val": 16, "test": 16, "list_size": 3, "tau_bt": 0.25},
                  reward_model={"steps": 5, "batch_size": 8, "lr": 1e-3},
                  train={"steps": 4, "batch_size": 4, "probe_every": 2, "probe_pairs": 4},
-                 eval={"samples_per_prompt": 1, "ideal_beta": 0.1, "kl_budget": 3.0},
+                 eval={"samples_per_prompt": 1, "ideal_beta": 0.1, "kl_budget": 3.0, "revisions": 2},
                  overoptimization={"datasets": ["synthpref", "synthpref_eps20"], "members": 2, "prompts": 8,
                                    "samples": 8, "lambda": 0.5})
     lbconfig.check_track(t, "micro")
@@ -74,7 +74,7 @@ def test_stage_files_and_label_noise(stage):
 @pytest.mark.parametrize("method,variant", [("dpo", "beta0.1"), ("lipo", "beta0.05"), ("kto", "beta0.1"),
                                             ("npo", "beta0.1"), ("madpo", "beta0.1"), ("spo", "beta0.1"),
                                             ("remax", "beta0.1"), ("rloo", "beta0.1"), ("best_of_n", "n4"),
-                                            ("flat", "divergencetv"), ("remax_wco", "beta0.1")])
+                                            ("flat", "divergencetv"), ("remax_wco", "beta0.1"), ("srpo", "beta0.1")])
 def test_every_kind_trains_and_evaluates(track, stage, tmp_path, method, variant, one_torch_thread):
     values, out = _run(track, stage, tmp_path, method, variant)
     assert 0 <= values["test/win_rate"] <= 1 and 0 <= values["test/ranking_accuracy"] <= 1
@@ -82,6 +82,12 @@ def test_every_kind_trains_and_evaluates(track, stage, tmp_path, method, variant
     assert values["test/sft_gold_reward"] == pytest.approx(
         data.load_prepared(stage / "samples.npz")["test_sft_rewards"].mean())
     assert ("forget/extraction_rate" in values) == (method in ("npo", "flat"))
+    # every policy that answers prompts revises its test answers twice (SRPO's evaluation)
+    revised = method not in ("npo", "flat", "best_of_n")
+    assert ("test/gold_reward_rev2" in values) == revised
+    if revised:
+        assert 0 <= values["test/win_rate_rev1"] <= 1
+        assert values["test/revision_gain"] == pytest.approx(values["test/gold_reward_rev2"] - values["test/gold_reward"])
     curves = io.read_json(out / "run.json")
     assert curves["variant"] == variant and curves["status"] == "ok"
 

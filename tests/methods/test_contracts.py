@@ -87,7 +87,12 @@ def _preference(kind, seed=0, scale=1.0, dtype=torch.float32):
         mask_d_chosen=masks[2] * mask_c, mask_d_rejected=masks[3] * mask_r,
         degree_logits=degree_logits, degree_labels=torch.randint(0, K, (B,), generator=g),
     )
-    return dict(batch=batch), [pol_c, pol_r, kl_c, kl_r, *masks, degree_logits]
+    # revision_logps (SRPO): summed log-probs given an earlier answer, drawn last (the fields above stay as they were)
+    revision = [leaf(logps(B) * T) for _ in range(4)]
+    for pair, pol in zip(("wl", "ll", "ww", "lw"), revision):
+        setattr(batch, f"policy_rev_{pair}", pol)
+        setattr(batch, f"ref_rev_{pair}", logps(B) * T)
+    return dict(batch=batch), [pol_c, pol_r, kl_c, kl_r, *masks, degree_logits, *revision]
 
 
 def _lm(kind, seed=0, scale=1.0, dtype=torch.float32):
