@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from lossbench import data as datasets
+from lossbench import methods as registry
 from lossbench.stats import mean_ci
 from lossbench.report import overopt, selection
 from lossbench.report import plots
@@ -233,6 +234,14 @@ def figures(ctx, view_dataset: str, data: Mapping, out,
                       "raw score). Overoptimisation shows as proxy reward still rising while gold reward falls.",
                       online_trajectories(curves, chosen, [m for m in chosen if m in set(online)],
                                           out(f"{slug}__online"))))
+    if view == "best":
+        mine = raw[raw["dataset"] == base]
+        revised = revisions(mine, chosen, baseline, ranked, ctx.level, out(f"{slug}__revisions"))
+        if revised is not None:
+            drawn.append(("Self-revision (SRPO's evaluation): test gold reward of each policy's answers after k "
+                          "revisions, each round answering again given the prompt and its previous answer "
+                          f"(k = 0: the unrevised answers), selected variants, mean ± {ci} over seeds. The "
+                          "methods that train a self-improvement policy (SRPO) are always drawn.", revised))
     if view == "best" and not datasets.dataset_entry(base).get("label_noise"):
         best = data["summary"][(data["summary"]["track"] == track)
                                & data["summary"]["dataset"].str.endswith(" @best")]
@@ -277,6 +286,35 @@ def frontier(raw: pd.DataFrame, baseline: str, colors: Mapping, budget: float, l
         ax.text(np.sqrt(budget), ax.get_ylim()[0], " KL budget", color="0.4", va="bottom", fontsize=8)
     ax.set_xlabel("√KL(π‖π_ref) on test prompts")
     ax.set_ylabel("gold reward r* of policy samples (test)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    return save_figure(fig, path)
+
+
+def revisions(raw: pd.DataFrame, chosen: Mapping[str, str], baseline: str, ranked: list[str], level: float,
+              path: Path) -> Path | None:
+    """Test gold reward after k = 0..N self-revisions, mean ± CI over seeds, selected variants: the baseline,
+    the methods that train to revise (need revision_logps) and the top of the table, MAX_SERIES in all."""
+    rounds = sorted({int(m.rsplit("rev", 1)[1]) for m in raw["metric"].unique()
+                     if m.startswith("test/gold_reward_rev")})
+    if not rounds:
+        return None
+    first = [m for m in ranked if m == baseline or (m in registry.REGISTRY
+                                                     and "revision_logps" in registry.get(m).needs)]
+    shown = (first + [m for m in ranked if m not in first])[:MAX_SERIES]
+    colors = plots.method_colors(shown, baseline)
+    metrics = ["test/gold_reward"] + [f"test/gold_reward_rev{k}" for k in rounds]
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    for method in shown:
+        part = raw[(raw["method"] == method) & (raw["variant"] == chosen.get(method))]
+        pts = [mean_ci(part[part["metric"] == m]["value"].dropna().to_numpy(), level)[:2] for m in metrics]
+        if any(np.isfinite(m) for m, _ in pts):
+            y, e = map(np.array, zip(*pts))
+            ax.errorbar([0] + rounds, y, yerr=np.nan_to_num(e), marker="o", ms=4, capsize=2,
+                        **line_style(method, baseline, colors))
+    ax.set_xticks([0] + rounds)
+    ax.set_xlabel("self-revisions k")
+    ax.set_ylabel("gold reward r* of the answers (test)")
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     return save_figure(fig, path)

@@ -237,3 +237,22 @@ def test_preference_figures_obey_the_limit(tmp_path, recorded):
     _check_readable(recorded["frontier"], limit=plots.MAX_SERIES + 1)  # + the π_ref star
     _check_readable(recorded["dynamics"])
     assert sum(1 for label, _ in _series(recorded["frontier"].axes[0]) if label != "π_ref (sft)") == plots.MAX_SERIES
+
+
+def test_revision_figure_draws_the_revising_method_and_the_rounds(tmp_path, recorded):
+    """SRPO (a method that trains to revise) is drawn even from the bottom of the table; x = 0..N rounds;
+    the limit and distinct colours hold."""
+    names = METHODS[:-1] + ["srpo"]
+    metrics = ["test/gold_reward", "test/gold_reward_rev1", "test/gold_reward_rev2"]
+    raw = pd.DataFrame([{"method": m, "variant": "b0", "seed": s, "metric": metric, "value": 0.1 * k + 0.01 * s}
+                        for m in names for s in SEEDS for k, metric in enumerate(metrics)])
+    order = ORDER[:-1] + ["srpo"]  # srpo last in the table
+    assert preference.revisions(raw, {m: "b0" for m in names}, "erm", order, 0.95, tmp_path / "rev") is not None
+    fig = recorded["rev"]
+    _check_readable(fig)
+    labels = [label for label, _ in _series(fig.axes[0])]
+    assert "srpo" in labels and "erm (baseline)" in labels and len(labels) == plots.MAX_SERIES
+    line = fig.axes[0].get_legend_handles_labels()[0][labels.index("srpo")].lines[0]
+    assert list(line.get_xdata()) == [0, 1, 2] and np.allclose(line.get_ydata(), [0.01, 0.11, 0.21])
+    assert preference.revisions(raw[raw["metric"] == "test/gold_reward"], {}, "erm", order, 0.95,
+                                tmp_path / "none") is None  # no revision rounds: no figure
