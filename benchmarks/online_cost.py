@@ -1,4 +1,5 @@
-"""Cost of one training step of the online preference methods (ReMax, RLOO, REINFORCE) beside the
+"""Cost of one training step of the online preference methods (ReMax, RLOO, REINFORCE) and of SRPO
+(whose step adds four answer-conditioned rows per pair and π_ref's no-grad forward on them) beside the
 offline DPO step, on a SynthPref stage the DAG built (π_ref, its samples and labels, the proxy RM).
 Prints figures; asserts nothing.
 
@@ -30,7 +31,7 @@ from lossbench import synthpref_testbed as tb  # noqa: E402
 from lossbench.data import load_prepared  # noqa: E402
 from lossbench.online import OnlineStep  # noqa: E402
 
-METHODS = ("dpo", "remax", "rloo", "reinforce")
+METHODS = ("dpo", "srpo", "remax", "rloo", "reinforce")
 
 
 def saved_bytes(fn):
@@ -76,9 +77,12 @@ def main(argv=None):
                                  pad_id=tb.VOCAB.PAD, generator=torch.Generator().manual_seed(1))
             models = [policy, ref, rm]
         else:
-            def loss_of(model, batch, spec=spec):
-                return pe.preference_loss(spec, spec.hparams(), model, cache, batch), {}
-            models = [policy]  # π_ref's log-probs are cached once per dataset
+            hooks = pe.Hooks(reference=ref, revise=tb.revise)  # SRPO's revision rows; DPO reads the cache only
+
+            def loss_of(model, batch, spec=spec, hooks=hooks):
+                return pe.preference_loss(spec, spec.hparams(), model, cache, batch, hooks=hooks), {}
+            # π_ref's log-probs are cached once per dataset; SRPO scores its revision rows with π_ref live
+            models = [policy, ref] if "revision_logps" in spec.needs else [policy]
         steps[name] = (policy, opt, loss_of)
         held[name] = sum(nbytes(m) for m in models) + 2 * nbytes(policy)  # + Adam's moments
     times = {name: [] for name in METHODS}

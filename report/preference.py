@@ -299,6 +299,8 @@ def revisions(raw: pd.DataFrame, chosen: Mapping[str, str], baseline: str, ranke
                      if m.startswith("test/gold_reward_rev")})
     if not rounds:
         return None
+    revised = set(raw[raw["metric"] == f"test/gold_reward_rev{rounds[0]}"].dropna(subset=["value"])["method"])
+    ranked = [m for m in ranked if m in revised]  # best-of-n and unlearning runs have no revisions
     first = [m for m in ranked if m == baseline or (m in registry.REGISTRY
                                                      and "revision_logps" in registry.get(m).needs)]
     shown = (first + [m for m in ranked if m not in first])[:MAX_SERIES]

@@ -245,13 +245,16 @@ def test_revision_figure_draws_the_revising_method_and_the_rounds(tmp_path, reco
     names = METHODS[:-1] + ["srpo"]
     metrics = ["test/gold_reward", "test/gold_reward_rev1", "test/gold_reward_rev2"]
     raw = pd.DataFrame([{"method": m, "variant": "b0", "seed": s, "metric": metric, "value": 0.1 * k + 0.01 * s}
-                        for m in names for s in SEEDS for k, metric in enumerate(metrics)])
-    order = ORDER[:-1] + ["srpo"]  # srpo last in the table
+                        for m in names for s in SEEDS for k, metric in enumerate(metrics)]
+                       + [{"method": "bon", "variant": "b0", "seed": s, "metric": "test/gold_reward", "value": 1.0}
+                          for s in SEEDS])  # a method without revisions (best-of-n) is left out
+    order = ["bon"] + ORDER[:-1] + ["srpo"]  # srpo last in the table
     assert preference.revisions(raw, {m: "b0" for m in names}, "erm", order, 0.95, tmp_path / "rev") is not None
     fig = recorded["rev"]
     _check_readable(fig)
     labels = [label for label, _ in _series(fig.axes[0])]
-    assert "srpo" in labels and "erm (baseline)" in labels and len(labels) == plots.MAX_SERIES
+    assert "srpo" in labels and "erm (baseline)" in labels and "bon" not in labels
+    assert len(labels) == plots.MAX_SERIES
     line = fig.axes[0].get_legend_handles_labels()[0][labels.index("srpo")].lines[0]
     assert list(line.get_xdata()) == [0, 1, 2] and np.allclose(line.get_ydata(), [0.01, 0.11, 0.21])
     assert preference.revisions(raw[raw["metric"] == "test/gold_reward"], {}, "erm", order, 0.95,
