@@ -80,6 +80,7 @@ PRODUCERS = [  # an input file -> the rule that writes it (as in workflows/*.smk
     (STAGE + r"samples\.npz", "pref_sample"),
     (STAGE + r"labels_(?P<dataset>\w+)\.npz", "pref_label"),
     (STAGE + r"reward_model_(?P<dataset>\w+)\.pt", "pref_reward_model"),
+    (STAGE + r"reward_ensemble_(?P<dataset>\w+)\.pt", "pref_overopt"),  # beside overopt_<dataset>.csv
     (RUN + r"train\.json", "train_run"),
     (RUN + r"eval\.npz", "pref_sample_eval"),
 ]

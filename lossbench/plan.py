@@ -171,6 +171,8 @@ class Pricer:
             return "adversarial"
         if spec.kind == "online":  # sampling, the proxy RM and π_ref in every step: several DPO steps' worth
             return "online"
+        if "revision_logps" in spec.needs:  # SRPO: four longer answer-conditioned rows per pair and a live π_ref
+            return "revision"
         if spec.teacher == "stage":
             return "distill"
         if lbconfig.OPTIMIZER_KEY in self._point(job):

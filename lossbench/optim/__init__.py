@@ -1,14 +1,15 @@
 """Optimizers by name, for every trainer (classification, grokking, LM pretraining).
 
 sgd, adam, adamw are torch's; sgdp and adamp the authors' package (`adamp`, Heo et al., ICLR 2021,
-card O1); frugal is written here (lossbench/optim/frugal.py, card O2). A config is
+card O1); frugal (lossbench/optim/frugal.py, card O2) and weight_compander (lossbench/optim/compander.py,
+card O3: SGD on the weights reparameterised as a·arctan(v/b)) are written here. A config is
 {name, lr, ...}; keys a given optimizer does not take are refused by the protocol schema.
 """
 from __future__ import annotations
 
 import torch
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "sgdp", "adamp", "frugal")
+OPTIMIZERS = ("sgd", "adam", "adamw", "sgdp", "adamp", "frugal", "weight_compander")
 
 
 def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
@@ -41,6 +42,12 @@ def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
         return Frugal(params, lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.999))), eps=cfg.get("eps", 1e-8),
                       weight_decay=wd, density=cfg.get("density", 0.25), update_gap=cfg.get("update_gap", 200),
                       inactive_lr_scale=cfg.get("inactive_lr_scale", 1.0), seed=cfg.get("seed", 0))
+    if name == "weight_compander":
+        from lossbench.optim.compander import WeightCompander
+
+        return WeightCompander(params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.0),
+                               nesterov=cfg.get("nesterov", False), weight_decay=wd, a=cfg.get("a", 1.0),
+                               b=cfg.get("b", 0.6))
     raise KeyError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
 
 
