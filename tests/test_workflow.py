@@ -131,8 +131,9 @@ def test_reduced_preference_dag_end_to_end(tmp_path):
     track["sweep"] = {m: track["sweep"][m] for m in track["methods"]}
     track["dataset_methods"] = {"synthpref_eps20": ["dpo"]}
     track["protocols"]["synthpref_tiny"].update(
-        model={"arch": "gpt2", "d_model": 16, "layers": 1, "heads": 2, "context": 24},
-        sft={"prompts": 300, "secrets": 6, "forget": 2, "repeats": 5, "steps": 30, "batch_size": 32, "lr": 3e-3},
+        model={"arch": "gpt2", "d_model": 16, "layers": 1, "heads": 2, "context": 48},
+        sft={"prompts": 300, "secrets": 6, "forget": 2, "repeats": 5, "steps": 30, "batch_size": 32, "lr": 3e-3,
+             "revision_steps": 8},  # the smoke protocol's revision evaluation (eval: revisions) needs it
         pairs={"train": 40, "val": 16, "test": 16, "list_size": 3, "tau_bt": 0.25},
         train={"steps": 4, "batch_size": 4, "probe_every": 2, "probe_pairs": 4},
         overoptimization={"datasets": ["synthpref", "synthpref_eps25"], "members": 2, "prompts": 8, "samples": 4,
@@ -143,6 +144,7 @@ def test_reduced_preference_dag_end_to_end(tmp_path):
     results = work / "results" / "ptest"
     assert set(pd.read_csv(results / "overopt.csv")["seed"]) == {0, 1}
     assert (results / "report" / "figures" / "preference__overopt.png").exists()
+    assert (results / "report" / "figures" / "preference__synthpref__best__revisions.png").exists()
     summary = pd.read_csv(results / "summary.csv")
     assert set(summary.variant) == {"beta0.1", "beta1.0"} and set(summary.dataset) == {"synthpref", "synthpref_eps20"}
     html = (results / "report" / "index.html").read_text()
