@@ -294,10 +294,11 @@ def _revision_terms(pb: PairBatch, policy, hooks: Hooks, batch: PrefData):
     y_w, y_l = batch.responses[:, 0], batch.responses[:, 1]
     mask = None if batch.prompt_mask is None else batch.prompt_mask.repeat(2, 1)
     context, context_mask = hooks.revise(batch.prompts.repeat(2, 1), torch.cat([y_l, y_w]), prompt_mask=mask)
-    rows = join_rows(context, batch.responses.repeat(2, 1, 1), batch.eos_id, context_mask)
-    pol = token_logps(policy, *rows).sum(-1).view(2, B, 2)  # [context (y_l, y_w), pair, answer (y_w, y_l)]
+    answers = batch.responses.repeat(2, 1, 1)  # each context scores (y_w, y_l)
+    # [context (y_l, y_w), pair, answer (y_w, y_l)]
+    pol = _sequence_logps(policy, context, answers, batch.eos_id, context_mask)[0].view(2, B, 2)
     with _frozen(hooks.reference):
-        ref = token_logps(hooks.reference, *rows).sum(-1).view(2, B, 2)
+        ref = _sequence_logps(hooks.reference, context, answers, batch.eos_id, context_mask)[0].view(2, B, 2)
     for who, x in (("policy", pol), ("ref", ref)):
         for pair, (c, a) in {"wl": (0, 0), "ll": (0, 1), "ww": (1, 0), "lw": (1, 1)}.items():
             setattr(pb, f"{who}_rev_{pair}", x[c, :, a])
