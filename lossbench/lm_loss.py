@@ -71,13 +71,15 @@ def resolve_impl(impl: str, device: torch.device | str, rows: int, vocab: int,
 
 
 def token_losses(hidden, weight, labels, *, impl: str = "torch", bias=None, chunk_size: int = CHUNK_SIZE,
-                 upcast: str = "inputs", compile: bool = False):
+                 upcast: str = "inputs", compile: bool = False, with_lse: bool = True):
     """Per-token CE and log-partition of the linear head `hidden @ weight.T (+ bias)`.
 
     hidden [B, T, D], weight [V, D], labels [B, T] (shifted; IGNORE_INDEX = not a target),
     bias [V] or None. Returns `(ce, lse)`, both float32 [B, T] and 0 at ignored positions, with
     ce = lse − z_y. Differentiable wrt hidden, weight and bias. `upcast` and `compile` apply to
     "torch" and "chunked" (see the module docstring); "auto" resolves per call (`resolve_impl`).
+    `with_lse=False` returns `(ce, None)`: the torch paths then skip a second pass over the
+    logits (about a tenth of an LM step), for callers that never read the log-partition.
     """
     impl = resolve_impl(impl, hidden.device, hidden.shape[0] * hidden.shape[1] if hidden.dim() == 3 else 0,
                         weight.shape[0])
@@ -89,7 +91,7 @@ def token_losses(hidden, weight, labels, *, impl: str = "torch", bias=None, chun
     rows, targets = hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1)
     # Autocast would run the head matmul in bf16 whatever we cast to: the loss math is float32.
     with torch.autocast(device_type=hidden.device.type, enabled=False):
-        ce_lse = _ce_lse_fn(upcast == "inputs", compile)
+        ce_lse = _ce_lse_fn(upcast == "inputs", compile, with_lse)
         if impl == "torch":
             ce, lse = ce_lse(rows, weight, targets, bias)
         elif impl == "chunked":
@@ -98,22 +100,26 @@ def token_losses(hidden, weight, labels, *, impl: str = "torch", bias=None, chun
             parts = [checkpoint(ce_lse, rows[i:i + chunk_size], weight, targets[i:i + chunk_size], bias,
                                 use_reentrant=False)
                      for i in range(0, len(rows), chunk_size)]
-            ce, lse = (torch.cat(p) for p in zip(*parts))
+            ce = torch.cat([c for c, _ in parts])
+            lse = torch.cat([z for _, z in parts]) if with_lse else None
         else:
             ce, lse = _cce(rows, weight, targets, bias)
+    if not with_lse:
+        return ce.view(labels.shape), None
     lse = torch.where(targets != IGNORE_INDEX, lse, torch.zeros((), device=lse.device))
     return ce.view(labels.shape), lse.view(labels.shape)
 
 
 @functools.cache
-def _ce_lse_fn(upcast_inputs: bool, compiled: bool):
+def _ce_lse_fn(upcast_inputs: bool, compiled: bool, with_lse: bool = True):
     """The logits-to-(ce, lse) function for one setting; cached so torch.compile compiles it once."""
-    fn = functools.partial(_ce_lse, upcast_inputs=upcast_inputs)
+    fn = functools.partial(_ce_lse, upcast_inputs=upcast_inputs, with_lse=with_lse)
     return torch.compile(fn) if compiled else fn
 
 
-def _ce_lse(rows, weight, targets, bias, upcast_inputs=True):
-    """(ce, lse) [n] of rows [n, D] in float32 (float64 inputs stay float64) over materialised logits."""
+def _ce_lse(rows, weight, targets, bias, upcast_inputs=True, with_lse=True):
+    """(ce, lse) [n] of rows [n, D] in float32 (float64 inputs stay float64) over materialised logits;
+    lse is None without `with_lse`."""
     if upcast_inputs:
         logits = rows.float() @ weight.float().T
     else:
@@ -122,7 +128,7 @@ def _ce_lse(rows, weight, targets, bias, upcast_inputs=True):
     if bias is not None:
         logits = logits + bias.to(logits.dtype)
     ce = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="none")
-    return ce, torch.logsumexp(logits, dim=-1)
+    return ce, torch.logsumexp(logits, dim=-1) if with_lse else None
 
 
 def _cce(rows, weight, targets, bias):

@@ -96,11 +96,12 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
 
 
-def forward_losses(model, chunks, impl: str = "torch"):
-    """Per-token (ce, lse) [B, L] float32 of next-token prediction on chunks [B, L+1]."""
+def forward_losses(model, chunks, impl: str = "torch", with_lse: bool = False):
+    """Per-token (ce, lse) [B, L] float32 of next-token prediction on chunks [B, L+1]; lse is None
+    unless asked for (only a token penalty reads it)."""
     hidden = model.base_model(input_ids=chunks[:, :-1], use_cache=False).last_hidden_state
     head = model.get_output_embeddings()
-    return token_losses(hidden, head.weight, chunks[:, 1:], impl=impl, bias=head.bias)
+    return token_losses(hidden, head.weight, chunks[:, 1:], impl=impl, bias=head.bias, with_lse=with_lse)
 
 
 def batch_objective(spec, hp, ce, lse, *, progress, domain, counts, ref_logp=None):
@@ -249,7 +250,7 @@ def train_lm(model, corpus: Corpus, spec, hp: dict, proto: dict, *, order_seed: 
             g["lr"] = base * lr_factor(step, total, sched["warmup_steps"], sched["min_lr_ratio"])
         local = batch_indices(spec, hp, dom_cpu, counts_cpu, progress, len(pool), batch, gen, perm_state).to(device)
         idx = pool[local]
-        ce, lse = forward_losses(model, corpus.train[idx], train_impl)
+        ce, lse = forward_losses(model, corpus.train[idx], train_impl, with_lse=spec.kind == "token_penalty")
         loss, w = batch_objective(spec, hp, ce, lse, progress=progress, domain=corpus.domain[idx], counts=counts,
                                   ref_logp=None if ref_logp is None else ref_logp[idx])
         if w is not None:

@@ -99,11 +99,12 @@ class InputPipeline:
 
 
 # ---------------------------------------------------------------- optimiser step and schedule
-def optimizer_step(opt, loss, clip: float | None = None) -> bool:
+def optimizer_step(opt, loss, clip: float | None = None, check: bool = True) -> bool:
     """One optimiser step on `loss`, the gradient norm clipped to `clip` if given; False, with no
     step taken, when the loss is NaN or infinite (the caller records the run as diverged instead
-    of crashing the DAG)."""
-    if not torch.isfinite(loss):
+    of crashing the DAG). `check=False` skips that test, which reads the loss back to the host
+    every step: the caller then watches the losses itself (LossLog)."""
+    if check and not torch.isfinite(loss):
         return False
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -111,6 +112,46 @@ def optimizer_step(opt, loss, clip: float | None = None) -> bool:
         torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
     opt.step()
     return True
+
+
+class LossLog:
+    """A trainer's per-step losses, kept on the device and read back once per interval.
+
+    Reading each loss back (`float(loss)`, a finiteness test) synchronises host and device every
+    step; on a GPU running a tiny model that wait is most of the step. Instead each step writes its
+    loss into a device buffer, and `flush()` (at the trainer's evaluation points, which read the
+    device anyway) returns the interval's losses as Python floats. A non-finite loss is found there,
+    at the step it happened (`first_bad`): the steps taken after it only touch a run that is
+    recorded as diverged. The values are the float32 losses widened exactly to float64, so their
+    sequential sum equals the old per-step `running += float(loss)`."""
+
+    def __init__(self, size: int, device):
+        self.buf = torch.empty(max(1, size), dtype=torch.float64, device=device)
+        self.n = 0
+
+    def add(self, loss) -> None:
+        if self.n == len(self.buf):  # a longer interval than announced: grow rather than fail
+            self.buf = torch.cat([self.buf, torch.empty_like(self.buf)])
+        self.buf[self.n] = loss.detach()
+        self.n += 1
+
+    def flush(self) -> list[float]:
+        values, self.n = self.buf[:self.n].tolist(), 0
+        return values
+
+    @staticmethod
+    def total(values: list[float]) -> float:
+        """Their sum, added left to right as the per-step `running += v` did (Python ≥ 3.12's
+        `sum` compensates float rounding, which would move the last digits)."""
+        out = 0.0
+        for v in values:
+            out += v
+        return out
+
+    @staticmethod
+    def first_bad(values: list[float]) -> int | None:
+        """Index of the first NaN or infinite loss, or None."""
+        return next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
 
 
 def lr_factor(schedule: dict, epoch: float, total_epochs: float) -> float:
@@ -281,7 +322,7 @@ def _train_once(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, o
 
     result = TrainResult(status="ok", val_scores=None, test_scores=None)
     best = {"bal": -math.inf, "step": None, "state": None}  # the validation-selected checkpoint
-    running, running_n, train_time = 0.0, 0, 0.0
+    losses, train_time = LossLog(eval_every, device), 0.0
     t0 = time.perf_counter()
     for step in range(total):
         progress = step / total
@@ -303,15 +344,17 @@ def _train_once(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, o
                  "aux_logits": None if aux is None else aux.float(),
                  "teacher_logits": None if t_logits is None else t_logits.float()}
         loss = _loss(spec, fn_hp, logits.float(), yb, needs, state, idx)
-        if not optimizer_step(opt, loss):
-            train_time += time.perf_counter() - t0
-            result.status, result.diverged_at_step = "diverged", step
-            log(f"loss became {loss.item()} at step {step}: recorded as diverged")
-            break
-        running += float(loss.detach())
-        running_n += 1
+        optimizer_step(opt, loss, check=False)
+        losses.add(loss)
         if (step + 1) % eval_every == 0 or step + 1 == total:
             train_time += time.perf_counter() - t0
+            values = losses.flush()
+            bad = LossLog.first_bad(values)
+            if bad is not None:
+                result.status, result.diverged_at_step = "diverged", step + 1 - len(values) + bad
+                log(f"loss became {values[bad]} at step {result.diverged_at_step}: recorded as diverged")
+                break
+            running, running_n = LossLog.total(values), len(values)
             val_scores = predict_scores(model, pipe, x_val, spec, fn_hp, counts)
             bal = balanced_accuracy_t(val_scores, y_val, k)
             ep = (step + 1) / steps_per_epoch
@@ -323,7 +366,6 @@ def _train_once(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, o
             if bal > best["bal"]:  # strictly: a tie keeps the earlier step; NaN never selects
                 best.update(bal=bal, step=at, state=None if step + 1 == total else _state_copy(model))
             log(f"step {step + 1}/{total} epoch {ep:.1f} train/loss {running / running_n:.4f} val/bal_acc {bal:.4f}")
-            running, running_n = 0.0, 0
             t0 = time.perf_counter()
     else:
         result.val_scores = predict_scores(model, pipe, x_val, spec, fn_hp, counts).cpu().numpy()

@@ -116,6 +116,8 @@ matching `expected` — a value worked out by hand or in float64, cited in the m
 """
 from __future__ import annotations
 
+import functools
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -270,3 +272,26 @@ def require_choice(method: str, hp: Mapping[str, Any], key: str, choices: tuple)
     """Raise ValueError("<method>: <key> must be one of <choices>, got <value>") unless hp[key] is one."""
     if hp[key] not in choices:
         raise ValueError(f"{method}: {key} must be one of {choices}, got {hp[key]!r}")
+
+
+def per_counts(fn: Callable) -> Callable:
+    """Memoise `fn(class_counts, **kw)` -> tensor on the last `class_counts` tensor it saw.
+
+    The trainers pass one class-count tensor for the whole run, so a method's constants (a log-prior,
+    class weights) are computed on the first step instead of every step. The cache holds one entry,
+    keyed on the tensor's identity (a weak reference, so a freed tensor whose id is reused never
+    hits), its in-place version counter and the keyword arguments. Callers must not modify the
+    returned tensor in place."""
+    last: dict = {}
+
+    @functools.wraps(fn)
+    def cached(class_counts, **kw):
+        key = (class_counts._version, tuple(sorted(kw.items())))
+        ref = last.get("ref")
+        if ref is not None and ref() is class_counts and last["key"] == key:
+            return last["value"]
+        value = fn(class_counts, **kw)
+        last.update(ref=weakref.ref(class_counts), key=key, value=value)
+        return value
+
+    return cached

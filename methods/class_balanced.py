@@ -28,11 +28,12 @@ import math
 
 import torch
 
-from lossbench.methods.base import MethodSpec, require_choice, require_in
+from lossbench.methods.base import MethodSpec, per_counts, require_choice, require_in
 
 REDUCTIONS = ("batch", "weight_sum")
 
 
+@per_counts
 def class_weights(class_counts, *, beta: float):
     """Effective-number class weights [K], Σ_k w_k = K; β = 1 is inverse frequency (its limit)."""
     n = class_counts.double()  # float64: β^n with β = 0.9999 and n ~ 5000 loses digits in float32

@@ -15,10 +15,11 @@ value below is exact.
 import torch
 import torch.nn.functional as F
 
-from lossbench.methods.base import MethodSpec, require_nonnegative
+from lossbench.methods.base import MethodSpec, per_counts, require_nonnegative
 from lossbench.methods.erm import cross_entropy
 
 
+@per_counts
 def log_prior(class_counts):
     """log π_k [K] in float32, with empty classes counted as one example."""
     n = class_counts.float()

@@ -52,6 +52,20 @@ def test_matches_cross_entropy_with_ignored_positions(impl, bias):
     _close(ce[~ignored], (lse - z_y)[~ignored])
 
 
+@pytest.mark.parametrize("impl", ["torch", "chunked"])
+def test_without_lse_the_ce_is_bitwise_the_same(impl):
+    """Callers that never read the log-partition skip it; the CE and its gradients do not change."""
+    hidden, weight, labels, b = _inputs(bias=True)
+    outs = []
+    for with_lse in (True, False):
+        leaves = [t.clone().requires_grad_() for t in (hidden, weight, b)]
+        ce, lse = token_losses(*leaves[:2], labels, impl=impl, bias=leaves[2], chunk_size=4, with_lse=with_lse)
+        assert (lse is None) == (not with_lse)
+        ce.sum().backward()
+        outs.append([ce.detach(), *(t.grad for t in leaves)])
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
+
+
 def test_low_precision_inputs_and_autocast_compute_in_float32():
     hidden, weight, labels, _ = _inputs()
     ref_ce, ref_lse = token_losses(hidden.bfloat16().float(), weight.bfloat16().float(), labels)

@@ -132,8 +132,8 @@ def test_a_non_finite_loss_is_recorded_as_diverged(corpus, one_torch_thread, mon
     real = lp.forward_losses
     calls = {"n": 0}
 
-    def poisoned(model, chunks, impl="torch"):
-        ce, lse = real(model, chunks, impl)
+    def poisoned(model, chunks, impl="torch", **kw):
+        ce, lse = real(model, chunks, impl, **kw)
         calls["n"] += model.training
         return (ce * float("nan"), lse) if calls["n"] == 5 and model.training else (ce, lse)
 

@@ -68,6 +68,22 @@ def test_nan_loss_is_recorded_as_diverged():
     assert res.status == "diverged" and res.diverged_at_step == 0 and res.test_scores is None
 
 
+def test_a_loss_that_turns_nan_mid_interval_is_recorded_at_its_step():
+    """The losses are read back once per curve interval (LossLog): the step recorded is still the
+    first non-finite one, not the interval's end."""
+    calls = {"n": 0}
+
+    def late(logits, targets):
+        calls["n"] += 1
+        ce = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+        return ce * float("nan") if calls["n"] == 14 else ce
+
+    spec = MethodSpec(name="late", kind="loss", fn=late, defaults={}, paper="-", url="http://x", docs="-")
+    res = train(_toy(), spec, {}, PROTO, 1, 2)  # curve every 6 steps: step 13 sits inside (12, 18]
+    assert res.status == "diverged" and res.diverged_at_step == 13 and res.test_scores is None
+    assert [r["step"] for r in res.curves if r["metric"] == "train/loss"] == [6, 12]
+
+
 def test_posthoc_adjustment_is_applied_at_prediction():
     spec = methods.get("posthoc_la")
     erm = methods.get("erm")

@@ -140,3 +140,16 @@ def test_reduction_validated():
     for spec in (INVERSE, EFFECTIVE, DRW):
         with pytest.raises(ValueError, match="reduction"):
             spec.hparams({"reduction": "mean"})
+
+
+def test_class_weights_are_computed_once_per_counts_tensor_and_redone_when_it_changes():
+    """The trainer passes one counts tensor per run: the weights are reused (the same object), and
+    recomputed for other β, an in-place change, or another tensor with other values."""
+    counts = COUNTS.clone()
+    first = class_weights(counts, beta=0.9999)
+    assert class_weights(counts, beta=0.9999) is first
+    assert not torch.equal(class_weights(counts, beta=1.0), first)
+    assert class_weights(counts, beta=0.9999) is not first and torch.equal(class_weights(counts, beta=0.9999), first)
+    counts.fill_(7.0)  # in place: the version counter moves, the weights follow
+    _close(class_weights(counts, beta=1.0), torch.ones(3))
+    _close(class_weights(torch.tensor([1.0, 1.0, 2.0]), beta=1.0), torch.tensor([1.2, 1.2, 0.6]))
