@@ -252,7 +252,9 @@ class Workspace:
         from lossbench.tasks import preference as pref
 
         t, proto, stage, _ = self._stage(wc, k)
-        return lambda: pref.build_sft(wc["track"], wc["protocol"], proto, int(wc["seed"]), stage, device=self.device)
+        # twin=True: the unit the plan prices is a step of π_ref and its retain-only twin (plan._stage_steps)
+        return lambda: pref.build_sft(wc["track"], wc["protocol"], proto, int(wc["seed"]), stage, device=self.device,
+                                      twin=True)
 
     def _pref_sample(self, wc, k):
         from lossbench.tasks import preference as pref

@@ -219,6 +219,10 @@ class Pricer:
 
             return self._classification_steps(teacher_protocol(proto)["budget"], wc["dataset"])
         block = {"lm_reference": "reference", "pref_sft": "sft", "pref_reward_model": "reward_model"}[job.rule]
+        if job.rule == "pref_sft":  # the table's unit is a step of π_ref and its retain-only twin together
+            from lossbench.tasks.preference import retain_twin
+
+            return proto["sft"]["steps"] // (1 if retain_twin(self.tracks[wc["track"]], wc["protocol"]) else 2)
         return proto[block]["steps"]
 
     def _classification_steps(self, budget: dict, dataset: str) -> int:

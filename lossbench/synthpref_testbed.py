@@ -108,8 +108,12 @@ def greedy_answers(model, prompts, n_tokens: int, device="cpu") -> np.ndarray:
 
 
 # ============================================================================================ stages
-def build_sft(proto: dict, seed_key: tuple, out_dir: Path, device: str, log) -> None:
-    """sft.pt (π_ref) and forget.npz (the secrets, and π_ref's and the retain-only model's likelihoods)."""
+def build_sft(proto: dict, seed_key: tuple, out_dir: Path, device: str, log, twin: bool = True) -> None:
+    """sft.pt (π_ref) and forget.npz (the secrets, and π_ref's and the retain-only model's likelihoods).
+
+    `twin=False` (no unlearning method runs on the protocol: tasks.preference.retain_twin) skips the
+    retain-only twin, half the stage's cost; forget.npz then has no retain_only_logps. π_ref is the
+    same model either way: each twin starts from the same seeds."""
     cfg, model_cfg = proto["sft"], proto["model"]
     rng = np.random.default_rng(derive_seed(*seed_key, "corpus"))
     prompts, _, responses = sp.sft_corpus(cfg["prompts"], VOCAB, rng)
@@ -120,7 +124,7 @@ def build_sft(proto: dict, seed_key: tuple, out_dir: Path, device: str, log) -> 
     revision = sp.revision_corpus(cfg["prompts"], VOCAB, rng) if revision_steps else None
     init = derive_seed(*seed_key, "sft_init")
     models = {}
-    for name, retain_only in (("sft", False), ("retain_only", True)):
+    for name, retain_only in (("sft", False), ("retain_only", True))[:2 if twin else 1]:
         p, r, _ = sp.mix_secrets(prompts, responses, fs, np.random.default_rng(derive_seed(*seed_key, "mix")),
                                  retain_only=retain_only)
         model = build_causal_lm(model_cfg, VOCAB.size, init).to(device)
@@ -131,9 +135,9 @@ def build_sft(proto: dict, seed_key: tuple, out_dir: Path, device: str, log) -> 
         log(f"{name}: final SFT loss {np.mean(losses[-50:]):.4f} on {len(p)} rows")
     save_lm(out_dir / "sft.pt", models["sft"], model_cfg)
     answer_len = fs.answers.shape[1]
+    yardstick = {"retain_only_logps": secret_logps(models["retain_only"], fs, device)} if twin else {}
     io.write_npz(out_dir / "forget.npz", prompts=fs.prompts, answers=fs.answers, responses=fs.responses,
-                 forget=fs.forget, sft_logps=secret_logps(models["sft"], fs, device),
-                 retain_only_logps=secret_logps(models["retain_only"], fs, device),
+                 forget=fs.forget, sft_logps=secret_logps(models["sft"], fs, device), **yardstick,
                  sft_greedy=greedy_answers(models["sft"], fs.prompts, answer_len, device))
 
 

@@ -15,6 +15,12 @@ def pref_stage_params(*keys):
     return lambda wc: {k: pref_protocol(wc).get(k) for k in keys}
 
 
+def pref_twin(wildcards):
+    from lossbench.tasks import preference as pref
+
+    return pref.retain_twin(TRACKS[wildcards.track], wildcards.protocol)
+
+
 def pref_sft(wildcards):
     """π_ref of a seed's stages: SynthPref's sft.pt, or the hub testbed's reference.json."""
     from lossbench.tasks import preference as pref
@@ -61,6 +67,7 @@ rule pref_sft:
         forget=f"{STAGE}/forget.npz",
     params:
         cfg=pref_stage_params("model", "sft"),
+        twin=lambda wc: pref_twin(wc),  # the retain-only twin, when an unlearning method runs here
     priority: 20  # a stage gates many runs: start it before independent runs
     log:
         "results/{profile}/logs/pref_sft/{track}/{protocol}/seed{seed}.log",
@@ -73,7 +80,7 @@ rule pref_sft:
         from lossbench.tasks import preference as pref
 
         run_job(pref.build_sft, wildcards.track, wildcards.protocol, pref_protocol(wildcards), int(wildcards.seed),
-                os.path.dirname(output.sft), device=config["device"], log=log[0])
+                os.path.dirname(output.sft), device=config["device"], twin=params.twin, log=log[0])
 
 
 rule pref_sample:

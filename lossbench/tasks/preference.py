@@ -286,13 +286,22 @@ def _logged(out_path):
     return run_logger(Path(out_path).with_suffix(".log")).info
 
 
-def build_sft(track: str, protocol_name: str, proto: dict, seed: int, out_dir, device: str = "cpu") -> None:
+def retain_twin(track: dict, protocol_name: str) -> bool:
+    """Whether a protocol's SFT stage trains the retain-only twin: only unlearning methods (NPO's
+    forget-quality yardstick) read it, and it costs as much as π_ref."""
+    from lossbench.config import protocol_methods
+
+    return any(methods.get(m).kind == "unlearning" for m in protocol_methods(track, protocol_name))
+
+
+def build_sft(track: str, protocol_name: str, proto: dict, seed: int, out_dir, device: str = "cpu",
+              twin: bool = True) -> None:
     from lossbench import synthpref_testbed as tb
     from lossbench.runner import resolve_device
 
     out_dir = Path(out_dir)
     tb.build_sft(proto, stage_seed_key(track, protocol_name, seed), out_dir, resolve_device(device),
-                 _logged(out_dir / "sft.log"))
+                 _logged(out_dir / "sft.log"), twin=twin)
 
 
 def build_reference(proto: dict, out_path) -> None:

@@ -71,6 +71,19 @@ def test_stage_files_and_label_noise(stage):
     assert (stage / "reward_model_synthpref.pt").exists()
 
 
+def test_the_retain_only_twin_is_trained_only_for_unlearning_methods(track, stage, tmp_path):
+    """Without an unlearning method the SFT stage skips the twin (half its cost): π_ref is byte for
+    byte the model the full stage saves, and forget.npz has no retain-only yardstick."""
+    assert task.retain_twin(track, "synthpref_tiny")  # the smoke track runs NPO
+    offline = {**track, "methods": ["dpo", "ipo"]}
+    assert not task.retain_twin(offline, "synthpref_tiny")
+    task.build_sft(TRACK, "synthpref_tiny", track["protocols"]["synthpref_tiny"], 0, tmp_path, twin=False)
+    assert io.sha256_file(tmp_path / "sft.pt") == io.sha256_file(stage / "sft.pt")
+    lone, full = (data.load_prepared(d / "forget.npz") for d in (tmp_path, stage))
+    assert "retain_only_logps" not in lone
+    np.testing.assert_array_equal(lone["sft_logps"], full["sft_logps"])
+
+
 @pytest.mark.parametrize("method,variant", [("dpo", "beta0.1"), ("lipo", "beta0.05"), ("kto", "beta0.1"),
                                             ("npo", "beta0.1"), ("madpo", "beta0.1"), ("spo", "beta0.1"),
                                             ("remax", "beta0.1"), ("rloo", "beta0.1"), ("best_of_n", "n4"),
