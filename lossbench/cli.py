@@ -7,6 +7,7 @@ runs through the Snakemake DAG, rebuild a report, publish, plan and verify resul
                   [--config config/smoke.yaml] [--track TRACK] [--device cpu] [--cores N] [--dry-run]
     lossbench report results/smoke [--out DIR] [--title ...] [--note ...]
     lossbench publish results/full full_2026_11 --config config/full.yaml [--note "..."]
+    lossbench publish --compress-existing results/published/<set>   (gzip a set published plain)
     lossbench plan [config/full.yaml] [--table config/throughput.yaml] [--format json]
     lossbench verify results/smoke [--strict]      (or results/published, one set, one run folder)
     lossbench --version
@@ -390,11 +391,12 @@ def _print_metrics(summary: Path, fmt: str) -> list[dict]:
 
 # ---------------------------------------------------------------- report, publish, plan
 def _report(args):
+    from lossbench import io
     from lossbench.report.build import build_report
 
     results = Path(args.results)
-    if not (results / "summary.csv").is_file():
-        raise CLIError(f"{results}: no summary.csv here; give a results folder (results/<profile>, "
+    if io.tidy_path(results, "summary.csv", missing_ok=True) is None:
+        raise CLIError(f"{results}: no summary.csv(.gz) here; give a results folder (results/<profile>, "
                        f"results/published/<name>)")
     out = Path(args.out) if args.out else results / "report"
     title = args.title or f"lossbench — {results.resolve().name}"
@@ -414,11 +416,23 @@ def _publish(args):
     import shutil
 
     from lossbench import config as lbconfig
-    from lossbench import verify
+    from lossbench import io, verify
     from lossbench.report.build import build_report
     from lossbench.report.site import build_site
-    from lossbench.runner import TIDY_FILES
+    from lossbench.runner import GZIPPED, TIDY_FILES
 
+    if args.compress_existing:
+        if args.results or args.name or args.config:
+            raise CLIError("--compress-existing takes a published set only (no RESULTS, NAME or --config)")
+        try:
+            names = verify.compress_tables(args.compress_existing)
+        except io.IntegrityError as e:
+            raise CLIError(str(e), EXIT_FAILED) from None
+        print(f"{args.compress_existing}: " + (f"{', '.join(names)} gzipped; {io.MANIFEST} rewritten" if names
+                                               else "its tables are gzipped already"))
+        return EXIT_OK
+    if not (args.results and args.name and args.config):
+        raise CLIError("publish needs RESULTS, NAME and --config (or --compress-existing SET)")
     src, dest = Path(args.results), Path(args.into) / args.name
     if dest.exists():
         raise CLIError(f"{dest} exists: published results are frozen; choose a new name", EXIT_FAILED)
@@ -431,7 +445,10 @@ def _publish(args):
     cfg = lbconfig.load_profile(args.config)[0]
     (dest / "config").mkdir(parents=True)
     for name in TIDY_FILES + tuple(n for n in BENCHMARK_FILES if (src / n).exists()):
-        shutil.copy2(src / name, dest / name)
+        if name in GZIPPED:  # the large tables, compressed (readers take either form: io.tidy_path)
+            io.write_gzip(dest / (name + io.GZ), src / name)
+        else:
+            shutil.copy2(src / name, dest / name)
     shutil.copy2(args.config, dest / "config" / Path(args.config).name)
     for track_path in [*(cfg.get("tracks") or {}).values(), *(cfg.get("benchmarks") or {}).values()]:
         shutil.copy2(lbconfig.ROOT / track_path, dest / "config" / Path(track_path).name)
@@ -547,10 +564,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_report)
 
     p = _sub(sub, "publish", "freeze a profile's results into results/published/<name>",
-             "  lossbench publish results/full full_2026_11 --config config/full.yaml --note 'first full run'")
-    p.add_argument("results", help="e.g. results/full")
-    p.add_argument("name", help="name of the published set")
-    p.add_argument("--config", required=True, help="the profile config that produced the results")
+             "  lossbench publish results/full full_2026_11 --config config/full.yaml --note 'first full run'\n"
+             "  lossbench publish --compress-existing results/published/full_2026_11  # a set published plain")
+    p.add_argument("results", nargs="?", help="e.g. results/full")
+    p.add_argument("name", nargs="?", help="name of the published set")
+    p.add_argument("--config", help="the profile config that produced the results (required)")
+    p.add_argument("--compress-existing", metavar="SET",
+                   help="instead: gzip the tidy CSVs of a set published before publish did, checked against "
+                        "its SHA256SUMS, and rewrite that")
     p.add_argument("--note", help="shown at the top of the published report")
     p.add_argument("--into", default=ROOT / "results" / "published", help="parent folder")
     p.set_defaults(func=_publish)

@@ -6,15 +6,21 @@ Checksums (sha256) are recorded where the file is written and checked where it i
   train.json  `inputs_sha256` (what the run trained from), `outputs_sha256` (every artefact it wrote)
   run.json    `evaluation_sha256` (metrics.csv, per_class.csv, train.json and what evaluation read)
   SHA256SUMS  the tidy tables of a profile (aggregate) and every file of a published set (publish)
-A mismatch raises IntegrityError naming the file and both checksums (lossbench.verify re-checks all)."""
+A mismatch raises IntegrityError naming the file and both checksums (lossbench.verify re-checks all).
+
+A published set stores its tidy CSVs gzipped (`summary.csv.gz`; its SHA256SUMS records the .gz bytes):
+readers find a table with `tidy_path` (either form), and read_csv reads either."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import tempfile
+import zlib
 from importlib import metadata
 from pathlib import Path
 
@@ -77,16 +83,49 @@ def read_json(path):
 
 
 def read_csv(path, empty_ok=False) -> pd.DataFrame:
-    """pd.read_csv, with an error naming `path` on a truncated or malformed file (an empty file is
-    an empty table where `empty_ok`)."""
+    """pd.read_csv (a `.gz` path is decompressed), with an error naming `path` on a truncated or
+    malformed file (an empty file is an empty table where `empty_ok`)."""
     try:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError:
         if empty_ok:
             return pd.DataFrame()
         raise CorruptFile(path, "empty file") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise CorruptFile(path, f"{type(e).__name__}: {e}") from None
+
+
+GZ = ".gz"
+
+
+def tidy_path(folder, name, missing_ok=False) -> Path | None:
+    """`folder`/`name` or `folder`/`name`.gz, whichever exists (a published set stores its tidy CSVs
+    gzipped, a profile's results plainly). Neither: FileNotFoundError naming both, or None where
+    `missing_ok`. Both: FileExistsError (which of them is the table?)."""
+    plain = Path(folder) / name
+    packed = plain.with_name(plain.name + GZ)
+    found = [p for p in (plain, packed) if p.is_file()]
+    if len(found) == 2:
+        raise FileExistsError(f"{plain} and {packed.name} both exist: keep one (a published set keeps the .gz)")
+    if found:
+        return found[0]
+    if missing_ok:
+        return None
+    raise FileNotFoundError(2, "No such file (nor its gzipped form)", f"{plain} (or {packed.name})")
+
+
+GZIP_LEVEL = 9
+
+
+def write_gzip(path, src) -> Path:
+    """`src` gzip-compressed into `path`, atomically and byte-for-byte reproducibly (mtime 0, no file
+    name in the header, level GZIP_LEVEL), so a manifest's sha256 of it never changes."""
+    def write(tmp):
+        with open(src, "rb") as f, open(tmp, "wb") as raw, \
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL, mtime=0) as out:
+            shutil.copyfileobj(f, out, 1 << 20)
+    _atomic(path, write)
+    return Path(path)
 
 
 def read_npz(path) -> dict:
@@ -126,19 +165,21 @@ def write_torch(path, obj):
     _atomic(path, write)
 
 
-def sha256_file(path) -> str:
+def sha256_file(path, decompressed=False) -> str:
+    """sha256 of `path`'s bytes (`decompressed`: of a gzip file's contents)."""
     import hashlib
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with (gzip.open if decompressed else open)(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def check_sha256(path, expected: str, recorded_in, hint="") -> str:
-    """`path`'s sha256, which must be `expected` (IntegrityError naming the file and both otherwise)."""
+def check_sha256(path, expected: str, recorded_in, hint="", decompressed=False) -> str:
+    """`path`'s sha256 (`decompressed`: of a gzip file's contents), which must be `expected`
+    (IntegrityError naming the file and both otherwise)."""
     try:
-        actual = sha256_file(path)
+        actual = sha256_file(path, decompressed)
     except FileNotFoundError:
         actual = None
     if actual != expected:

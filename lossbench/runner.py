@@ -387,6 +387,7 @@ def _read_optional_csv(path) -> pd.DataFrame:
 
 
 TIDY_FILES = ("summary.csv", "curves.csv", "per_class.csv", "runs.json", "methods.json", "provenance.json")
+GZIPPED = tuple(n for n in TIDY_FILES if n.endswith(".csv"))  # a published set stores these as <name>.gz
 
 
 def aggregate(run_dirs, out_dir, provenance: dict) -> None:

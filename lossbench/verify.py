@@ -10,6 +10,8 @@ RESULTS may be
   a published set (results/published/<name>/, tables and provenance only, no run folders): its
       SHA256SUMS (every file but the rendered report, written by publish: `write_manifest`) and the
       tables' consistency (one row per key and metric, the same runs in summary.csv and runs.json);
+      its CSVs are gzipped (summary.csv.gz: the manifest records the .gz), or plain in a set
+      published before publish compressed them (`compress_tables` converts one);
   a folder of published sets (results/published/): each set;
   one run folder (holding train.json).
 
@@ -79,6 +81,8 @@ def _check(rep: Report, fn, *args, **kwargs):
         rep.problems.append(str(e))
     except FileNotFoundError as e:
         rep.problems.append(f"{e.filename}: missing")
+    except FileExistsError as e:  # a table both plain and gzipped (io.tidy_path)
+        rep.problems.append(str(e))
     else:
         return out
     return None
@@ -166,11 +170,15 @@ def verify_run(run_dir, rep: Report | None = None) -> Report:
     return rep
 
 
+def _read_table(folder: Path, name: str):
+    return io.read_csv(io.tidy_path(folder, name), empty_ok=True)
+
+
 def _read_tables(rep: Report, folder: Path) -> tuple:
-    summary = _check(rep, io.read_csv, folder / "summary.csv", empty_ok=True)
+    summary = _check(rep, _read_table, folder, "summary.csv")
     runs = _check(rep, io.read_json, folder / "runs.json")
     for name in ("curves.csv", "per_class.csv"):
-        _check(rep, io.read_csv, folder / name, empty_ok=True)
+        _check(rep, _read_table, folder, name)
     for name in ("methods.json", "provenance.json"):
         _check(rep, io.read_json, folder / name)
     return summary, runs
@@ -254,6 +262,13 @@ def verify_results(folder, rep: Report | None = None) -> Report:
     return rep
 
 
+def _has_summary(folder: Path) -> bool:
+    try:
+        return io.tidy_path(folder, "summary.csv", missing_ok=True) is not None
+    except FileExistsError:  # both forms: a set all the same, whose check reports it
+        return True
+
+
 def verify(path) -> Report:
     """Verify a run folder, a profile's results, a published set, or a folder of published sets."""
     path = Path(path)
@@ -263,9 +278,9 @@ def verify(path) -> Report:
         return rep
     if (path / "train.json").exists():
         return verify_run(path)
-    if (path / "summary.csv").exists() or (path / "runs").is_dir() or (path / io.MANIFEST).exists():
+    if _has_summary(path) or (path / "runs").is_dir() or (path / io.MANIFEST).exists():
         return verify_results(path)
-    sets = sorted(p for p in path.iterdir() if p.is_dir() and (p / "summary.csv").exists())
+    sets = sorted(p for p in path.iterdir() if p.is_dir() and _has_summary(p))
     rep = Report(path, "folder of result sets")
     if not sets:
         rep.problems.append(f"{path}: neither a run folder, a results folder nor a folder of published sets")
@@ -286,6 +301,34 @@ def write_manifest(folder) -> Path:
     """SHA256SUMS of a published set (call at the end of `lossbench publish`): every file but the
     rendered report, which `snakemake results/published/<name>/report/index.html` may rebuild."""
     return io.write_manifest(folder, manifest_files(folder))
+
+
+def compress_tables(folder) -> list[str]:
+    """Store the tidy CSVs of a set published before `lossbench publish` gzipped them as <name>.gz
+    (io.write_gzip), and rewrite its SHA256SUMS: every file must first match the old manifest, and each
+    .gz's decompressed bytes the sha256 it recorded for the plain file, before that file is removed.
+    Returns the names compressed (none for a set already compressed; rerun after an interruption)."""
+    from lossbench.runner import GZIPPED
+
+    folder = Path(folder)
+    old = io.read_manifest(folder)
+    if old is None:
+        raise FileNotFoundError(2, "no manifest to check the tables against", str(folder / io.MANIFEST))
+    todo = [n for n in GZIPPED if n in old]
+    hint = "decompressed, it is not the table the set published"
+    done = [n for n in todo if not (folder / n).exists() and (folder / (n + io.GZ)).exists()]  # by an interrupted call
+    for name in done:
+        io.check_sha256(folder / (name + io.GZ), old[name], folder / io.MANIFEST, hint, decompressed=True)
+    io.check_recorded(folder, {n: sha for n, sha in old.items() if n not in done}, folder / io.MANIFEST,
+                      "the set changed since it was published: not compressed")
+    for name in todo:
+        if name not in done:
+            packed = io.write_gzip(folder / (name + io.GZ), folder / name)
+            io.check_sha256(packed, old[name], folder / io.MANIFEST, hint, decompressed=True)
+            (folder / name).unlink()
+    if todo:
+        io.write_manifest(folder, [n + io.GZ if n in todo else n for n in old])
+    return todo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -3,8 +3,8 @@
     python -m lossbench.report.build RESULTS_DIR OUT_DIR [--title T] [--note N] [--level 0.95]
 
 Reads only the tidy files the pipeline writes under results/<profile>/ (summary.csv, curves.csv,
-per_class.csv, runs.json, provenance.json, methods.json, and kernels.csv/json where a benchmark
-ran) plus report/leaderboard.yaml and
+per_class.csv — gzipped, .csv.gz, in a published set — runs.json, provenance.json, methods.json, and
+kernels.csv/json where a benchmark ran) plus report/leaderboard.yaml and
 report/claims.yaml; no number is typed by hand (conventions §7).
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Mapping
 import jinja2
 import pandas as pd
 
+from lossbench import io
 from lossbench.stats import leaderboard
 from lossbench.report import claims as claims_mod
 from lossbench.report import optimizers
@@ -33,11 +34,11 @@ RUN_KEYS = ["track", "dataset", "method", "seed"]
 PER_CLASS_COLUMNS = ["track", "dataset", "method", "seed", "class", "train_count", "test_recall"]
 
 
-def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
-    """An optional table; an absent or empty file (no task wrote rows: per-class results of a
-    preference-only profile) reads as empty, so a partial run still renders."""
+def _read_csv(d: Path, name: str, columns: list[str]) -> pd.DataFrame:
+    """An optional table (plain or .gz); an absent or empty file (no task wrote rows: per-class
+    results of a preference-only profile) reads as empty, so a partial run still renders."""
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(io.tidy_path(d, name))
     except (FileNotFoundError, pd.errors.EmptyDataError):
         return pd.DataFrame(columns=columns)
 
@@ -49,9 +50,9 @@ def _read_json(path: Path, default):
 def load_results(results_dir: Path | str) -> dict:
     d = Path(results_dir)
     return {
-        "summary": pd.read_csv(d / "summary.csv"),
-        "curves": _read_csv(d / "curves.csv", CURVE_COLUMNS),
-        "per_class": _read_csv(d / "per_class.csv", PER_CLASS_COLUMNS),
+        "summary": pd.read_csv(io.tidy_path(d, "summary.csv")),
+        "curves": _read_csv(d, "curves.csv", CURVE_COLUMNS),
+        "per_class": _read_csv(d, "per_class.csv", PER_CLASS_COLUMNS),
         "runs": _read_json(d / "runs.json", []),
         "provenance": _read_json(d / "provenance.json", {}),
         "methods": _read_json(d / "methods.json", {}),

@@ -17,6 +17,7 @@ from typing import Mapping
 
 import jinja2
 
+from lossbench import io
 from lossbench.report import build, glance
 from lossbench.report.tables import legend
 
@@ -26,9 +27,9 @@ LEVELS = ("study", "full")  # evidence levels a published set may carry, smalles
 
 
 def discover(published: Path) -> list[Path]:
-    """The set folders under `published` (a folder with summary.csv and provenance.json), by name."""
-    return sorted(p for p in published.iterdir()
-                  if p.is_dir() and (p / "summary.csv").is_file() and (p / "provenance.json").is_file())
+    """The set folders under `published` (a folder with summary.csv(.gz) and provenance.json), by name."""
+    return sorted(p for p in published.iterdir() if p.is_dir() and (p / "provenance.json").is_file()
+                  and io.tidy_path(p, "summary.csv", missing_ok=True))
 
 
 def set_row(name: str, a: build.Analysis) -> dict:
@@ -117,7 +118,7 @@ def build_site(published: Path | str = PUBLISHED, out: Path | str | None = None)
     out = Path(out) if out else published / "index.html"
     analyses = {p.name: build.analyse(p, set_name=p.name) for p in discover(published)}
     if not analyses:
-        raise FileNotFoundError(f"{published}: no published sets (folders with summary.csv and provenance.json)")
+        raise FileNotFoundError(f"{published}: no published sets (folders with summary.csv(.gz) and provenance.json)")
     claims, levels = scoreboard(analyses)
     level = next(iter(analyses.values())).level
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(build.TEMPLATES), autoescape=True,

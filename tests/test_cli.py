@@ -56,8 +56,15 @@ def test_publish_freezes_results_and_renders_them(tmp_path):
     out = _cli("publish", str(results), "fixture_set", "--config", "config/smoke.yaml", "--into", str(tmp_path / "pub"))
     assert out.returncode == 0, out.stderr[-3000:]
     dest = tmp_path / "pub" / "fixture_set"
-    assert (dest / "summary.csv").exists() and (dest / "config" / "smoke.yaml").exists()
-    assert (dest / "report" / "index.html").exists()
+    assert (dest / "config" / "smoke.yaml").exists() and (dest / "report" / "index.html").exists()
+    from lossbench import io, verify
+
+    for name in ("summary.csv", "curves.csv", "per_class.csv"):  # stored gzipped, byte-reproducibly
+        assert not (dest / name).exists() and io.tidy_path(dest, name) == dest / f"{name}.gz"
+        again = io.write_gzip(tmp_path / f"{name}.gz", results / name)
+        assert again.read_bytes() == (dest / f"{name}.gz").read_bytes()
+    assert "summary.csv.gz" in io.read_manifest(dest)
+    assert verify.verify(dest).ok(strict=True), verify.verify(dest).format()
     again = _cli("publish", str(results), "fixture_set", "--config", "config/smoke.yaml", "--into", str(tmp_path / "pub"))
     assert again.returncode != 0 and "frozen" in again.stderr
 

@@ -40,10 +40,11 @@ rule build_report:
 
 
 # The published leaderboard: committed tidy results from full runs, rendered by the same builder.
-# `snakemake results/published/<name>/report/index.html`
+# `snakemake results/published/<name>/report/index.html`. A set's tables are gzipped (summary.csv.gz),
+# or plain in one published before publish compressed them: lbio.tidy_path takes either.
 rule build_published_report:
     input:
-        "results/published/{name}/summary.csv",
+        lambda wc: str(lbio.tidy_path(f"results/published/{wc.name}", "summary.csv")),
     output:
         "results/published/{name}/report/index.html",
     log:
@@ -51,14 +52,14 @@ rule build_published_report:
     run:
         from lossbench.report.build import build_report
 
-        build_report(os.path.dirname(input[0]), os.path.dirname(output[0]), title=f"lossbench — published: {wildcards.name}")
+        build_report(f"results/published/{wildcards.name}", os.path.dirname(output[0]), title=f"lossbench — published: {wildcards.name}")
 
 
 # The published leaderboard site (every set, per-track leaderboards, the claims scoreboard):
 # `snakemake results/published/index.html` after adding or rebuilding a set
 rule build_published_site:
     input:
-        sorted(glob.glob("results/published/*/summary.csv")),
+        sorted(glob.glob("results/published/*/summary.csv*")),
     output:
         "results/published/index.html",
     log:

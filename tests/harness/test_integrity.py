@@ -2,6 +2,7 @@
 file is refused and named by the pipeline step that reads it (train / evaluate / aggregate) and by
 `lossbench verify`; truncated files are named; an interrupted attempt is retried; the published
 sets verify clean. Two tiny in-process classification runs, no Snakemake."""
+import gzip
 import json
 import os
 import shutil
@@ -211,20 +212,102 @@ def test_the_rules_declare_what_later_rules_read():
 def test_the_published_sets_verify_clean(capsys):
     rep = verify.verify(ROOT / "results/published")
     assert len(rep.parts) >= 4 and rep.ok(), rep.format()
+    for part in rep.parts:  # their tables are stored gzipped, and the manifest records the .gz
+        listed = io.read_manifest(part.path)
+        assert all(f"{n}.gz" in listed and not (part.path / n).exists() for n in runner.GZIPPED), part.path
 
 
-def test_a_published_manifest_catches_an_edit(tmp_path, capsys):
-    src = ROOT / "results/published/grokking_sc_cpu"
-    shutil.copytree(src, tmp_path / "set")
+def test_a_corrupted_gzipped_table_is_caught_by_its_checksum(tmp_path, capsys):
+    shutil.copytree(ROOT / "results/published/grokking_sc_cpu", tmp_path / "set")
     verify.write_manifest(tmp_path / "set")
     listed = io.read_manifest(tmp_path / "set")
-    assert "summary.csv" in listed and not any(n.startswith("report/") for n in listed)
+    assert "summary.csv.gz" in listed and not any(n.startswith("report/") for n in listed)
     code, out = _verify(tmp_path / "set", capsys)
     assert code == 0 and verify.verify(tmp_path / "set").ok(strict=True), out
-    with open(tmp_path / "set" / "summary.csv", "a") as f:
-        f.write(f.name and "x,1\n")
+    packed = tmp_path / "set" / "summary.csv.gz"
+    blob = bytearray(packed.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF  # one flipped byte inside the deflate stream
+    packed.write_bytes(bytes(blob))
     code, out = _verify(tmp_path / "set", capsys)
-    assert code == 1 and "summary.csv" in out
+    assert code == 1 and f"{packed}: sha256" in out and "SHA256SUMS" in out, out
+
+
+def _published_plain(tmp_path) -> Path:
+    """A copy of a published set as sets were published before publish gzipped the tables."""
+    folder = tmp_path / "set"
+    shutil.copytree(ROOT / "results/published/grokking_sc_cpu", folder)
+    for name in runner.GZIPPED:
+        (folder / name).write_bytes(gzip.decompress((folder / f"{name}.gz").read_bytes()))
+        (folder / f"{name}.gz").unlink()
+    verify.write_manifest(folder)
+    return folder
+
+
+def test_a_set_published_plain_is_compressed_and_reads_the_same(tmp_path, capsys):
+    from lossbench import cli
+    from lossbench.report import build
+
+    folder = _published_plain(tmp_path)
+    plain = {n: (folder / n).read_bytes() for n in runner.GZIPPED}
+    before = build.load_results(folder)
+    assert verify.verify(folder).ok(strict=True)
+    assert cli.main(["publish", "--compress-existing", str(folder)]) == 0
+    assert "summary.csv, curves.csv, per_class.csv gzipped" in capsys.readouterr().out
+    listed = io.read_manifest(folder)
+    for name in runner.GZIPPED:
+        assert not (folder / name).exists() and f"{name}.gz" in listed and name not in listed
+        assert gzip.decompress((folder / f"{name}.gz").read_bytes()) == plain[name]
+    assert verify.verify(folder).ok(strict=True), verify.verify(folder).format()
+    after = build.load_results(folder)
+    for key in ("summary", "curves", "per_class"):
+        pd.testing.assert_frame_equal(before[key], after[key])
+    manifest = (folder / io.MANIFEST).read_bytes()
+    assert verify.compress_tables(folder) == [] and (folder / io.MANIFEST).read_bytes() == manifest  # done once
+    assert cli.main(["publish", "--compress-existing", str(folder), "results/x", "x"]) == 2  # one mode or the other
+
+
+def test_compressing_refuses_a_set_changed_since_it_was_published(tmp_path, capsys):
+    from lossbench import cli
+
+    folder = _published_plain(tmp_path)
+    with open(folder / "runs.json", "a") as f:
+        f.write("\n")
+    with pytest.raises(io.IntegrityError, match="runs.json"):
+        verify.compress_tables(folder)
+    assert cli.main(["publish", "--compress-existing", str(folder)]) == 1
+    assert "runs.json" in capsys.readouterr().err
+    assert all((folder / n).exists() and not (folder / f"{n}.gz").exists() for n in runner.GZIPPED)
+
+
+def test_gzip_writes_are_byte_identical(tmp_path):
+    table = b"track,metric,value\n" + b"".join(b"t,m%d,%d\n" % (i, i * i) for i in range(20000))
+    for name in ("a.csv", "b.csv"):
+        (tmp_path / name).write_bytes(table)
+    os.utime(tmp_path / "b.csv", (1e9, 1e9))  # another name and modification time
+    first = io.write_gzip(tmp_path / "a.csv.gz", tmp_path / "a.csv").read_bytes()
+    second = io.write_gzip(tmp_path / "out" / "b.csv.gz", tmp_path / "b.csv").read_bytes()
+    assert first == second and gzip.decompress(first) == table
+    assert first[3] == 0 and first[4:8] == bytes(4)  # no flags (no file name), mtime 0
+    assert io.sha256_file(tmp_path / "a.csv.gz", decompressed=True) == io.sha256_file(tmp_path / "a.csv")
+
+
+def test_a_table_is_read_plain_or_gzipped(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"summary\.csv \(or summary\.csv\.gz\)"):
+        io.tidy_path(tmp_path, "summary.csv")
+    assert io.tidy_path(tmp_path, "summary.csv", missing_ok=True) is None
+    df = pd.DataFrame({"metric": ["a", "b"], "value": [1.5, 2.0]})
+    io.write_csv(tmp_path / "plain" / "summary.csv", df)
+    io.write_gzip(tmp_path / "packed" / "summary.csv.gz", tmp_path / "plain" / "summary.csv")
+    for form, name in (("plain", "summary.csv"), ("packed", "summary.csv.gz")):
+        path = io.tidy_path(tmp_path / form, "summary.csv")
+        assert path == tmp_path / form / name
+        pd.testing.assert_frame_equal(io.read_csv(path), df)
+    shutil.copy(tmp_path / "plain" / "summary.csv", tmp_path / "packed")
+    with pytest.raises(FileExistsError, match="both"):  # which one is the table?
+        io.tidy_path(tmp_path / "packed", "summary.csv")
+    (tmp_path / "bad.csv.gz").write_bytes(b"\x1f\x8b\x08\x00 not deflate")
+    with pytest.raises(io.CorruptFile, match="bad.csv.gz"):
+        io.read_csv(tmp_path / "bad.csv.gz")
 
 
 # ------------------------------------------------------------------------------ unsafe loads
