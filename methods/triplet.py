@@ -51,7 +51,7 @@ def _reference():
 SPEC = MethodSpec(
     name="triplet", kind="embedding", fn=triplet_batch_hard, defaults={"margin": 0.1},
     search={"margin": ("choice", 0.05, 0.1, 0.2, 0.4)},
-    paper="Schroff et al., CVPR 2015; batch-hard: Hermans et al., arXiv:1703.07737",
+    paper="Hermans et al. 2017, arXiv:1703.07737 (batch-hard; triplet loss: Schroff et al., CVPR 2015)",
     url="https://arxiv.org/abs/1703.07737", docs="triplet", version=1, reference=_reference,
     validate=_validate, summary="per anchor, its hardest positive closer than its hardest negative by a margin",
 )

@@ -51,7 +51,7 @@ def check_protocol(proto: dict, where: str, track: dict) -> None:
     if sched["name"] == "step" and (not milestones or len(milestones) != len(factors)):
         raise ConfigError(f"{where}/schedule: step needs milestones and factors of equal length")
     for d in proto["datasets"]:
-        check_open_world(d, proto, methods_on(track, d), where)
+        check_open_world(d, proto, track, where)
     ran = {m for d in proto["datasets"] for m in methods_on(track, d)}
     for m in sorted(ran):
         spec = methods.get(m)
@@ -67,19 +67,25 @@ def open_world(dataset: str) -> bool:
     return "open_world" in data.dataset_entry(dataset)
 
 
-def check_open_world(dataset: str, proto: dict, ran: list[str], where: str) -> None:
-    """Embedding methods train no classifier head, so they run on open-world datasets only; those
-    are scored by retrieval, with no attack, teacher or selection of variants on validation balanced
-    accuracy (sweep or tuning)."""
-    from lossbench.config import ConfigError
+def runs_on(method: str, dataset: str) -> bool:
+    """Whether a track's method runs on `dataset` by default (config.methods_on): an embedding method
+    trains no classifier head, so only on open-world datasets; every other method anywhere."""
+    return methods.get(method).kind != "embedding" or open_world(dataset)
+
+
+def check_open_world(dataset: str, proto: dict, track: dict, where: str) -> None:
+    """Embedding methods train no classifier head, so they run on open-world datasets only (a
+    dataset_methods entry cannot list them elsewhere); those are scored by retrieval, with no
+    attack, teacher or choice of variants on validation balanced accuracy (sweep or tuning)."""
+    from lossbench.config import ConfigError, methods_on
 
     if not open_world(dataset):
-        heads = [m for m in ran if methods.get(m).kind == "embedding"]
+        heads = [m for m in methods_on(track, dataset) if methods.get(m).kind == "embedding"]
         if heads:
             raise ConfigError(f"{where}: embedding methods {heads} train no classifier head; they run only on "
                               f"open-world datasets (registry key open_world), not on {dataset!r}")
         return
-    blocked = [k for k in ("attack", "teacher", "tuning") if k in proto]
+    blocked = [k for k in ("attack", "teacher") if k in proto] + [k for k in ("tuning", "sweep") if track.get(k)]
     if blocked:
         raise ConfigError(f"{where}: {dataset!r} is an open-world dataset, scored by retrieval: its protocol takes "
                           f"no {', '.join(blocked)}")

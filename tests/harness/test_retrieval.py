@@ -165,3 +165,35 @@ def test_an_open_world_run_trains_and_evaluates_end_to_end(tmp_path, method):
     assert 0 < values["test/recall_at_1"] <= values["test/recall_at_8"] <= 1 and values["test/opis"] >= 0
     pred = io.read_npz(out / "predictions.npz")
     assert set(pred["y_test"]) == {5, 6, 7, 8, 9} and pred["test_embeddings"].shape == (60, 32)
+
+
+def test_the_report_gives_open_world_sets_their_own_columns():
+    from lossbench.report.tables import dataset_layout, load_layout, track_layout
+
+    layout = load_layout()
+    default = track_layout(layout, "classification")
+    own = dataset_layout(default, "mnist1d_open5")
+    assert own["main_metric"] == "test/recall_at_1" and own["curves"] == ["train/loss", "val/recall_at_1"]
+    assert all(c in layout["metrics"] for c in own["columns"] + own["curves"])
+    assert dataset_layout(default, "mnist1d_lt100")["main_metric"] == "test/balanced_accuracy"
+
+
+def test_embedding_methods_run_only_on_open_world_sets_and_those_refuse_attack_teacher_and_tuning():
+    import copy
+
+    import yaml
+
+    from lossbench import config as lbconfig
+
+    track = yaml.safe_load((lbconfig.ROOT / "config/tracks/classification/smoke.yaml").read_text())
+    lbconfig.check_track(track)
+    assert "multi_similarity" not in lbconfig.methods_on(track, "mnist1d_lt100")  # the task's rule
+    bad = copy.deepcopy(track)
+    bad["dataset_methods"]["mnist1d_sym40"].append("triplet")
+    with pytest.raises(lbconfig.ConfigError, match="train no classifier head"):
+        lbconfig.check_track(bad)
+    for key, value in (("attack", track["protocols"]["mlp_adam"]["attack"]), ("tuning", {"trials": 1, "seeds": [100]})):
+        bad = copy.deepcopy(track)
+        bad["protocols"]["mlp_adam_open"][key] = value
+        with pytest.raises(lbconfig.ConfigError, match=f"open-world.*no {key}"):
+            lbconfig.check_track(bad)
