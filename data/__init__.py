@@ -52,7 +52,7 @@ MODALITIES = ("vector", "image", "sequence", "text")
 TASKS = ("classification", "preference", "lm_pretraining", "grokking")  # lossbench/tasks; default classification
 # dataset keys -> the tasks that read them (None: every task)
 DATASET_KEYS = {"source": None, "task": None, "long_tail": ("classification",), "noise": ("classification",),
-                "label_noise": ("preference",), "train_fraction": ("grokking",)}
+                "open_world": ("classification",), "label_noise": ("preference",), "train_fraction": ("grokking",)}
 
 
 def _close(name, valid) -> str:
@@ -162,6 +162,13 @@ def _check_dataset(entry: dict, sources: dict, where: str) -> None:
                                 f"(1 = balanced), got {rho!r}")
     if "noise" in entry:
         _check_noise(entry["noise"], f"{where}: noise")
+    if "open_world" in entry:
+        m = entry["open_world"]
+        if not isinstance(m, int) or isinstance(m, bool) or m < 2:
+            raise RegistryError(f"{where}: open_world: the number of training classes (classes 0..m-1 train, the "
+                                f"rest are retrieved at test time) must be an integer >= 2, got {m!r}")
+        if "noise" in entry:
+            raise RegistryError(f"{where}: open_world: not with noise (a flipped label could name a test class)")
     if "label_noise" in entry:
         _check_rate(entry["label_noise"], f"{where}: label_noise")
     if task == "grokking" and "train_fraction" not in entry:
@@ -236,6 +243,10 @@ def describe(dataset: str) -> str:
     if "noise" in entry:
         n = entry["noise"]
         parts.append(f"{n['kind']} label noise at rate {n['rate']} on the training set")
+    if "open_world" in entry:
+        m = entry["open_world"]
+        return "; ".join(parts) + (f"; open world: classes 0-{m - 1} train (validation: their held-out val half), "
+                                   f"retrieval is tested on every held-out example of the classes from {m} on")
     if entry.get("task") == "lm_pretraining":
         return "; ".join(parts) + "; " + _lm_summary(source_entry(entry["source"]).get("params", {}))
     if entry.get("task") == "grokking":
@@ -295,6 +306,9 @@ class ClassificationData:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    # open world (registry key open_world): test classes are disjoint from the training ones and runs
+    # are scored by retrieval on their embeddings (lossbench/retrieval.py), not by their logits
+    retrieval: bool = False
 
     @property
     def class_counts(self) -> np.ndarray:
@@ -323,12 +337,24 @@ def build(dataset: str, prepared: dict, data_seed: int) -> ClassificationData:
             raise KeyError(f"unknown noise kind {kind!r}; valid: {sorted(transforms.NOISE)}")
         y_seen = transforms.NOISE[kind](y, k, rng=rng, **noise)
     val, test = transforms.balanced_halves(prepared["y_heldout"], k, rng)
+    if "open_world" in entry:  # train on classes 0..m-1, test retrieval on the others
+        val, test = open_world_split(entry["open_world"], k, prepared["y_heldout"], val)
+        k = entry["open_world"]
+        x, y, y_seen = x[y < k], y[y < k], y_seen[y < k]
     return ClassificationData(
         name=dataset, modality=modality(dataset), num_classes=k,
         x_train=x, y_train=np.asarray(y_seen, dtype=np.int64), y_train_clean=np.asarray(y, dtype=np.int64),
         x_val=prepared["x_heldout"][val], y_val=prepared["y_heldout"][val],
-        x_test=prepared["x_heldout"][test], y_test=prepared["y_heldout"][test],
+        x_test=prepared["x_heldout"][test], y_test=prepared["y_heldout"][test], retrieval="open_world" in entry,
     )
+
+
+def open_world_split(m: int, k: int, y_heldout: np.ndarray, val: np.ndarray):
+    """(val, test) indices into the held-out split of an open-world dataset: the val half's examples
+    of the m training classes, and every held-out example of the other classes."""
+    if not 2 <= m < k:
+        raise ValueError(f"open_world: {m} training classes of {k}; needs 2 <= m < {k}")
+    return val[y_heldout[val] < m], np.flatnonzero(y_heldout >= m)
 
 
 def load_prepared(path) -> dict:

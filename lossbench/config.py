@@ -460,8 +460,13 @@ def track_datasets(track: dict) -> list[str]:
 
 
 def methods_on(track: dict, dataset: str) -> list[str]:
-    """The methods that run on `dataset`: its dataset_methods entry, else all the track's."""
-    return track.get("dataset_methods", {}).get(dataset, track["methods"])
+    """The methods that run on `dataset`: its dataset_methods entry, else the track's methods that its
+    task can run there (the task's optional `runs_on(method, dataset)`: classification keeps the
+    embedding losses to open-world datasets)."""
+    if dataset in track.get("dataset_methods", {}):
+        return track["dataset_methods"][dataset]
+    fits = getattr(tasks.get(track["task"]), "runs_on", None)
+    return [m for m in track["methods"] if fits is None or fits(m, dataset)]
 
 
 def protocol_methods(track: dict, pname: str) -> list[str]:

@@ -33,7 +33,8 @@ _BLOCK = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
 _STATUS = re.compile(r"^\*\*Status:\*\*\s*(.+)$", re.M)
 # tracks by kind, for a registered method that no track config lists
 _KIND_TRACK = {"loss": "classification", "batch_loss": "classification", "reweight": "classification",
-               "sampler": "classification", "adversarial": "classification", "pairwise": "preference",
+               "sampler": "classification", "adversarial": "classification", "embedding": "classification",
+               "pairwise": "preference",
                "listwise": "preference", "unpaired": "preference", "unlearning": "preference",
                "online": "preference", "decoding": "preference",
                "sample_weight": "lm_pretraining", "token_weight": "lm_pretraining",

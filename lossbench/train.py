@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from lossbench.adversarial import pgd_attack
 from lossbench.models import build_model
 from lossbench.optim import build_optimizer, state_bytes
+from lossbench.retrieval import recall_at_1_t
 from lossbench.seeding import derive_seed, generator, seeded_build
 from lossbench.methods.base import MethodSpec
 from lossbench.methods.erm import SPEC as ERM, cross_entropy
@@ -29,6 +30,8 @@ CIFAR_STD = (0.2023, 0.1994, 0.2010)
 @dataclass
 class TrainResult:
     status: str  # "ok" or "diverged"
+    # test-time outputs: the scores (logits after the method's `predict`), or on an open-world
+    # dataset (data.retrieval) the embeddings, i.e. the penultimate features [N, D]
     val_scores: np.ndarray | None
     test_scores: np.ndarray | None
     curves: list = field(default_factory=list)  # dicts: step, epoch, metric, value
@@ -41,8 +44,8 @@ class TrainResult:
     rounds: int = 1  # training runs this result took (self-distillation: rounds + 1)
     model: torch.nn.Module | None = None  # the trained model (a later round's teacher), not saved
     # the validation-selected checkpoint: the state at the curve point with the highest validation
-    # balanced accuracy (the earlier step on ties), its val/test scores and its (global) step; None
-    # where there is none (a diverged run)
+    # balanced accuracy (open world: validation Recall@1; the earlier step on ties), its val/test
+    # scores and its (global) step; None where there is none (a diverged run)
     valsel_val_scores: np.ndarray | None = None
     valsel_test_scores: np.ndarray | None = None
     valsel_step: int | None = None
@@ -201,6 +204,8 @@ def _loss(spec: MethodSpec, hp, logits, yb, needs: dict, state, idx):
         return per.mean()
     if spec.kind == "batch_loss":
         return spec.fn(logits, yb, **kw, **hp)
+    if spec.kind == "embedding":  # pairs or relations of the batch's penultimate features
+        return spec.fn(needs["features"], yb, **kw, **hp)
     if spec.kind == "reweight":
         w = spec.fn(yb, **kw, **hp).detach()
         return (w * cross_entropy(logits, yb)).mean()
@@ -220,18 +225,20 @@ def attack_inputs(model, pipe, x_raw, y, attack: dict, steps: int, gen) -> torch
 
 
 @torch.no_grad()
-def predict_scores(model, pipe, x, spec, hp, counts, batch=1024, attack: dict | None = None, y=None, gen=None):
+def predict_scores(model, pipe, x, spec, hp, counts, batch=1024, attack: dict | None = None, y=None, gen=None,
+                   embed: bool = False):
     """Test-time scores (the method's `predict` applied); with `attack`, of PGD inputs made
-    against the raw logits with `attack["eval_steps"]` steps."""
+    against the raw logits with `attack["eval_steps"]` steps; with `embed`, the penultimate
+    features instead (the embeddings an open-world dataset is scored on)."""
     model.eval()
     out = []
     for i in range(0, len(x), batch):
         xb = pipe.raw(x[i:i + batch], train=False)
         if attack is not None:
             xb = attack_inputs(model, pipe, xb, y[i:i + batch], attack, attack["eval_steps"], gen)
-        out.append(model(pipe.normalize(xb)).float())
+        out.append((model.features if embed else model)(pipe.normalize(xb)).float())
     scores = torch.cat(out)
-    if spec.predict is not None:
+    if spec.predict is not None and not embed:
         scores = spec.predict(scores, counts, **{k: v for k, v in hp.items()})
     model.train()
     return scores
@@ -257,7 +264,8 @@ def train(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, order_s
     plain-CE round 0, each round's teacher the previous round's model (fresh init per round).
 
     Besides the last step's scores, the result holds those of the validation-selected checkpoint
-    (`valsel_*`): the model state at the curve point with the highest validation balanced accuracy,
+    (`valsel_*`): the model state at the curve point with the highest validation balanced accuracy
+    (on an open-world dataset, `data.retrieval`: validation Recall@1 of the embeddings),
     the earlier one on ties; with self-distillation rounds, within the last round (the method's own
     model; earlier rounds are its teachers, which stay their rounds' last states). Training itself
     is unchanged: no extra randomness, one state copy per improvement."""
@@ -302,6 +310,16 @@ def _train_once(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, o
     attack = proto.get("attack")
     if spec.kind == "adversarial" and not attack:
         raise ValueError(f"{spec.name}: adversarial training needs the protocol's `attack` block")
+    embed = data.retrieval  # open world: every method is scored on its embeddings, not its logits
+    if spec.kind == "embedding" and not embed:
+        raise ValueError(f"{spec.name}: an embedding method trains no classifier head; run it on an open-world dataset")
+    if embed and attack:
+        raise ValueError(f"{data.name}: an open-world dataset is scored by retrieval; its protocol takes no `attack`")
+    val_metric = "val/recall_at_1" if embed else "val/balanced_accuracy"
+
+    def outputs(m, x):  # what evaluation reads: scores, or embeddings on an open-world dataset
+        return predict_scores(m, pipe, x, spec, fn_hp, counts, embed=embed)
+
     if teacher is not None:
         teacher.eval()
         for p in teacher.parameters():
@@ -321,7 +339,7 @@ def _train_once(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, o
     use_amp = device.startswith("cuda") and proto.get("amp", False)
 
     result = TrainResult(status="ok", val_scores=None, test_scores=None)
-    best = {"bal": -math.inf, "step": None, "state": None}  # the validation-selected checkpoint
+    best = {"val": -math.inf, "step": None, "state": None}  # the validation-selected checkpoint
     losses, train_time = LossLog(eval_every, device), 0.0
     t0 = time.perf_counter()
     for step in range(total):
@@ -340,7 +358,7 @@ def _train_once(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, o
             aux = model.aux_head(feats) if model.aux_head is not None else None
             with torch.no_grad():
                 t_logits = teacher(xb) if teacher is not None else None
-        needs = {"class_counts": counts, "progress": progress, "features": feats.float(),
+        needs = {"class_counts": counts, "progress": progress, "features": feats.float(), "logits": logits.float(),
                  "aux_logits": None if aux is None else aux.float(),
                  "teacher_logits": None if t_logits is None else t_logits.float()}
         loss = _loss(spec, fn_hp, logits.float(), yb, needs, state, idx)
@@ -355,21 +373,21 @@ def _train_once(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, o
                 log(f"loss became {values[bad]} at step {result.diverged_at_step}: recorded as diverged")
                 break
             running, running_n = LossLog.total(values), len(values)
-            val_scores = predict_scores(model, pipe, x_val, spec, fn_hp, counts)
-            bal = balanced_accuracy_t(val_scores, y_val, k)
+            val_scores = outputs(model, x_val)
+            val = recall_at_1_t(val_scores, y_val) if embed else balanced_accuracy_t(val_scores, y_val, k)
             ep = (step + 1) / steps_per_epoch
             at = step_offset + step + 1
             result.curves += [
                 {"step": at, "epoch": ep, "metric": "train/loss", "value": running / running_n},
-                {"step": at, "epoch": ep, "metric": "val/balanced_accuracy", "value": bal},
+                {"step": at, "epoch": ep, "metric": val_metric, "value": val},
             ]
-            if bal > best["bal"]:  # strictly: a tie keeps the earlier step; NaN never selects
-                best.update(bal=bal, step=at, state=None if step + 1 == total else _state_copy(model))
-            log(f"step {step + 1}/{total} epoch {ep:.1f} train/loss {running / running_n:.4f} val/bal_acc {bal:.4f}")
+            if val > best["val"]:  # strictly: a tie keeps the earlier step; NaN never selects
+                best.update(val=val, step=at, state=None if step + 1 == total else _state_copy(model))
+            log(f"step {step + 1}/{total} epoch {ep:.1f} train/loss {running / running_n:.4f} {val_metric} {val:.4f}")
             t0 = time.perf_counter()
     else:
-        result.val_scores = predict_scores(model, pipe, x_val, spec, fn_hp, counts).cpu().numpy()
-        result.test_scores = predict_scores(model, pipe, x_te, spec, fn_hp, counts).cpu().numpy()
+        result.val_scores = outputs(model, x_val).cpu().numpy()
+        result.test_scores = outputs(model, x_te).cpu().numpy()
         if best["step"] is not None:
             result.valsel_step = best["step"]
             if best["state"] is None:  # the last step is the best: its scores are the last ones
@@ -377,8 +395,8 @@ def _train_once(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, o
             else:  # a copy of the model holds the best state; `model` stays the last one (a next round's teacher)
                 chosen = copy.deepcopy(model)
                 chosen.load_state_dict(best["state"])
-                result.valsel_val_scores = predict_scores(chosen, pipe, x_val, spec, fn_hp, counts).cpu().numpy()
-                result.valsel_test_scores = predict_scores(chosen, pipe, x_te, spec, fn_hp, counts).cpu().numpy()
+                result.valsel_val_scores = outputs(chosen, x_val).cpu().numpy()
+                result.valsel_test_scores = outputs(chosen, x_te).cpu().numpy()
                 del chosen
         if attack:  # every method's robust accuracy, under one fixed attack stream per seed
             y_te = torch.from_numpy(data.y_test).to(device)

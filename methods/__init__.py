@@ -55,6 +55,10 @@ REGISTRY: dict[str, str] = {
     "dhkd": ".dhkd:SPEC",
     "pld": ".pld:SPEC",
     "self_distill": ".self_distill:SPEC",
+    # embedding losses (kind embedding: pairs of the batch's features; open-world retrieval protocol)
+    "contrastive": ".contrastive:SPEC",  # baseline: all pairs, two margins
+    "triplet": ".triplet:SPEC",  # baseline: batch-hard triplets
+    "multi_similarity": ".multi_similarity:SPEC",  # Wang et al. CVPR 2019
     # --- preference optimisation (docs/methods/README.md, preference track) ---
     "dpo": ".dpo:DPO",  # M1
     "ipo": ".ipo:SPEC",  # M2

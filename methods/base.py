@@ -19,6 +19,12 @@ sampler        fn(class_counts [K], progress, **hp)                         clas
 adversarial    fn(logits [B,K], targets [B], **needs, **hp)                 per-example loss [B]
                (logits of the PGD examples the trainer crafts against the   (its batch mean is
                current model under the protocol's `attack`)                 the objective)
+embedding      fn(embeddings [B,D], targets [B], **needs, **hp)             scalar loss over the
+               (the model's penultimate features, with gradient, as they    batch's pairs or
+               come: a method L2-normalises them where its paper does; the  relations
+               head is not trained unless the method adds a CE term on the
+               `logits` need; runs only on open-world datasets, scored by
+               retrieval: lossbench/retrieval.py)
 =============  ===========================================================  =====================
 
 `needs` may name:
@@ -35,6 +41,8 @@ adversarial    fn(logits [B,K], targets [B], **needs, **hp)                 per-
                  round 0 trained with plain CE (the trainer runs `hp["rounds"]` rounds)
   aux_logits     float tensor [B, K]: a second linear head on the same features, trained with
                  the model; only the main head predicts at test time
+  logits         float tensor [B, K]: the head's logits of the batch, with gradient (for an
+                 `embedding` method's CE term; the other kinds get them as their first argument)
 
 Preference kinds (log-probs are over response tokens only; the trainer computes them in one shared
 forward pass per model and fills only what `needs` asks for):
@@ -121,11 +129,11 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-KINDS = ("loss", "batch_loss", "reweight", "sampler", "adversarial",  # classification
+KINDS = ("loss", "batch_loss", "reweight", "sampler", "adversarial", "embedding",  # classification
          "pairwise", "listwise", "unpaired", "unlearning", "online", "decoding",  # preference optimisation
          "sample_weight", "token_weight", "token_penalty", "selection",  # LM pretraining
          "grad_transform")  # grokking
-NEEDS = ("class_counts", "progress", "example_state", "features", "teacher_logits", "aux_logits",
+NEEDS = ("class_counts", "progress", "example_state", "features", "teacher_logits", "aux_logits", "logits",
          "token_logps", "token_kl", "guide_token_logps", "rm_margin", "token_masks", "degree_logits",
          "ref_losses", "ref_scores", "chunk_features", "target_features", "num_chunks", "seed",
          "proxy_reward", "greedy_response", "template_answers", "reward_ensemble", "revision_logps")

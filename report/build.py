@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -25,8 +25,8 @@ from lossbench.report import claims as claims_mod
 from lossbench.report import optimizers
 from lossbench.report import plots
 from lossbench.report import glance, grokking, kernels, lm_pretraining, overopt, preference, selection
-from lossbench.report.tables import (LAYOUT_PATH, bad_statuses, fmt_mapping, legend, load_layout, markdown_extra,
-                           markdown_table, md_text, table_rows, track_layout)
+from lossbench.report.tables import (LAYOUT_PATH, bad_statuses, dataset_layout, fmt_mapping, legend, load_layout,
+                                    markdown_extra, markdown_table, md_text, table_rows, track_layout)
 
 TEMPLATES = Path(__file__).with_name("templates")
 CURVE_COLUMNS = ["track", "dataset", "method", "seed", "step", "epoch", "tokens", "metric", "value"]
@@ -132,8 +132,6 @@ def _figures(ctx: TrackContext, dataset: str, order: list[str], rows: pd.DataFra
     """Write the (track, dataset) figures; return [(caption, path relative to out_dir)]. Figures with
     one line per method draw the baseline and the best of `order` (the table order), at most
     plots.MAX_SERIES, in colours fixed for this (track, dataset); the bar chart shows every method."""
-    from dataclasses import replace
-
     track, baseline, main = ctx.info["name"], ctx.info["baseline"], ctx.layout["main_metric"]
     if "raw_summary" in data and track in data["raw_summary"]:  # a preference track's view
         drawn = preference.figures(ctx, dataset, data, lambda kind: ctx.out_dir / "figures" / f"{kind}.png", order)
@@ -180,16 +178,16 @@ def track_section(track: str, board: pd.DataFrame, data: Mapping, layout: Mappin
                        level, out_dir)
     view_columns = ctx.layout.get("view_columns", {})
     headers_of = lambda cols: [ctx.metrics.get(c, {}).get("display", c) for c in cols]  # noqa: E731
-    columns = ctx.layout["columns"]
-    headers = headers_of(columns)
+    headers = headers_of(ctx.layout["columns"])
     hp = hparams_text(data["runs"])
     urls = {m: (v or {}).get("url") for m, v in data["methods"].items()}
     datasets, md = [], [_md_header(info, data["provenance"], level)]
     for dataset, description in info["datasets"]:
         rows = board[(board["track"] == track) & (board["dataset"] == dataset)]
         view = preference.split_view(dataset)[1]
-        cols = view_columns.get(view, columns)
-        main = cols[0] if view in view_columns else ctx.layout["main_metric"]
+        own = replace(ctx, layout=dataset_layout(ctx.layout, dataset))  # e.g. retrieval columns
+        cols = view_columns.get(view, own.layout["columns"])
+        main = cols[0] if view in view_columns else own.layout["main_metric"]
         measured = set(rows.loc[rows["n"] > 0, "metric"])  # e.g. robust accuracy only where there is an attack
         cols = [c for c in cols if c in measured or c == main]
         table = table_rows(rows, cols, main, ctx.metrics)
@@ -223,7 +221,7 @@ def track_section(track: str, board: pd.DataFrame, data: Mapping, layout: Mappin
             md.append(markdown_extra(extra[-1]))
         datasets.append({"name": dataset, "description": description, "rows": table, "headers": headers_of(cols),
                          "statuses": statuses, "extra_tables": extra,
-                         "figures": _figures(ctx, dataset, [r["method"] for r in table], rows,
+                         "figures": _figures(own, dataset, [r["method"] for r in table], rows,
                                              data)})
     _write(out_dir / "tables" / f"{track}.md", "\n\n".join(s for s in md if s) + "\n")
     _write(out_dir / "tables" / f"{track}.csv",

@@ -27,6 +27,18 @@ def track_layout(layout: Mapping, track: str) -> dict:
     return layout["tracks"].get(track) or layout["tracks"]["default"]
 
 
+def dataset_layout(track_layout: Mapping, dataset: str) -> dict:
+    """The track layout as one dataset's leaderboard uses it: a `datasets` entry whose glob matches
+    (a dataset scored otherwise, e.g. open-world retrieval) replaces its keys, and its first column
+    is then the main metric."""
+    import fnmatch
+
+    for pattern, own in (track_layout.get("datasets") or {}).items():
+        if fnmatch.fnmatchcase(dataset, pattern):
+            return {**track_layout, "main_metric": own["columns"][0], **own}
+    return dict(track_layout)
+
+
 def fmt_number(x: float, meta: Mapping) -> str:
     """A value in display units: multiplied by `scale`, rounded to `digits`."""
     return f"{x * meta.get('scale', 1):.{meta.get('digits', 3)}f}"

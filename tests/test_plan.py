@@ -29,7 +29,7 @@ def reduced(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("plan")
     cls = _track("classification", methods=["erm", "kd", "pgd_at"], seeds=[0, 1], method_hparams={},
                  dataset_methods={})
-    cls["protocols"]["mlp_adam"]["datasets"] = ["mnist1d_lt100"]
+    cls["protocols"] = {"mlp_adam": {**cls["protocols"]["mlp_adam"], "datasets": ["mnist1d_lt100"]}}
     pref = _track("preference", methods=["dpo", "ipo"], seeds=[0], dataset_methods={"synthpref_eps20": ["dpo"]})
     pref["sweep"] = {m: pref["sweep"][m] for m in pref["methods"]}
     kernels = yaml.safe_load((ROOT / "config/tracks/kernels/smoke.yaml").read_text())

@@ -14,6 +14,8 @@ A task module provides:
 and optionally
   METHOD_OPTIMIZER     true when the trainer builds the optimiser per run, so methods may set
                        `optimizer_hparams` (methods/base.py); other tasks refuse such methods
+  runs_on(method, dataset) -> bool   whether a track's method runs on the dataset when the track's
+                       dataset_methods does not list it (default: every method everywhere)
 """
 from __future__ import annotations
 

@@ -12,9 +12,10 @@ from lossbench import io
 from lossbench.metrics import (COVERAGE_N, classification_metrics, coverage_metrics, robust_metrics,
                                teacher_metrics)
 from lossbench.models import MODELS
+from lossbench.retrieval import METRIC_NAMES as RETRIEVAL_NAMES, recall_at_1, retrieval_metrics
 
 PROTOCOL_SCHEMA = "protocol_classification"
-METHOD_KINDS = ("loss", "batch_loss", "reweight", "sampler", "adversarial")
+METHOD_KINDS = ("loss", "batch_loss", "reweight", "sampler", "adversarial", "embedding")
 OPTIMIZER_AXIS = True  # tracks may add optimizer_axis (optimizer x loss; lossbench.config.variants)
 # what train_run writes; train.json records their sha256. predictions_valsel.npz: the scores of the
 # validation-selected checkpoint (lossbench.train: best val balanced accuracy over the curve points)
@@ -29,6 +30,12 @@ METRICS = ([f"test/{m}" for m in ("accuracy", "balanced_accuracy", "worst_class_
 VALSEL_METRICS = ([f"test_valsel/{m}" for m in ("accuracy", "balanced_accuracy", "worst_class_accuracy", "macro_f1",
                                                 "ece", "nll", "acc_many", "acc_medium", "acc_few")]
                   + ["val_valsel/balanced_accuracy", "train/valsel_step"])
+# an open-world dataset (registry key open_world) is scored by retrieval on the classes it never
+# trained on (lossbench/retrieval.py), from the embeddings predictions.npz holds instead of scores
+# (with the flag `retrieval`); its checkpoint is selected on validation Recall@1 (seen classes)
+RETRIEVAL_METRICS = [f"test/{m}" for m in RETRIEVAL_NAMES] + ["val/recall_at_1"]
+RETRIEVAL_VALSEL_METRICS = ([f"test_valsel/{m}" for m in RETRIEVAL_NAMES]
+                            + ["val_valsel/recall_at_1", "train/valsel_step"])
 ROBUST_METRICS = [f"test/{m}" for m in ("robust_accuracy", "robust_balanced_accuracy", "robust_worst_class_accuracy")]
 TEACHER_METRICS = ["test/teacher_agreement", "test/kl_teacher"]
 
@@ -43,6 +50,8 @@ def check_protocol(proto: dict, where: str, track: dict) -> None:
     milestones, factors = sched.get("milestones", []), sched.get("factors", [])
     if sched["name"] == "step" and (not milestones or len(milestones) != len(factors)):
         raise ConfigError(f"{where}/schedule: step needs milestones and factors of equal length")
+    for d in proto["datasets"]:
+        check_open_world(d, proto, track, where)
     ran = {m for d in proto["datasets"] for m in methods_on(track, d)}
     for m in sorted(ran):
         spec = methods.get(m)
@@ -52,6 +61,34 @@ def check_protocol(proto: dict, where: str, track: dict) -> None:
             raise ConfigError(f"{where}: method {m!r} distils from the track's teacher and needs a `teacher` block")
     if "teacher" in proto and proto["teacher"]["model"]["name"] not in MODELS:
         raise unknown_name("teacher model", proto["teacher"]["model"]["name"], MODELS, f"{where}/teacher/model")
+
+
+def open_world(dataset: str) -> bool:
+    return "open_world" in data.dataset_entry(dataset)
+
+
+def runs_on(method: str, dataset: str) -> bool:
+    """Whether a track's method runs on `dataset` by default (config.methods_on): an embedding method
+    trains no classifier head, so only on open-world datasets; every other method anywhere."""
+    return methods.get(method).kind != "embedding" or open_world(dataset)
+
+
+def check_open_world(dataset: str, proto: dict, track: dict, where: str) -> None:
+    """Embedding methods train no classifier head, so they run on open-world datasets only (a
+    dataset_methods entry cannot list them elsewhere); those are scored by retrieval, with no
+    attack, teacher or choice of variants on validation balanced accuracy (sweep or tuning)."""
+    from lossbench.config import ConfigError, methods_on
+
+    if not open_world(dataset):
+        heads = [m for m in methods_on(track, dataset) if methods.get(m).kind == "embedding"]
+        if heads:
+            raise ConfigError(f"{where}: embedding methods {heads} train no classifier head; they run only on "
+                              f"open-world datasets (registry key open_world), not on {dataset!r}")
+        return
+    blocked = [k for k in ("attack", "teacher") if k in proto] + [k for k in ("tuning", "sweep") if track.get(k)]
+    if blocked:
+        raise ConfigError(f"{where}: {dataset!r} is an open-world dataset, scored by retrieval: its protocol takes "
+                          f"no {', '.join(blocked)}")
 
 
 def train_inputs(run: dict, stage_dir, profile: str) -> dict:
@@ -151,8 +188,11 @@ def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
     curves = pd.DataFrame([{**keys, **row} for row in res.curves], columns=list(keys) + ["step", "epoch", "metric", "value"])
     io.write_csv(out_dir / "curves.csv", curves)
     arrays = {"y_val": ds.y_val, "y_test": ds.y_test, "train_counts": ds.class_counts}
+    outputs = "embeddings" if ds.retrieval else "scores"
+    if ds.retrieval:  # what evaluate_run reads to score retrieval, diverged or not
+        arrays["retrieval"] = np.bool_(True)
     if res.status == "ok":
-        arrays.update(val_scores=res.val_scores, test_scores=res.test_scores)
+        arrays.update({f"val_{outputs}": res.val_scores, f"test_{outputs}": res.test_scores})
         if res.robust_test_scores is not None:
             arrays["robust_test_scores"] = res.robust_test_scores
     if blob is not None:
@@ -161,7 +201,7 @@ def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
     # always written (a diverged run: step -1 and no scores), so every run records the same artefacts
     valsel = {"step": np.asarray(-1 if res.valsel_step is None else res.valsel_step, dtype=np.int64)}
     if res.status == "ok" and res.valsel_step is not None:
-        valsel.update(val_scores=res.valsel_val_scores, test_scores=res.valsel_test_scores)
+        valsel.update({f"val_{outputs}": res.valsel_val_scores, f"test_{outputs}": res.valsel_test_scores})
     io.write_npz(out_dir / VALSEL, **valsel)
     return {"status": res.status, "diverged_at_step": res.diverged_at_step, "steps": res.steps,
             "train_seconds": res.train_seconds, "samples_per_second": res.samples_per_second,
@@ -171,16 +211,23 @@ def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
 
 
 def valsel_metrics(run_dir: Path, info: dict, pred) -> dict:
-    """VALSEL_METRICS from predictions_valsel.npz (checked against train.json by runner.evaluate_run
-    before this reads it): NaN for a run that has none (diverged, or trained before the artefact
-    existed)."""
-    values = {m: float("nan") for m in VALSEL_METRICS}
+    """VALSEL_METRICS (open world: RETRIEVAL_VALSEL_METRICS) from predictions_valsel.npz (checked
+    against train.json by runner.evaluate_run before this reads it): NaN for a run that has none
+    (diverged, or trained before the artefact existed)."""
+    retrieval = "retrieval" in pred
+    values = {m: float("nan") for m in (RETRIEVAL_VALSEL_METRICS if retrieval else VALSEL_METRICS)}
     if info["status"] != "ok" or VALSEL not in (info.get("outputs_sha256") or {}):
         return values
     sel = io.read_npz(run_dir / VALSEL)
     step = int(sel["step"])
     if info.get("valsel_step") != (None if step < 0 else step):
         raise ValueError(f"{run_dir / VALSEL}: step {step} is not train.json's valsel_step {info.get('valsel_step')}")
+    if retrieval:
+        if "test_embeddings" not in sel:
+            return values
+        return {**values, **retrieval_metrics(sel["test_embeddings"], pred["y_test"], "test_valsel"),
+                "val_valsel/recall_at_1": recall_at_1(sel["val_embeddings"], pred["y_val"]),
+                "train/valsel_step": float(step)}
     if "test_scores" not in sel:
         return values
     counts = pred["train_counts"]
@@ -190,8 +237,29 @@ def valsel_metrics(run_dir: Path, info: dict, pred) -> dict:
             "train/valsel_step": float(step)}
 
 
+def evaluate_retrieval(run_dir: Path, info: dict, pred) -> dict:
+    """RETRIEVAL_METRICS of an open-world run (and its validation-selected checkpoint's); NaN when it
+    diverged."""
+    values = {m: float("nan") for m in RETRIEVAL_METRICS}
+    if info["status"] == "ok":
+        values.update(retrieval_metrics(pred["test_embeddings"], pred["y_test"]))
+        values["val/recall_at_1"] = recall_at_1(pred["val_embeddings"], pred["y_val"])
+    return {**values, **valsel_metrics(run_dir, info, pred)}
+
+
 def evaluate_run(run_dir: Path, info: dict):
     pred = io.read_npz(run_dir / "predictions.npz")
+    if "retrieval" in pred:  # an open-world run: no class in common with training, no per-class recall
+        values, per_class = evaluate_retrieval(run_dir, info, pred), None
+    else:
+        values, per_class = evaluate_scores(run_dir, info, pred)
+    values["train/samples_per_second"] = info["samples_per_second"]
+    values["train/optimizer_state_mb"] = info.get("optimizer_state_mb", float("nan"))
+    return values, per_class
+
+
+def evaluate_scores(run_dir: Path, info: dict, pred):
+    """(METRICS and the extras the run has, per-class DataFrame) of a run scored by its logits."""
     counts = pred["train_counts"]
     attacked = "attack" in info["protocol"]
     robust_recall = np.full(len(counts), np.nan)
@@ -210,8 +278,6 @@ def evaluate_run(run_dir: Path, info: dict):
         if "teacher_test_scores" in pred:
             values.update(teacher_metrics(test, pred["teacher_test_scores"]))
     values.update(valsel_metrics(run_dir, info, pred))
-    values["train/samples_per_second"] = info["samples_per_second"]
-    values["train/optimizer_state_mb"] = info.get("optimizer_state_mb", float("nan"))
     keys = {k: info[k] for k in ("track", "dataset", "method", "variant", "seed")}
     per_class = pd.DataFrame({**keys, "class": np.arange(len(counts)), "train_count": counts, "test_recall": recall,
                               **({"robust_recall": robust_recall} if attacked else {})})

@@ -168,7 +168,7 @@ def _call(spec: MethodSpec, *data, progress=0.5):
     needs = {"class_counts": counts, "progress": progress,
              "features": torch.randn(len(targets), 6, generator=g).requires_grad_(True),
              "teacher_logits": torch.randn(logits.shape, generator=g) * 3,
-             "aux_logits": (torch.randn(logits.shape, generator=g) * 3).requires_grad_(True)}
+             "aux_logits": (torch.randn(logits.shape, generator=g) * 3).requires_grad_(True), "logits": logits}
     kw = {k: needs[k] for k in spec.needs if k != "example_state"}
     if spec.kind == "sampler":
         return spec.fn(counts, progress=progress, **hp)  # samplers always get both (methods/base.py)
@@ -179,7 +179,7 @@ def _call(spec: MethodSpec, *data, progress=0.5):
         loss, new_state = spec.fn(logits, targets, example_state=state, **kw, **hp)
         assert new_state.shape == state.shape and not new_state.requires_grad
         return loss
-    return spec.fn(logits, targets, **kw, **hp)
+    return spec.fn(logits, targets, **kw, **hp)  # embedding: the logits stand in for 5-dim embeddings
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -245,7 +245,7 @@ def test_shapes_finite_and_gradients(name, scale):
     if spec.kind == "reweight":
         assert out.shape == (B,) and not out.requires_grad and torch.all(torch.isfinite(out)) and torch.all(out >= 0)
         return
-    expected_shape = () if spec.kind == "batch_loss" else (B,)
+    expected_shape = () if spec.kind in ("batch_loss", "embedding") else (B,)
     assert out.shape == expected_shape
     assert torch.all(torch.isfinite(out))
     out.sum().backward()
@@ -278,7 +278,7 @@ def _check_lm_contract(spec, scale):
 @pytest.mark.parametrize("name", NAMES)  # kinds are filtered inside, so collection imports no module
 def test_bf16_inputs_compute_in_float32(name):
     spec = methods.get(name)
-    if spec.kind not in ("loss", "batch_loss", "token_penalty", *PREFERENCE):
+    if spec.kind not in ("loss", "batch_loss", "embedding", "token_penalty", *PREFERENCE):
         pytest.skip(f"{spec.kind} returns no loss")
     data = _data(spec, dtype=torch.bfloat16)
     out = _call(spec, *(data if isinstance(data, tuple) else (data,)))

@@ -1,0 +1,29 @@
+"""What the embedding losses (kind `embedding`: contrastive, triplet, multi_similarity) share: unit
+embeddings, pair masks and distances within a batch, and the mean over non-zero terms that
+pytorch-metric-learning's AvgNonZeroReducer takes (the reduction of its contrastive and triplet
+losses, which tests/methods/ compares against)."""
+import torch
+import torch.nn.functional as F
+
+
+def cosine_similarity(embeddings):
+    """[B, B] cosine similarities S_ij of the L2-normalised embeddings, in float32."""
+    e = F.normalize(embeddings.float(), dim=1)
+    return e @ e.T
+
+
+def distances(embeddings):
+    """[B, B] Euclidean distances of the L2-normalised embeddings (in [0, 2]), in float32."""
+    e = F.normalize(embeddings.float(), dim=1)
+    return torch.cdist(e, e)
+
+
+def pair_masks(targets):
+    """(positive, negative) [B, B] bool: pairs (i, j), i ≠ j, of the same / a different label."""
+    same = targets[:, None] == targets[None, :]
+    return same & ~torch.eye(len(targets), dtype=torch.bool, device=targets.device), ~same
+
+
+def mean_nonzero(losses):
+    """Mean of the positive entries of non-negative `losses` (0, with a zero gradient, if none)."""
+    return losses.sum() / (losses > 0).sum().clamp_min(1)
