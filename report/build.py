@@ -215,8 +215,8 @@ def track_section(track: str, board: pd.DataFrame, data: Mapping, layout: Mappin
                     extra.append(x)
                     md.append(markdown_extra(x))
         if grokking.is_grokking(data, track):
-            own = data["summary"]
-            extra.append(grokking.steps_table(own[(own["track"] == track) & (own["dataset"] == dataset)],
+            summary = data["summary"]
+            extra.append(grokking.steps_table(summary[(summary["track"] == track) & (summary["dataset"] == dataset)],
                                               [r["method"] for r in table]))
             md.append(markdown_extra(extra[-1]))
         datasets.append({"name": dataset, "description": description, "rows": table, "headers": headers_of(cols),
