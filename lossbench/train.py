@@ -6,6 +6,7 @@ live on the training device as tensors; batches are index slices, not a per-samp
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -344,6 +345,11 @@ class SeedRun:
         return seeded_build(lambda: build_model(self.proto["model"], tuple(self.x_tr.shape[1:]), self.k,
                                                 aux_head="aux_logits" in self.spec.needs), init_seed).to(self.x_tr.device)
 
+    def schedules_lr(self) -> bool:
+        """Whether the lr ever differs from the base lr (a constant schedule without warm-up never does)."""
+        sched = self.proto.get("schedule", {"name": "constant"})
+        return sched["name"] != "constant" or bool(sched.get("warmup_epochs"))
+
     def lr_factor(self, step: int) -> float:
         return lr_factor(self.proto.get("schedule", {"name": "constant"}), step / self.steps_per_epoch, self.total_epochs)
 
@@ -435,19 +441,25 @@ def _train_once(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, o
                           if proto["optimizer"]["name"] == "frugal" else proto["optimizer"])
     base_lrs = [g["lr"] for g in opt.param_groups]
     use_amp = device.startswith("cuda") and proto.get("amp", False)
+    # contexts and the lr loop cost Python time every step: entered only where they do something
+    amp = (lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+    scheduled = run.schedules_lr()
     t0 = time.perf_counter()
     for step in range(run.total):
-        factor = run.lr_factor(step)
-        for g, base in zip(opt.param_groups, base_lrs):
-            g["lr"] = base * factor
+        if scheduled:
+            factor = run.lr_factor(step)
+            for g, base in zip(opt.param_groups, base_lrs):
+                g["lr"] = base * factor
         idx, x_raw, yb = run.next_batch(step)
         xb = run.pipe.normalize(x_raw)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+        with amp():
             feats = model.features(xb)
             logits = model.head(feats)
             aux = model.aux_head(feats) if model.aux_head is not None else None
-            with torch.no_grad():
-                t_logits = teacher(xb) if teacher is not None else None
+            t_logits = None
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits = teacher(xb)
         loss = run.loss(step, idx, yb, feats, logits, aux, t_logits)
         optimizer_step(opt, loss, check=False)
         run.losses.add(loss)
