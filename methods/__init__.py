@@ -59,6 +59,7 @@ REGISTRY: dict[str, str] = {
     "contrastive": ".contrastive:SPEC",  # baseline: all pairs, two margins
     "triplet": ".triplet:SPEC",  # baseline: batch-hard triplets
     "multi_similarity": ".multi_similarity:SPEC",  # Wang et al. CVPR 2019
+    "supcon": ".supcon:SPEC",  # baseline: supervised contrastive (Khosla et al. NeurIPS 2020)
     # --- preference optimisation (docs/methods/README.md, preference track) ---
     "dpo": ".dpo:DPO",  # M1
     "ipo": ".ipo:SPEC",  # M2
