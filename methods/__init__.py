@@ -60,6 +60,7 @@ REGISTRY: dict[str, str] = {
     "triplet": ".triplet:SPEC",  # baseline: batch-hard triplets
     "multi_similarity": ".multi_similarity:SPEC",  # Wang et al. CVPR 2019
     "supcon": ".supcon:SPEC",  # baseline: supervised contrastive (Khosla et al. NeurIPS 2020)
+    "kalm_focal": ".kalm_focal:SPEC",  # KaLM-Embedding-V2 focal-style reweighting of supcon/InfoNCE
     # --- preference optimisation (docs/methods/README.md, preference track) ---
     "dpo": ".dpo:DPO",  # M1
     "ipo": ".ipo:SPEC",  # M2
