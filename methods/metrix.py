@@ -48,11 +48,16 @@ def mixed_triples(targets):
 
 
 def mixed_term(embeddings, targets, lam: float, *, pos_margin: float, neg_margin: float):
-    """L_m of the module docstring for a given λ."""
+    """L_m of the module docstring for a given λ. The mixed embeddings are never formed: with S = ê êᵀ
+    and u = λ ê_p + (1 − λ) ê_n, ‖u‖² = λ² + (1 − λ)² + 2λ(1 − λ) S_pn and ê_a·u = λ S_ap + (1 − λ) S_an,
+    so d(ê_a, u) = ‖ê_a − u/‖u‖‖ = √(2 − 2 ê_a·u/‖u‖): O(B²) from the Gram matrix instead of O(B²·D)
+    for the B² triples (the same value to float rounding)."""
     e = F.normalize(embeddings.float(), dim=1)
+    sim = e @ e.T
     a, p, n = mixed_triples(targets)
-    mixed = F.normalize(lam * e[p] + (1 - lam) * e[n], dim=1)
-    d = (e[a] - mixed).pow(2).sum(1).clamp_min(1e-12).sqrt()
+    norm = (lam ** 2 + (1 - lam) ** 2 + 2 * lam * (1 - lam) * sim[p, n]).clamp_min(1e-24).sqrt()
+    cos = (lam * sim[a, p] + (1 - lam) * sim[a, n]) / norm
+    d = (2 - 2 * cos).clamp_min(1e-12).sqrt()
     return mean_nonzero(lam * F.relu(d - pos_margin)) + mean_nonzero((1 - lam) * F.relu(neg_margin - d))
 
 
