@@ -29,9 +29,9 @@ second argument detached: each embedding gets its gradient as an anchor).
 
 The supervised variant is a reconstruction: the paper's positives are the other augmented views of the
 anchor's image (a fixed count per anchor, one network size); here they are the anchor's classmates in the
-batch, so the count varies per anchor, anchors are grouped by (p, k) and each group runs its own network
-size, and ℓ_i is averaged per anchor (the authors' BCE mean over the n entries of every anchor, the same
-when n is fixed).
+batch, so the count varies per anchor: each anchor runs its own network size (all of them in one padded
+pass, equal to one network per (p, k) group: test_groco.py), and ℓ_i is averaged per anchor (the authors'
+BCE mean over the n entries of every anchor, the same when n is fixed).
 """
 import math
 
@@ -57,12 +57,20 @@ def _mix(v, start: int, m: int, alpha):
     return torch.cat([v[..., :start], mixed, v[..., start + 2 * m:]], -1)
 
 
-def _soft_sort(x, steepness: float):
-    """Soft-sorted values [A, n] and each layer's comparator weights α (Cauchy CDF)."""
+def _soft_sort(x, steepness: float, sizes=None):
+    """Soft-sorted values [A, n] and each layer's comparator weights α (Cauchy CDF). `sizes` [A]: row a
+    holds n_a ≤ n real wires followed by padding, and runs its own n_a-layer network on them: a
+    comparator (w, w+1) of layer l acts on row a only if w + 1 < n_a and l < n_a, otherwise α = 1,
+    which leaves both wires exactly as they are. The rows' own networks are then one padded network,
+    so anchors of every size run in one pass (the parity of a wire is its position, which padding on
+    the right never moves)."""
     alphas = []
-    for start, m in _layers(x.shape[1]):
+    for layer, (start, m) in enumerate(_layers(x.shape[1])):
         pairs = x[:, start:start + 2 * m].unflatten(1, (m, 2))
         alpha = torch.atan(steepness * (pairs[..., 1] - pairs[..., 0])) / math.pi + 0.5
+        if sizes is not None:
+            high = start + 2 * torch.arange(m, device=x.device) + 1  # each comparator's upper wire
+            alpha = torch.where((high < sizes[:, None]) & (layer < sizes[:, None]), alpha, torch.ones_like(alpha))
         x = _mix(x, start, m, alpha)
         alphas.append(alpha)
     return x, alphas
@@ -81,25 +89,55 @@ def odd_even_soft_sort(x, steepness: float):
 
 
 def group_ordering_loss(neg, pos, steepness: float):
-    """Per-row GroCo loss [A] of pre-ordered negatives [A, k] and positives [A, p] (each ascending).
-
-    q⁺ = P·1[c ≥ k] is computed without forming P: P = M_1 ⋯ M_n (each layer's mixing M_l is symmetric),
-    so P·v = M_1(⋯(M_n v)), the layers applied to v in reverse order."""
+    """Per-row GroCo loss [A] of pre-ordered negatives [A, k] and positives [A, p] (each ascending)."""
     k, p = neg.shape[1], pos.shape[1]
     x = torch.cat([neg, pos], 1)
-    _, alphas = _soft_sort(x, steepness)
-    t = torch.cat([x.new_zeros(k), x.new_ones(p)]).expand_as(x)
-    q_pos, q_neg = t, 1 - t
-    for (start, m), alpha in reversed(list(zip(_layers(k + p), alphas))):
-        q_pos, q_neg = _mix(q_pos, start, m, alpha), _mix(q_neg, start, m, alpha)
-    q_pos, q_neg = q_pos.clamp(0, 1), q_neg.clamp(0, 1)  # clipped as the authors do (rounding can pass 1)
+    return padded_group_loss(x, torch.cat([x.new_zeros(k), x.new_ones(p)]).expand_as(x), None, steepness)
+
+
+def padded_group_loss(x, t, sizes, steepness: float):
+    """Per-row GroCo loss [A] of rows x [A, n] pre-ordered as (negatives ascending, positives ascending,
+    padding), t [A, n] = 1 on the positives; `sizes` [A] the real wires per row (None: all n).
+
+    q⁺ = P·t is computed without forming P: P = M_1 ⋯ M_n (each layer's mixing M_l is symmetric), so
+    P·v = M_1(⋯(M_n v)), the layers applied to v in reverse order; q⁻ = P·(1 − t) on the real wires."""
+    _, alphas = _soft_sort(x, steepness, sizes)
+    q = torch.stack([t, 1 - t])  # q⁺ and q⁻ through the layers together (the same linear maps)
+    for (start, m), alpha in reversed(list(zip(_layers(x.shape[1]), alphas))):
+        q = _mix(q, start, m, alpha)
+    q_pos, q_neg = q.clamp(0, 1).unbind()  # clipped as the authors do (rounding can pass 1)
     bce = (F.binary_cross_entropy(q_pos, t, reduction="none")
            + F.binary_cross_entropy(q_neg, 1 - t, reduction="none")) / 2
-    return bce.mean(1)
+    if sizes is None:
+        return bce.mean(1)
+    real = torch.arange(x.shape[1], device=x.device) < sizes[:, None]
+    return (bce * real).sum(1) / sizes
 
 
 def groco_from_similarity(sim, targets, *, steepness: float, topk_neg: int):
-    """The GroCo loss of a [B, B] similarity matrix (row i: anchor i); the module docstring's formula."""
+    """The GroCo loss of a [B, B] similarity matrix (row i: anchor i); the module docstring's formula.
+    Every anchor runs its own network size n_i = k_i + p_i, all in one padded pass (_soft_sort)."""
+    pos, neg = pair_masks(targets)
+    n_pos, n_neg = pos.sum(1), neg.sum(1).clamp(max=int(topk_neg))
+    valid = (n_pos > 0) & (n_neg > 0)
+    if not valid.any():
+        return sim.sum() * 0.0
+    s, pos, k, p = sim[valid], pos[valid], n_neg[valid], n_pos[valid]
+    pos_sorted = torch.where(pos, s, torch.inf).sort(1).values  # ascending, the p_i positives first
+    neg_top = torch.where(neg[valid], s, -torch.inf).topk(int(k.max()), 1).values  # descending, k_i real
+    sizes = k + p
+    c = torch.arange(int(sizes.max()), device=s.device).expand(len(s), -1)
+    is_neg, is_pos = c < k[:, None], (c >= k[:, None]) & (c < sizes[:, None])
+    # wire c: the (k_i − 1 − c)-th hardest negative (ascending order), then the (c − k_i)-th positive
+    x = torch.where(is_neg, neg_top.gather(1, (k[:, None] - 1 - c).clamp(0, neg_top.shape[1] - 1)),
+                    torch.where(is_pos, pos_sorted.gather(1, (c - k[:, None]).clamp(0, pos_sorted.shape[1] - 1)),
+                                torch.zeros((), dtype=s.dtype, device=s.device)))
+    return padded_group_loss(x, is_pos.to(s.dtype), sizes, steepness).mean()
+
+
+def grouped_groco_from_similarity(sim, targets, *, steepness: float, topk_neg: int):
+    """The same loss with one network per (p, k) group of anchors (the direct reading of the formula):
+    the test oracle of groco_from_similarity's padded pass."""
     pos, neg = pair_masks(targets)
     n_pos, n_neg = pos.sum(1), neg.sum(1).clamp(max=int(topk_neg))
     valid = (n_pos > 0) & (n_neg > 0)

@@ -131,3 +131,23 @@ def test_an_open_world_run_trains_and_evaluates_end_to_end(tmp_path):
     from tests.harness.test_retrieval import test_an_open_world_run_trains_and_evaluates_end_to_end as run
 
     run(tmp_path, "groco")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_padded_pass_equals_one_network_per_group(seed):
+    """All anchors in one padded network (groco_from_similarity) = one network per (p, k) group, in
+    value and gradient: padding on the right and identity comparators change nothing."""
+    from lossbench.methods.groco import grouped_groco_from_similarity
+
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (24,), generator=g)
+    y[0] = 9  # an anchor with no positive: skipped by both
+    e = torch.nn.functional.normalize(torch.randn(24, 6, generator=g, dtype=torch.float64), dim=1)
+    grads = []
+    for fn in (groco_from_similarity, grouped_groco_from_similarity):
+        sim = (e @ e.T).requires_grad_()
+        loss = fn(sim, y, steepness=2.0, topk_neg=5)
+        loss.backward()
+        grads.append((loss.detach(), sim.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-10, atol=1e-12)
