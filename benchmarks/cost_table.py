@@ -479,6 +479,8 @@ def representatives(profiles) -> dict:
             return (t is not None and wc.get("method") != t["baseline"], at, int(wc.get("seed", 0)), wc.get("variant", ""))
 
         for job in sorted(jobs, key=rank):
+            if job.rule == "train_together":  # priced as its seeds' separate runs (plan.Pricer.seconds)
+                continue
             key = pricer.key(job)
             if key not in out:
                 amp = bool((pricer.protocol(job) or ("", {}))[1].get("amp"))

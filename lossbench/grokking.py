@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from lossbench.seeding import seeded_build
-from lossbench.train import build_optimizer
+from lossbench.train import LossLog, build_optimizer
 from lossbench.methods.base import MethodSpec
 from lossbench.methods.erm import cross_entropy
 from lossbench.methods.softmax_ce import PRECISIONS
@@ -187,15 +187,21 @@ def train_grokking(x_train, y_train, x_test, y_test, num_classes: int, spec: Met
     held = _Held(x_val, y_val, x_test, y_test)
     res = GrokResult(status="ok")
     solved = Solved(proto["budget"].get("stop_when_solved"))
+    losses = LossLog(proto["eval"]["every"], x_train.device)  # read back at logged steps: no host sync per step
     t0 = time.perf_counter()
     for step in range(total + 1):
         logits = model(x_train)
         per_example = loss_fn(logits, y_train)
         loss = per_example.mean()
-        if not torch.isfinite(loss):
-            res.status, res.diverged_at_step = "diverged", step
-            log(f"loss became {float(loss.detach())} at step {step}: recorded as diverged")
-            break
+        losses.add(loss)
+        if step in logged or step == total:
+            values = losses.flush()
+            bad = LossLog.first_bad(values)
+            if bad is not None:  # the steps since only touched a run that is recorded as diverged
+                res.status = "diverged"
+                res.diverged_at_step = step = step + 1 - len(values) + bad
+                log(f"loss became {values[bad]} at step {step}: recorded as diverged")
+                break
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if step in logged:

@@ -28,7 +28,7 @@ import torch
 from lossbench.lm import eval_mode
 from lossbench.lm_loss import resolve_impl, token_losses
 from lossbench.seeding import generator
-from lossbench.train import batch_indices, build_optimizer, optimizer_step
+from lossbench.train import LossLog, batch_indices, build_optimizer, optimizer_step
 
 FLAGS = ("clean", "redundant", "noise")
 # weight histograms: w·N (1 = the uniform weight), fixed edges so runs and steps compare
@@ -241,7 +241,9 @@ def train_lm(model, corpus: Corpus, spec, hp: dict, proto: dict, *, order_seed: 
     perm_state = {"perm": None, "pos": len(pool)}
     stats = WeightStats(corpus.n_domains)
     every = proto["eval"]["every"]
-    running, t0, train_time = [], time.perf_counter(), 0.0
+    # the objective (divergence) and the mean token CE (the curve), read back once per curve interval
+    objective, token_ce = LossLog(every, device), LossLog(every, device)
+    t0, train_time = time.perf_counter(), 0.0
     model.train()
     step = 0
     for step in range(total):
@@ -255,16 +257,19 @@ def train_lm(model, corpus: Corpus, spec, hp: dict, proto: dict, *, order_seed: 
                                   ref_logp=None if ref_logp is None else ref_logp[idx])
         if w is not None:
             stats.add(w, corpus.domain[idx], corpus.flag[idx])
-        if not optimizer_step(opt, loss, clip=budget.get("grad_clip")):
-            train_time += time.perf_counter() - t0
-            result.status, result.diverged_at_step = "diverged", step
-            log(f"loss became {loss.item()} at step {step}: recorded as diverged")
-            break
-        running.append(float(ce.detach().mean()))
+        optimizer_step(opt, loss, clip=budget.get("grad_clip"), check=False)
+        objective.add(loss)
+        token_ce.add(ce.detach().mean())
         if on_step is not None:
             on_step(step + 1, model)
         if (step + 1) % every == 0 or step + 1 == total:
             train_time += time.perf_counter() - t0
+            values, running = objective.flush(), token_ce.flush()
+            bad = LossLog.first_bad(values)
+            if bad is not None:  # the steps after it only touched a run that is recorded as diverged
+                result.status, result.diverged_at_step = "diverged", step + 1 - len(values) + bad
+                log(f"loss became {values[bad]} at step {result.diverged_at_step}: recorded as diverged")
+                break
             tokens = (step + 1) * batch * seq
             val = domain_losses(model, corpus.val, corpus.val_domain, corpus.n_domains, impl)
             rows = _domain_record("val", val, corpus.domain_names, step + 1, tokens)
@@ -274,8 +279,8 @@ def train_lm(model, corpus: Corpus, spec, hp: dict, proto: dict, *, order_seed: 
             result.curves += rows
             log(f"step {step + 1}/{total} tokens {tokens} train/loss {np.mean(running):.4f} "
                 f"val/loss {np.nanmean(val):.4f}")
-            running, t0 = [], time.perf_counter()
-    result.steps = step + 1 if result.status == "ok" else step
+            t0 = time.perf_counter()
+    result.steps = step + 1 if result.status == "ok" else result.diverged_at_step
     result.tokens = result.steps * batch * seq
     result.train_seconds = train_time
     result.tokens_per_second = result.tokens / max(train_time, 1e-9)

@@ -41,13 +41,24 @@ TABLE = lbconfig.ROOT / "config" / "throughput.yaml"
 DEVICES = {"cpu": "CPU core-h", "cuda": "H100 h"}
 # what a rule's work scales with; any other rule costs its entry's fixed_s per job
 UNITS = {"train_run": "step", "classification_teacher": "step", "lm_reference": "step", "pref_sft": "step",
-         "pref_reward_model": "step", "aggregate_results": "run"}
+         "pref_reward_model": "step", "aggregate_results": "run", "train_together": "step"}
 # jobs without a track wildcard: the group they are reported under
 OTHER = {"prepare_source": "data", "download_source": "data", "aggregate_results": "report",
          "build_report": "report", "aggregate_kernels": "kernels", "aggregate_overopt": "report", "all": "report"}
 # protocol keys only some rules read: left out of every other rule's protocol digest, so adding such
 # a block (the preference track's best-of-n study) keeps the table's entries of the runs it leaves alone
-READ_ONLY_BY = {"overoptimization": ("pref_overopt",)}
+# (a dotted key names an entry of a block: `eval.revision_methods` leaves the rest of `eval` in every digest)
+READ_ONLY_BY = {"overoptimization": ("pref_overopt",), "seeds_together": ("train_together",),
+                "eval.revision_methods": ("pref_sample_eval", "evaluate_run")}
+
+
+def read_by(block: dict, rule: str) -> dict:
+    """The part of a protocol block that `rule` reads (READ_ONLY_BY's keys only where they list it)."""
+    def reads(key):
+        return rule in READ_ONLY_BY.get(key, (rule,))
+
+    return {k: ({kk: vv for kk, vv in v.items() if reads(f"{k}.{kk}")} if isinstance(v, dict) else v)
+            for k, v in block.items() if reads(k)}
 RULE = re.compile(r"^(?:local)?rule (\w+):$")
 WILDCARDS = re.compile(r"^\s+wildcards: (.*)$")
 TOTAL = re.compile(r"^total\s+(\d+)$", re.M)
@@ -125,8 +136,9 @@ def load_table(path=TABLE) -> dict:
 class Pricer:
     """Prices the jobs of one profile with one throughput table."""
 
-    def __init__(self, tracks: dict, benches: dict, table: dict, n_runs: int):
+    def __init__(self, tracks: dict, benches: dict, table: dict, n_runs: int, groups: Counter | None = None):
         self.tracks, self.benches, self.table, self.n_runs = tracks, benches, table, n_runs
+        self.groups = groups or Counter()  # (track, dataset, method, variant) trained together: its seeds
         self._cache = {}
 
     def _cached(self, what: str, job: Job, fn):
@@ -151,7 +163,7 @@ class Pricer:
     def _key(self, job: Job) -> str:
         wc, cls, proto = job.wildcards, self._class(job), self.protocol(job)
         if proto is not None:
-            block = {k: v for k, v in proto[1].items() if job.rule in READ_ONLY_BY.get(k, (job.rule,))}
+            block = read_by(proto[1], job.rule)
             if cls == "optimizer":  # the axis replaces the protocol's model
                 block = {**block, "axis_model": self.tracks[wc["track"]]["optimizer_axis"].get("model", block.get("model"))}
             where = f"{proto[0]}-{digest(block)}"
@@ -198,6 +210,9 @@ class Pricer:
             return 0
         if job.rule == "train_run":
             return self._cached("units", job, lambda j: self._run_steps(self._run(j)))
+        if job.rule == "train_together":  # its seeds' steps
+            return self.groups.get(group_of(job.wildcards), 0) * self._cached(
+                "units", job, lambda j: self._run_steps(self._run(Job("train_run", {**j.wildcards, "seed": "0"}))))
         return self._cached("units", job, self._stage_steps)
 
     def _run_steps(self, run: dict) -> int:
@@ -240,7 +255,20 @@ class Pricer:
 
     def seconds(self, job: Job, key: str, device: str) -> tuple[float | None, bool]:
         """(seconds of `job` on `device`, whether the figure is an estimate) or (None, False) when
-        the table has no entry for it."""
+        the table has no entry for it. Seeds trained together (rule train_together): the group job
+        costs its seeds' separate runs where the table has no entry of its own (the together speedup
+        not counted), and each seed's train_run is a copy, priced at 0."""
+        group = self.groups.get(group_of(job.wildcards), 0)
+        if job.rule == "train_run" and group:
+            return 0.0, True
+        if job.rule == "train_together" and self.entry(key) is None:
+            run = Job("train_run", {**job.wildcards, "seed": "0"})
+            secs, _ = self._priced(run, self.key(run), device)
+            return (None, False) if secs is None else (group * secs, True)
+        return self._priced(job, key, device)
+
+    def _priced(self, job: Job, key: str, device: str) -> tuple[float | None, bool]:
+        """`job`'s table entry applied: fixed_s + units × unit_s."""
         entry = (self.entry(key) or {}).get(device)
         if entry is None or "not_applicable" in entry:
             return None, False
@@ -250,9 +278,15 @@ class Pricer:
         return entry.get("fixed_s", 0.0) + self.units(job) * entry.get("unit_s", 0.0), bool(entry.get("estimate"))
 
 
+def group_of(wildcards: dict) -> tuple:
+    return tuple(wildcards.get(k) for k in ("track", "dataset", "method", "variant"))
+
+
 def estimate(jobs: list[Job], tracks: dict, benches: dict, table: dict) -> dict:
     """Jobs and seconds per (track, rule) and device, with the unpriced jobs' keys."""
-    pricer = Pricer(tracks, benches, table, n_runs=sum(j.rule == "train_run" for j in jobs))
+    together = {group_of(j.wildcards) for j in jobs if j.rule == "train_together"}
+    groups = Counter(group_of(j.wildcards) for j in jobs if j.rule == "train_run" and group_of(j.wildcards) in together)
+    pricer = Pricer(tracks, benches, table, n_runs=sum(j.rule == "train_run" for j in jobs), groups=groups)
     rows = defaultdict(lambda: {"jobs": 0, **{d: 0.0 for d in DEVICES}, "estimated": set(), "priced": Counter()})
     unpriced, moot = {d: Counter() for d in DEVICES}, {d: Counter() for d in DEVICES}  # moot: not_applicable
     for job in jobs:

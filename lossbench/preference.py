@@ -40,7 +40,7 @@ from scipy.stats import ks_2samp
 from lossbench.lm import (eval_mode, join_prompt_response, pack_rows, response_mask_of, sample, token_kl,
                           token_logps)
 from lossbench.seeding import seeded_build
-from lossbench.train import optimizer_step
+from lossbench.train import LossLog, optimizer_step
 from lossbench.methods.base import MethodSpec, PairBatch
 from lossbench.methods.spo import degrade
 
@@ -506,19 +506,24 @@ def train_policy(spec: MethodSpec, hp: dict, policy, ref_cache: RefCache, data: 
                           for split, (d, c) in probes.items() for k, v in probe_metrics(spec, policy, c, d).items())
 
     record(0)
+    losses = LossLog(every, device)  # read back once per logging interval: no host sync per step
     for step in range(steps):
         t0 = time.perf_counter()
         loss, step_stats = step_loss(policy, data.take(next(batches)))
-        if not optimizer_step(opt, loss):
-            run.status, run.diverged_at_step = "diverged", step
-            log(f"{spec.name}: loss {loss.item()} at step {step}: recorded as diverged")
-            break
+        optimizer_step(opt, loss, check=False)
+        losses.add(loss)
         run.train_seconds += time.perf_counter() - t0
         run.steps = step + 1
-        running.append(float(loss.detach()))
         for k, v in step_stats.items():
             stats.setdefault(k, []).append(v)
         if run.steps % every == 0 or run.steps == steps:
+            running = losses.flush()
+            bad = LossLog.first_bad(running)
+            if bad is not None:  # the steps after it only touched a run that is recorded as diverged
+                run.status = "diverged"
+                run.diverged_at_step = run.steps = run.steps - len(running) + bad
+                log(f"{spec.name}: loss {running[bad]} at step {run.diverged_at_step}: recorded as diverged")
+                break
             run.curves.append({"step": run.steps, "metric": "train/loss", "value": float(np.mean(running))})
             run.curves.extend({"step": run.steps, "metric": f"train/{k}", "value": float(np.mean(v))}
                               for k, v in stats.items())

@@ -109,6 +109,8 @@ def _twin(run: dict, twins) -> dict | None:
     this run's signature and finished (ok or diverged: both are results); None when none did."""
     mine = json.loads(json.dumps(training_signature(run), default=str))  # as train.json stores it
     for path in twins or ():
+        if not Path(path).exists():  # a group of seeds trained together that failed: train alone
+            continue
         info = io.read_json(path)
         if info.get("status") in ("ok", "diverged") and {k: info.get(k) for k in mine} == mine:
             return {**info, "path": str(path)}
@@ -130,11 +132,14 @@ def _copy_twin(run: dict, twin: dict, out_dir: Path, task, log) -> tuple[dict, d
             io.write_csv(out_dir / name, table)
         else:
             shutil.copy2(src / name, out_dir / name)
-    log.info(f"same training as {twin['variant']} (run {twin['run_id']}): its artefacts copied, not retrained")
+    if "trained_together" in twin:
+        log.info(f"trained together with seeds {twin['trained_together']['seeds']} ({src}): its artefacts copied")
+    else:
+        log.info(f"same training as {twin['variant']} (run {twin['run_id']}): its artefacts copied, not retrained")
     runner_keys = {"wall_seconds", "inputs", "inputs_sha256", "outputs_sha256", "versions", "git_commit",
                    "git_dirty", "torch_threads", "path", *NAMING_KEYS}
     result = {k: v for k, v in twin.items() if k not in run and k not in runner_keys}
-    result["copied_from"] = {"variant": twin["variant"], "run_id": twin["run_id"]}
+    result["copied_from"] = {"variant": twin["variant"], "run_id": twin["run_id"], "path": str(src)}
     return result, {name: io.sha256_file(out_dir / name) for name in artefact_names(task, run, out_dir)}
 
 
@@ -151,8 +156,6 @@ def train_run(run: dict, inputs: dict, out_dir, device: str = "cpu", log_path=No
 
     A run that raises (a bug, CUDA out of memory) is a result, not a crash: it is recorded as
     `failed` (record_failure) and the DAG goes on."""
-    from lossbench import devices
-
     out_dir = Path(out_dir)
     begin_attempt(out_dir, "train_run")
     log_path = Path(log_path or out_dir / "train.log")
@@ -176,26 +179,81 @@ def train_run(run: dict, inputs: dict, out_dir, device: str = "cpu", log_path=No
     wall = time.perf_counter() - t0
     if "copied_from" in result:  # the run's cost is its training's (the twin's); the copy's beside it
         result["copied_from"]["copy_seconds"], wall = wall, twin["wall_seconds"]
-    info = {
-        **run, **result, "wall_seconds": wall, **devices.describe(device),
-        "torch_threads": torch.get_num_threads(),
-        "inputs": {k: str(p) for k, p in sorted(inputs.items())}, "inputs_sha256": inputs_sha256,
-        "outputs_sha256": outputs_sha256,
-        "versions": io.package_versions(), **io.git_state(Path(__file__).parent),
-    }
+    info = _train_info(run, result, wall, device, inputs, inputs_sha256, outputs_sha256)
     io.write_json(out_dir / "train.json", info)
     end_attempt(out_dir, "train_run")
     log.info(f"done: {result['status']}, {wall:.2f} s")
     return info
 
 
-def _injected_failure(run: dict) -> None:
+def _train_info(run: dict, result: dict, wall: float, device: str, inputs: dict, inputs_sha256: dict,
+                outputs_sha256: dict) -> dict:
+    """A run's train.json: the resolved run, its result and its provenance."""
+    from lossbench import devices
+
+    return {
+        **run, **result, "wall_seconds": wall, **devices.describe(device),
+        "torch_threads": torch.get_num_threads(),
+        "inputs": {k: str(p) for k, p in sorted(inputs.items())}, "inputs_sha256": inputs_sha256,
+        "outputs_sha256": outputs_sha256,
+        "versions": io.package_versions(), **io.git_state(Path(__file__).parent),
+    }
+
+
+TOGETHER_INDEX = "seeds.json"
+
+
+def train_together(runs: list[dict], inputs: dict, group_dir, device: str = "cpu", log_path=None) -> dict:
+    """Train the seeds `runs` of one (track, dataset, method, variant) as one stacked model (the
+    task's `train_together_runs`; classification) into group_dir/seed<k>/, each folder what
+    train_run would write (train.json with `trained_together`), and group_dir/seeds.json.
+
+    The seeds' own train_run jobs then take these as twins (train_run's `twins`: same training
+    signature, so their artefacts are copied, not trained again). A group that raises records the
+    error in seeds.json and leaves no seed folder: each seed then trains on its own."""
+    group_dir = Path(group_dir)
+    log_path = Path(log_path or group_dir / "train.log")
+    log = run_logger(log_path)
+    device = resolve_device(device)
+    inputs_sha256 = check_inputs(inputs)
+    seeds = [r["seed"] for r in runs]
+    out_dirs = [group_dir / f"seed{s}" for s in seeds]
+    t0 = time.perf_counter()
+    try:
+        first = runs[0]
+        log.info(f"{first['track']}/{first['dataset']}/{first['method']}/{first['variant']}: seeds {seeds} "
+                 f"trained together on {device}")
+        _injected_failure(first, seed="together")
+        task = tasks.get(first["task"])
+        for d in out_dirs:
+            d.mkdir(parents=True, exist_ok=True)
+        results = task.train_together_runs(runs, inputs, out_dirs, device, [log] * len(runs))
+    except Exception as exc:
+        log.exception(f"seeds trained together failed ({type(exc).__name__}: {exc}); each trains on its own")
+        index = {"seeds": seeds, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        io.write_json(group_dir / TOGETHER_INDEX, index)
+        return index
+    wall = time.perf_counter() - t0
+    for run, result, out in zip(runs, results, out_dirs):
+        result = {**result, "trained_together": {"seeds": seeds, "wall_seconds": wall}}
+        outputs_sha256 = {name: io.sha256_file(out / name) for name in artefact_names(task, run, out)}
+        io.write_json(out / "train.json", _train_info(run, result, wall / len(runs), device, inputs, inputs_sha256,
+                                                      outputs_sha256))
+    index = {"seeds": seeds, "status": "ok", "wall_seconds": wall,
+             "runs": {f"seed{s}": r["status"] for s, r in zip(seeds, results)}}
+    io.write_json(group_dir / TOGETHER_INDEX, index)
+    log.info(f"done: {len(runs)} seeds in {wall:.2f} s")
+    return index
+
+
+def _injected_failure(run: dict, seed: str | None = None) -> None:
     """Fault injection for testing the failure path end to end: LOSSBENCH_FAIL_RUNS holds
-    comma-separated globs over `track/dataset/method/variant/seed<k>`; a matching run raises."""
+    comma-separated globs over `track/dataset/method/variant/seed<k>` (a group of seeds trained
+    together: `.../<variant>/together`, `seed`); a matching run raises."""
     import fnmatch
     import os
 
-    name = "/".join(str(run[k]) for k in ("track", "dataset", "method", "variant")) + f"/seed{run['seed']}"
+    name = "/".join(str(run[k]) for k in ("track", "dataset", "method", "variant")) + f"/{seed or 'seed' + str(run['seed'])}"
     for pattern in filter(None, os.environ.get("LOSSBENCH_FAIL_RUNS", "").split(",")):
         if fnmatch.fnmatchcase(name, pattern.strip()):
             raise RuntimeError(f"failure injected by LOSSBENCH_FAIL_RUNS={pattern.strip()!r}")

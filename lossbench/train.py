@@ -6,6 +6,7 @@ live on the training device as tensors; batches are index slices, not a per-samp
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -290,122 +291,181 @@ def train(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, order_s
     return last
 
 
+class SeedRun:
+    """One seed's side of a classification run: its data on the device, data order and sampling,
+    per-example state, losses, curve points, validation-selected checkpoint and final scores.
+
+    `_train_once` drives one with its own model and optimiser; lossbench.train_together drives several
+    whose models are views of one stacked model (each seed still draws from its own generators)."""
+
+    def __init__(self, data, spec: MethodSpec, hp: dict, proto: dict, order_seed: int, device: str, log,
+                 teacher=None, step_offset: int = 0):
+        self.data, self.spec, self.proto, self.log, self.teacher = data, spec, proto, log, teacher
+        self.order_seed = order_seed
+        self.k, self.step_offset = data.num_classes, step_offset
+        self.fn_hp = spec.split_hparams(hp)[0]
+        self.pipe = InputPipeline(data.modality, proto.get("augment", "none"), device, order_seed + 1)
+        self.x_tr, self.x_val, self.x_te = (self.pipe.to_device(a) for a in (data.x_train, data.x_val, data.x_test))
+        self.y_tr = torch.from_numpy(data.y_train).to(device)
+        self.y_val = torch.from_numpy(data.y_val).to(device)
+        self.y_cpu = torch.from_numpy(data.y_train)
+        self.counts_cpu = torch.bincount(self.y_cpu, minlength=self.k).float()
+        self.counts = self.counts_cpu.to(device)
+        self.attack = proto.get("attack")
+        if spec.kind == "adversarial" and not self.attack:
+            raise ValueError(f"{spec.name}: adversarial training needs the protocol's `attack` block")
+        self.embed = data.retrieval  # open world: every method is scored on its embeddings, not its logits
+        if spec.kind == "embedding" and not self.embed:
+            raise ValueError(f"{spec.name}: an embedding method trains no classifier head; run it on an open-world dataset")
+        if self.embed and self.attack:
+            raise ValueError(f"{data.name}: an open-world dataset is scored by retrieval; its protocol takes no `attack`")
+        self.val_metric = "val/recall_at_1" if self.embed else "val/balanced_accuracy"
+        if teacher is not None:
+            teacher.eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+        self.n = len(self.y_tr)
+        self.batch = min(proto["budget"]["batch_size"], self.n)
+        self.steps_per_epoch = max(1, self.n // self.batch)
+        budget = proto["budget"]
+        self.total = budget["steps"] if "steps" in budget else budget["epochs"] * self.steps_per_epoch
+        self.total_epochs = self.total / self.steps_per_epoch
+        self.eval_every = max(1, self.total // proto.get("curve_points", 20))
+        self.gen = generator(order_seed)  # data order / sampling, on CPU for portability
+        self.perm_state = {"perm": None, "pos": self.n}
+        self.state = None
+        if "example_state" in spec.needs:
+            self.state = torch.full((self.n,), float(spec.init_state(self.fn_hp)), device=device)
+        self.result = TrainResult(status="ok", val_scores=None, test_scores=None)
+        self.best = {"val": -math.inf, "step": None, "state": None}  # the validation-selected checkpoint
+        self.losses, self.train_time, self.steps_done = LossLog(self.eval_every, device), 0.0, 0
+        self.model = None  # set by the driver
+
+    def build_model(self, init_seed: int) -> torch.nn.Module:
+        return seeded_build(lambda: build_model(self.proto["model"], tuple(self.x_tr.shape[1:]), self.k,
+                                                aux_head="aux_logits" in self.spec.needs), init_seed).to(self.x_tr.device)
+
+    def schedules_lr(self) -> bool:
+        """Whether the lr ever differs from the base lr (a constant schedule without warm-up never does)."""
+        sched = self.proto.get("schedule", {"name": "constant"})
+        return sched["name"] != "constant" or bool(sched.get("warmup_epochs"))
+
+    def lr_factor(self, step: int) -> float:
+        return lr_factor(self.proto.get("schedule", {"name": "constant"}), step / self.steps_per_epoch, self.total_epochs)
+
+    def next_batch(self, step: int):
+        """(idx, raw inputs, labels) of the step's batch; PGD inputs for an adversarial method."""
+        idx = batch_indices(self.spec, self.fn_hp, self.y_cpu, self.counts_cpu, step / self.total, self.n,
+                            self.batch, self.gen, self.perm_state).to(self.x_tr.device)
+        x_raw, yb = self.pipe.raw(self.x_tr[idx], train=True), self.y_tr[idx]
+        if self.spec.kind == "adversarial":
+            x_raw = attack_inputs(self.model, self.pipe, x_raw, yb, self.attack, self.attack["steps"], self.pipe.gen)
+        return idx, x_raw, yb
+
+    def loss(self, step: int, idx, yb, feats, logits, aux=None, t_logits=None):
+        needs = {"class_counts": self.counts, "progress": step / self.total, "features": feats.float(),
+                 "logits": logits.float(), "aux_logits": None if aux is None else aux.float(),
+                 "teacher_logits": None if t_logits is None else t_logits.float()}
+        return _loss(self.spec, self.fn_hp, logits.float(), yb, needs, self.state, idx)
+
+    def at_curve_point(self, step: int) -> bool:
+        return (step + 1) % self.eval_every == 0 or step + 1 == self.total
+
+    def outputs(self, m, x):  # what evaluation reads: scores, or embeddings on an open-world dataset
+        return predict_scores(m, self.pipe, x, self.spec, self.fn_hp, self.counts, embed=self.embed)
+
+    def curve_point(self, step: int) -> bool:
+        """Read back the interval's losses and record the curve point after `step`; False (the run is
+        recorded as diverged, at the step of its first non-finite loss) when training must stop."""
+        values = self.losses.flush()
+        self.steps_done = step + 1
+        bad = LossLog.first_bad(values)
+        if bad is not None:
+            self.result.status, self.result.diverged_at_step = "diverged", step + 1 - len(values) + bad
+            self.log(f"loss became {values[bad]} at step {self.result.diverged_at_step}: recorded as diverged")
+            return False
+        running, running_n = LossLog.total(values), len(values)
+        val_scores = self.outputs(self.model, self.x_val)
+        val = recall_at_1_t(val_scores, self.y_val) if self.embed else balanced_accuracy_t(val_scores, self.y_val, self.k)
+        ep = (step + 1) / self.steps_per_epoch
+        at = self.step_offset + step + 1
+        self.result.curves += [
+            {"step": at, "epoch": ep, "metric": "train/loss", "value": running / running_n},
+            {"step": at, "epoch": ep, "metric": self.val_metric, "value": val},
+        ]
+        if val > self.best["val"]:  # strictly: a tie keeps the earlier step; NaN never selects
+            self.best.update(val=val, step=at, state=None if step + 1 == self.total else _state_copy(self.model))
+        self.log(f"step {step + 1}/{self.total} epoch {ep:.1f} train/loss {running / running_n:.4f} "
+                 f"{self.val_metric} {val:.4f}")
+        return True
+
+    def finish(self, opt, share: int = 1) -> TrainResult:
+        """The result: the last step's and the validation-selected checkpoint's scores (a run that
+        finished), robust scores under the protocol's attack, timing and optimiser state (`share`:
+        the number of seeds `opt` holds, of which this run's state is one)."""
+        result, model, data = self.result, self.model, self.data
+        device = self.x_tr.device
+        if result.status == "ok":
+            result.val_scores = self.outputs(model, self.x_val).cpu().numpy()
+            result.test_scores = self.outputs(model, self.x_te).cpu().numpy()
+            if self.best["step"] is not None:
+                result.valsel_step = self.best["step"]
+                if self.best["state"] is None:  # the last step is the best: its scores are the last ones
+                    result.valsel_val_scores, result.valsel_test_scores = result.val_scores, result.test_scores
+                else:  # a copy of the model holds the best state; `model` stays the last one (a next round's teacher)
+                    chosen = copy.deepcopy(model)
+                    chosen.load_state_dict(self.best["state"])
+                    result.valsel_val_scores = self.outputs(chosen, self.x_val).cpu().numpy()
+                    result.valsel_test_scores = self.outputs(chosen, self.x_te).cpu().numpy()
+                    del chosen
+            if self.attack:  # every method's robust accuracy, under one fixed attack stream per seed
+                y_te = torch.from_numpy(data.y_test).to(device)
+                result.robust_test_scores = predict_scores(
+                    model, self.pipe, self.x_te, self.spec, self.fn_hp, self.counts, attack=self.attack, y=y_te,
+                    gen=generator(derive_seed(self.order_seed, "eval_attack"), device)).cpu().numpy()
+        result.steps = self.steps_done
+        result.train_seconds = self.train_time
+        result.samples_per_second = result.steps * self.batch / max(self.train_time, 1e-9)
+        result.optimizer_state_bytes = state_bytes(opt) // share
+        result.model = model
+        return result
+
+
 def _train_once(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, order_seed: int,
                 device: str, log, teacher, step_offset: int = 0) -> TrainResult:
-    k = data.num_classes
-    fn_hp = spec.split_hparams(hp)[0]
-    pipe = InputPipeline(data.modality, proto.get("augment", "none"), device, order_seed + 1)
-    x_tr, x_val, x_te = (pipe.to_device(a) for a in (data.x_train, data.x_val, data.x_test))
-    y_tr = torch.from_numpy(data.y_train).to(device)
-    y_val = torch.from_numpy(data.y_val).to(device)
-    y_cpu = torch.from_numpy(data.y_train)
-    counts_cpu = torch.bincount(y_cpu, minlength=k).float()
-    counts = counts_cpu.to(device)
-    model = seeded_build(lambda: build_model(proto["model"], tuple(x_tr.shape[1:]), k,
-                                             aux_head="aux_logits" in spec.needs), init_seed).to(device)
+    run = SeedRun(data, spec, hp, proto, order_seed, device, log, teacher, step_offset)
+    run.order_seed_for_attack = order_seed
+    model = run.model = run.build_model(init_seed)
     # FRUGAL draws its subspaces from its own generator: seeded by the run, like the data order
     opt = build_optimizer(model.parameters(), {"seed": derive_seed(order_seed, "optimizer"), **proto["optimizer"]}
                           if proto["optimizer"]["name"] == "frugal" else proto["optimizer"])
     base_lrs = [g["lr"] for g in opt.param_groups]
-    attack = proto.get("attack")
-    if spec.kind == "adversarial" and not attack:
-        raise ValueError(f"{spec.name}: adversarial training needs the protocol's `attack` block")
-    embed = data.retrieval  # open world: every method is scored on its embeddings, not its logits
-    if spec.kind == "embedding" and not embed:
-        raise ValueError(f"{spec.name}: an embedding method trains no classifier head; run it on an open-world dataset")
-    if embed and attack:
-        raise ValueError(f"{data.name}: an open-world dataset is scored by retrieval; its protocol takes no `attack`")
-    val_metric = "val/recall_at_1" if embed else "val/balanced_accuracy"
-
-    def outputs(m, x):  # what evaluation reads: scores, or embeddings on an open-world dataset
-        return predict_scores(m, pipe, x, spec, fn_hp, counts, embed=embed)
-
-    if teacher is not None:
-        teacher.eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-
-    n, batch = len(y_tr), min(proto["budget"]["batch_size"], len(y_tr))
-    steps_per_epoch = max(1, n // batch)
-    budget = proto["budget"]
-    total = budget["steps"] if "steps" in budget else budget["epochs"] * steps_per_epoch
-    total_epochs = total / steps_per_epoch
-    eval_every = max(1, total // proto.get("curve_points", 20))
-    gen = generator(order_seed)  # data order / sampling, on CPU for portability
-    perm_state = {"perm": None, "pos": n}
-    state = None
-    if "example_state" in spec.needs:
-        state = torch.full((n,), float(spec.init_state(fn_hp)), device=device)
     use_amp = device.startswith("cuda") and proto.get("amp", False)
-
-    result = TrainResult(status="ok", val_scores=None, test_scores=None)
-    best = {"val": -math.inf, "step": None, "state": None}  # the validation-selected checkpoint
-    losses, train_time = LossLog(eval_every, device), 0.0
+    # contexts and the lr loop cost Python time every step: entered only where they do something
+    amp = (lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+    scheduled = run.schedules_lr()
     t0 = time.perf_counter()
-    for step in range(total):
-        progress = step / total
-        epoch = step / steps_per_epoch
-        for g, base in zip(opt.param_groups, base_lrs):
-            g["lr"] = base * lr_factor(proto.get("schedule", {"name": "constant"}), epoch, total_epochs)
-        idx = batch_indices(spec, fn_hp, y_cpu, counts_cpu, progress, n, batch, gen, perm_state).to(device)
-        x_raw, yb = pipe.raw(x_tr[idx], train=True), y_tr[idx]
-        if spec.kind == "adversarial":
-            x_raw = attack_inputs(model, pipe, x_raw, yb, attack, attack["steps"], pipe.gen)
-        xb = pipe.normalize(x_raw)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+    for step in range(run.total):
+        if scheduled:
+            factor = run.lr_factor(step)
+            for g, base in zip(opt.param_groups, base_lrs):
+                g["lr"] = base * factor
+        idx, x_raw, yb = run.next_batch(step)
+        xb = run.pipe.normalize(x_raw)
+        with amp():
             feats = model.features(xb)
             logits = model.head(feats)
             aux = model.aux_head(feats) if model.aux_head is not None else None
-            with torch.no_grad():
-                t_logits = teacher(xb) if teacher is not None else None
-        needs = {"class_counts": counts, "progress": progress, "features": feats.float(), "logits": logits.float(),
-                 "aux_logits": None if aux is None else aux.float(),
-                 "teacher_logits": None if t_logits is None else t_logits.float()}
-        loss = _loss(spec, fn_hp, logits.float(), yb, needs, state, idx)
+            t_logits = None
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits = teacher(xb)
+        loss = run.loss(step, idx, yb, feats, logits, aux, t_logits)
         optimizer_step(opt, loss, check=False)
-        losses.add(loss)
-        if (step + 1) % eval_every == 0 or step + 1 == total:
-            train_time += time.perf_counter() - t0
-            values = losses.flush()
-            bad = LossLog.first_bad(values)
-            if bad is not None:
-                result.status, result.diverged_at_step = "diverged", step + 1 - len(values) + bad
-                log(f"loss became {values[bad]} at step {result.diverged_at_step}: recorded as diverged")
+        run.losses.add(loss)
+        if run.at_curve_point(step):
+            run.train_time += time.perf_counter() - t0
+            if not run.curve_point(step):
                 break
-            running, running_n = LossLog.total(values), len(values)
-            val_scores = outputs(model, x_val)
-            val = recall_at_1_t(val_scores, y_val) if embed else balanced_accuracy_t(val_scores, y_val, k)
-            ep = (step + 1) / steps_per_epoch
-            at = step_offset + step + 1
-            result.curves += [
-                {"step": at, "epoch": ep, "metric": "train/loss", "value": running / running_n},
-                {"step": at, "epoch": ep, "metric": val_metric, "value": val},
-            ]
-            if val > best["val"]:  # strictly: a tie keeps the earlier step; NaN never selects
-                best.update(val=val, step=at, state=None if step + 1 == total else _state_copy(model))
-            log(f"step {step + 1}/{total} epoch {ep:.1f} train/loss {running / running_n:.4f} {val_metric} {val:.4f}")
             t0 = time.perf_counter()
-    else:
-        result.val_scores = outputs(model, x_val).cpu().numpy()
-        result.test_scores = outputs(model, x_te).cpu().numpy()
-        if best["step"] is not None:
-            result.valsel_step = best["step"]
-            if best["state"] is None:  # the last step is the best: its scores are the last ones
-                result.valsel_val_scores, result.valsel_test_scores = result.val_scores, result.test_scores
-            else:  # a copy of the model holds the best state; `model` stays the last one (a next round's teacher)
-                chosen = copy.deepcopy(model)
-                chosen.load_state_dict(best["state"])
-                result.valsel_val_scores = outputs(chosen, x_val).cpu().numpy()
-                result.valsel_test_scores = outputs(chosen, x_te).cpu().numpy()
-                del chosen
-        if attack:  # every method's robust accuracy, under one fixed attack stream per seed
-            y_te = torch.from_numpy(data.y_test).to(device)
-            result.robust_test_scores = predict_scores(
-                model, pipe, x_te, spec, fn_hp, counts, attack=attack, y=y_te,
-                gen=generator(derive_seed(order_seed, "eval_attack"), device)).cpu().numpy()
-    result.steps = step + 1 if total else 0
-    result.train_seconds = train_time
-    result.samples_per_second = result.steps * batch / max(train_time, 1e-9)
-    result.optimizer_state_bytes = state_bytes(opt)
-    result.model = model
-    return result
+    return run.finish(opt)

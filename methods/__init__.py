@@ -59,6 +59,11 @@ REGISTRY: dict[str, str] = {
     "contrastive": ".contrastive:SPEC",  # baseline: all pairs, two margins
     "triplet": ".triplet:SPEC",  # baseline: batch-hard triplets
     "multi_similarity": ".multi_similarity:SPEC",  # Wang et al. CVPR 2019
+    "tcm": ".tcm:SPEC",  # Zhang et al. ICLR 2024: MS + threshold-consistent margins
+    "groco": ".groco:SPEC",  # Shvetsova et al. ICCV 2023: group ordering by a differentiable sorting network
+    "supcon": ".supcon:SPEC",  # baseline: supervised contrastive (Khosla et al. NeurIPS 2020)
+    "kalm_focal": ".kalm_focal:SPEC",  # KaLM-Embedding-V2 focal-style reweighting of supcon/InfoNCE
+    "metrix": ".metrix:SPEC",  # Metrix/embed: mixup for metric learning on the contrastive loss (ICLR 2022)
     # --- preference optimisation (docs/methods/README.md, preference track) ---
     "dpo": ".dpo:DPO",  # M1
     "ipo": ".ipo:SPEC",  # M2

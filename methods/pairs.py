@@ -27,3 +27,20 @@ def pair_masks(targets):
 def mean_nonzero(losses):
     """Mean of the positive entries of non-negative `losses` (0, with a zero gradient, if none)."""
     return losses.sum() / (losses > 0).sum().clamp_min(1)
+
+
+def off_diagonal_log_softmax(logits):
+    """[B, B] log-softmax of each row of `logits` over the other examples j ≠ i (the diagonal is −inf):
+    log(exp(l_ij) / Σ_{a ≠ i} exp(l_ia)), SupCon's A(i). In float32."""
+    logits = logits.float()
+    eye = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+    return torch.log_softmax(logits.masked_fill(eye, -torch.inf), dim=1)
+
+
+def mean_over_positives(values, targets):
+    """(per-anchor mean of `values` [B, B] over its positives P(i) [B], has-a-positive mask [B]); the mean
+    is 0 for an anchor without a positive (its entries of `values` are never read, so −inf is safe)."""
+    pos, _ = pair_masks(targets)
+    count = pos.sum(1)
+    total = torch.where(pos, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum(1)
+    return total / count.clamp_min(1), count > 0

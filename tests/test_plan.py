@@ -1,6 +1,7 @@
 """`lossbench plan`: job counts are Snakemake's own, costs are the table's per-job figures summed,
 and a job the table does not know is reported, never priced at zero."""
 import re
+from collections import Counter
 import subprocess
 import sys
 from pathlib import Path
@@ -165,3 +166,25 @@ def test_a_device_the_table_rules_out_is_said_not_priced():
     text = plan.format_text({"config": "c.yaml", "profile": "p", "dry_run_seconds": 1, "table": "t.yaml",
                              "devices": table["devices"], **est})
     assert "not priced on cpu" in text and "GPU only" in text and "n/a?" in text
+
+
+def test_keys_a_rule_does_not_read_leave_its_digest_alone():
+    """seeds_together is read by train_together only, eval.revision_methods by the preference
+    evaluation only: adding them keeps every other rule's table key (and its measured entry)."""
+    block = {"model": {"name": "mlp"}, "seeds_together": True, "eval": {"revisions": 2, "revision_methods": ["dpo"]}}
+    assert plan.read_by(block, "train_run") == {"model": {"name": "mlp"}, "eval": {"revisions": 2}}
+    assert plan.read_by(block, "train_together")["seeds_together"] is True
+    assert plan.read_by(block, "pref_sample_eval")["eval"] == {"revisions": 2, "revision_methods": ["dpo"]}
+
+
+def test_seeds_trained_together_are_priced_once_as_their_separate_runs(monkeypatch):
+    """The group job costs its seeds' separate runs (no table entry of its own); each seed's train_run
+    is a copy, priced at 0; an ungrouped run keeps its own price."""
+    wc = {"track": "t", "dataset": "d", "method": "m", "variant": "default"}
+    pricer = plan.Pricer({}, {}, {"jobs": {}}, 0, groups=Counter({("t", "d", "m", "default"): 3}))
+    monkeypatch.setattr(pricer, "key", lambda job: f"{job.rule}/key")
+    monkeypatch.setattr(pricer, "_priced", lambda job, key, device: (2.0, False) if job.rule == "train_run" else (None, False))
+    assert pricer.seconds(plan.Job("train_together", wc), "train_together/key", "cpu") == (6.0, True)
+    assert pricer.seconds(plan.Job("train_run", {**wc, "seed": "1"}), "train_run/key", "cpu") == (0.0, True)
+    alone = plan.Job("train_run", {**wc, "method": "kd", "seed": "1"})
+    assert pricer.seconds(alone, "train_run/key", "cpu") == (2.0, False)

@@ -1,5 +1,6 @@
 """The DAG itself: the smoke profile builds, and a reduced smoke run goes end to end, reruns
 nothing when complete, resumes only what is missing, and gives the same numbers twice."""
+import json
 import os
 import shutil
 import subprocess
@@ -121,6 +122,30 @@ def test_reduced_smoke_dag_end_to_end(tmp_path):
     second = pd.read_csv(done_first[1].parent / "metrics.csv")
     keep = ~first.metric.str.startswith("train/")  # wall time and throughput vary
     pd.testing.assert_series_equal(first.value[keep], second.value[keep])
+
+    # the smoke protocol trains each run's seeds together (seeds_together): one group job per
+    # (method, variant), whose seed folders the seeds' train_run copy
+    info = json.loads((runs / "erm" / "default" / "seed1" / "train.json").read_text())
+    assert info["trained_together"]["seeds"] == [0, 1] and info["status"] == "ok"
+    group = results / "together" / "classification" / "digits_lt10" / "erm" / "default"
+    assert json.loads((group / "seeds.json").read_text())["runs"] == {"seed0": "ok", "seed1": "ok"}
+
+
+@pytest.mark.slow
+def test_a_failed_group_of_seeds_trains_each_seed_alone(tmp_path):
+    """A group of seeds trained together that fails (here injected) loses nothing: its index records
+    the error and each seed's train_run trains that seed on its own."""
+    cfg = _profile(tmp_path, _reduced_classification_track(methods=("erm",)), "itest")
+    work = tmp_path / "work"
+    env = {**os.environ, "LOSSBENCH_FAIL_RUNS": "classification/digits_lt10/erm/default/together"}
+    out = _snakemake(cfg, work, env=env)
+    assert out.returncode == 0, out.stderr[-4000:]
+    results = work / "results" / "itest"
+    index = json.loads((results / "together/classification/digits_lt10/erm/default/seeds.json").read_text())
+    assert index["status"] == "failed" and "LOSSBENCH_FAIL_RUNS" in index["error"]
+    for seed in (0, 1):
+        info = json.loads((results / f"runs/classification/digits_lt10/erm/default/seed{seed}/train.json").read_text())
+        assert info["status"] == "ok" and "trained_together" not in info and "copied_from" not in info
 
 
 @pytest.mark.slow

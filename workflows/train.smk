@@ -9,6 +9,7 @@ rule train_run:
         unpack(train_inputs),
         unpack(prepared_checksums),
         unpack(tuning_inputs),  # a `tuned` run: the choice file of its trials (workflows/tuning.smk)
+        unpack(together_input),  # seeds trained together: the group's index (workflows/together.smk)
     output:
         # the task's own artefacts (predictions.npz, final.json, policy.pt: their names depend on the
         # track's task, which an output pattern cannot) sit beside these; train.json records the sha256
@@ -33,6 +34,8 @@ rule train_run:
             resolved = tuning.tuned_run(TRACKS[wildcards.track], wildcards.dataset, wildcards.method,
                                         int(wildcards.seed), inputs.pop("choice"), wildcards.variant)
         twins = [inputs.pop(k) for k in list(inputs) if k.startswith(tuning.TWIN)]  # earlier final variants
+        if "together" in inputs:  # this seed's folder of the group, if the group trained
+            twins.append(os.path.join(os.path.dirname(inputs.pop("together")), f"seed{wildcards.seed}", "train.json"))
         try:
             run_job(runner.train_run, resolved, inputs, os.path.dirname(output.info),
                     device=config["device"], log_path=log[0], twins=twins)

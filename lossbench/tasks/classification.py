@@ -184,6 +184,25 @@ def train_run(run: dict, inputs: dict, out_dir: Path, device: str, log) -> dict:
         log.info(f"teacher {blob['model']}: test accuracy {blob['metrics']['test/accuracy']:.4f}")
     res = train(ds, methods.get(run["method"]), run["hparams"], run["protocol"], run["seeds"]["init"],
                 run["seeds"]["order"], device=device, log=log.info, teacher=teacher)
+    return write_run(run, ds, res, out_dir, blob)
+
+
+def train_together_runs(runs: list[dict], inputs: dict, out_dirs: list[Path], device: str, logs) -> list[dict]:
+    """train_run for the seeds of one (dataset, method, variant) trained as one stacked model
+    (lossbench.train_together): each seed's artefacts in its own folder, as train_run writes them."""
+    from lossbench.train_together import train_together
+
+    first = runs[0]
+    datas = [data.build(r["dataset"], io.read_npz(inputs["data"]), r["seeds"]["data"]) for r in runs]
+    results = train_together(datas, methods.get(first["method"]), first["hparams"], first["protocol"],
+                             [r["seeds"]["init"] for r in runs], [r["seeds"]["order"] for r in runs], device=device,
+                             logs=[log.info for log in logs])
+    return [write_run(r, ds, res, out, None) for r, ds, res, out in zip(runs, datas, results, out_dirs)]
+
+
+def write_run(run: dict, ds, res, out_dir: Path, blob) -> dict:
+    """A trained run's artefacts (curves.csv, predictions.npz, predictions_valsel.npz) and the
+    result entries of its train.json."""
     keys = {k: run[k] for k in ("track", "dataset", "method", "variant", "seed")}
     curves = pd.DataFrame([{**keys, **row} for row in res.curves], columns=list(keys) + ["step", "epoch", "metric", "value"])
     io.write_csv(out_dir / "curves.csv", curves)

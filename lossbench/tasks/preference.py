@@ -143,6 +143,11 @@ def _check_revisions(proto: dict, where: str, runs_here: list[str]) -> None:
     (sft.revision_steps) and a context that holds prompt, earlier answer and new answer."""
     from lossbench.config import ConfigError
 
+    from lossbench.config import unknown_name
+
+    for m in proto["eval"].get("revision_methods", []):
+        if m not in methods.names():
+            raise unknown_name("method", m, methods.names(), f"{where}/eval/revision_methods")
     if testbed_name(proto) != "synthpref":
         return
     revising = [m for m in runs_here if "revision_logps" in methods.get(m).needs]
@@ -537,9 +542,12 @@ def sample_eval(run: dict, inputs: dict, out_path, device: str = "cpu") -> None:
 
 
 def revises(proto: dict, spec) -> bool:
-    """Whether a run's evaluation includes self-revision rounds: the protocol asks for them and the
-    method has a policy that answers prompts (not best-of-n over π_ref, not an unlearning run)."""
-    return bool(proto["eval"].get("revisions")) and spec.kind not in ("decoding", "unlearning")
+    """Whether a run's evaluation includes self-revision rounds: the protocol asks for them, the
+    method has a policy that answers prompts (not best-of-n over π_ref, not an unlearning run) and,
+    where the protocol lists `revision_methods`, it is one of them."""
+    only = proto["eval"].get("revision_methods")
+    return (bool(proto["eval"].get("revisions")) and spec.kind not in ("decoding", "unlearning")
+            and (only is None or spec.name in only))
 
 
 def _revision_rounds(tb, policy, prompts, answers, n: int, proto: dict, gen, score, special, batch: dict) -> dict:

@@ -468,3 +468,19 @@ def test_bandit_dpo_step_direction_follows_gradient_entanglement(features, chose
         new = (phi @ (theta - 5.0 * theta.grad)).log_softmax(-1)
     assert (new[0] > ref_logp[0, 0]) == chosen_up
     assert new[1] < ref_logp[0, 1]
+
+
+def test_divergence_mid_interval_is_recorded_at_its_step(pairs, ref):
+    """Losses are read back once per logging interval (LossLog): a NaN at step 3 of a 2-step interval
+    is still recorded as diverged at step 3, with the curves of the intervals before it only."""
+    policy, spec, calls = copy.deepcopy(ref), methods.get("dpo"), []
+
+    def step_loss(model, batch):
+        calls.append(1)
+        value = float("nan") if len(calls) == 4 else 1.0
+        return next(model.parameters()).sum() * 0 + value, {}
+
+    run = pe.train_policy(spec, spec.hparams(), policy, pe.reference_cache(ref, pairs), pairs, steps=8,
+                          batch_size=4, lr=1e-3, generator=gen(0), eval_every=2, step_loss=step_loss)
+    assert (run.status, run.diverged_at_step, run.steps) == ("diverged", 3, 3)
+    assert sorted({c["step"] for c in run.curves if c["metric"] == "train/loss"}) == [2]

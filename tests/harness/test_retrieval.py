@@ -135,7 +135,7 @@ def test_a_classification_loss_on_an_open_world_dataset_is_scored_on_its_feature
     np.testing.assert_array_equal(opened.test_scores, feats)
 
 
-@pytest.mark.parametrize("method", ["erm", "contrastive", "triplet", "multi_similarity"])
+@pytest.mark.parametrize("method", ["erm", "contrastive", "triplet", "multi_similarity", "supcon", "kalm_focal", "metrix"])
 def test_an_open_world_run_trains_and_evaluates_end_to_end(tmp_path, method):
     """A tiny run of each retrieval-protocol method through the task (train_run, then evaluate_run)
     on the registry's mnist1d_open5 recipe, with MNIST-1D-shaped random data."""

@@ -108,3 +108,22 @@ def test_config_refuses_revisions_without_a_revision_trained_reference_or_room(t
     bad["protocols"]["synthpref_tiny"]["eval"]["revisions"] = 0  # neither: a valid protocol without revisions
     lbconfig.check_track(bad, "smoke")
     assert proto["sft"]["revision_steps"] > 0
+
+
+def test_revision_methods_limits_the_rounds_to_the_methods_listed(track):
+    """`eval: revision_methods` (the smoke profile: the baseline and SRPO) gates the rounds; without
+    it every method whose policy answers prompts revises; a name not registered is refused."""
+    from lossbench import methods
+    from lossbench.tasks import preference as pref
+
+    proto = copy.deepcopy(track["protocols"]["synthpref_tiny"])
+    proto["eval"]["revision_methods"] = ["dpo", "srpo"]
+    assert pref.revises(proto, methods.get("srpo")) and pref.revises(proto, methods.get("dpo"))
+    assert not pref.revises(proto, methods.get("ipo"))
+    assert pref.revision_metric_names(proto, methods.get("ipo")) == []
+    del proto["eval"]["revision_methods"]
+    assert pref.revises(proto, methods.get("ipo")) and not pref.revises(proto, methods.get("best_of_n"))
+    bad = copy.deepcopy(track)
+    bad["protocols"]["synthpref_tiny"]["eval"]["revision_methods"] = ["dpo", "srpoo"]
+    with pytest.raises(lbconfig.ConfigError, match="srpo"):
+        lbconfig.check_track(bad, "smoke")
