@@ -353,6 +353,20 @@ class SeedRun:
     def lr_factor(self, step: int) -> float:
         return lr_factor(self.proto.get("schedule", {"name": "constant"}), step / self.steps_per_epoch, self.total_epochs)
 
+    def lr_setter(self, opt):
+        """A function of the step that sets `opt`'s lrs from their base values by the schedule; one that
+        does nothing under a constant lr (the param-group loop costs Python time every step)."""
+        if not self.schedules_lr():
+            return lambda step: None
+        base_lrs = [g["lr"] for g in opt.param_groups]
+
+        def set_lr(step: int) -> None:
+            factor = self.lr_factor(step)
+            for g, base in zip(opt.param_groups, base_lrs):
+                g["lr"] = base * factor
+
+        return set_lr
+
     def next_batch(self, step: int):
         """(idx, raw inputs, labels) of the step's batch; PGD inputs for an adversarial method."""
         idx = batch_indices(self.spec, self.fn_hp, self.y_cpu, self.counts_cpu, step / self.total, self.n,
@@ -439,17 +453,13 @@ def _train_once(data, spec: MethodSpec, hp: dict, proto: dict, init_seed: int, o
     # FRUGAL draws its subspaces from its own generator: seeded by the run, like the data order
     opt = build_optimizer(model.parameters(), {"seed": derive_seed(order_seed, "optimizer"), **proto["optimizer"]}
                           if proto["optimizer"]["name"] == "frugal" else proto["optimizer"])
-    base_lrs = [g["lr"] for g in opt.param_groups]
     use_amp = device.startswith("cuda") and proto.get("amp", False)
-    # contexts and the lr loop cost Python time every step: entered only where they do something
+    # contexts cost Python time every step: entered only where they do something
     amp = (lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
-    scheduled = run.schedules_lr()
+    set_lr = run.lr_setter(opt)
     t0 = time.perf_counter()
     for step in range(run.total):
-        if scheduled:
-            factor = run.lr_factor(step)
-            for g, base in zip(opt.param_groups, base_lrs):
-                g["lr"] = base * factor
+        set_lr(step)
         idx, x_raw, yb = run.next_batch(step)
         xb = run.pipe.normalize(x_raw)
         with amp():

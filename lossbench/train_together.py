@@ -110,16 +110,12 @@ def train_together(datas: list, spec: MethodSpec, hp: dict, proto: dict, init_se
     for r, m in zip(runs, models):
         r.model = m
     opt = build_optimizer(stacked.parameters(), proto["optimizer"])
-    base_lrs = [g["lr"] for g in opt.param_groups]
     live = list(range(len(runs)))  # seeds still training (a diverged seed stops being evaluated)
     lead = runs[0]
+    set_lr = lead.lr_setter(opt)  # one schedule for all seeds
     t0 = time.perf_counter()
-    scheduled = lead.schedules_lr()
     for step in range(lead.total):
-        if scheduled:
-            factor = lead.lr_factor(step)
-            for g, base in zip(opt.param_groups, base_lrs):
-                g["lr"] = base * factor
+        set_lr(step)
         batches = [r.next_batch(step) for r in runs]
         xb = torch.stack([r.pipe.normalize(x_raw) for r, (_, x_raw, _) in zip(runs, batches)])
         feats, logits = stacked(xb)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.methods.base import MethodSpec, require_nonnegative
-from lossbench.methods.pairs import distances, mean_nonzero, pair_masks
+from lossbench.methods.pairs import distances, mean_nonzero, pair_masks, unit_circle_batch
 
 
 def contrastive(embeddings, targets, *, pos_margin: float, neg_margin: float):
@@ -35,8 +35,7 @@ def _reference():
     # Distances: d01 = 2 sin 30° = 1, d02 = 2 sin 45° = 1.414214, d12 = 2 sin 15° = 0.517638.
     # Positive pairs (0,1), (1,0): both 1 → mean 1. Negative pairs: [1 − 1.414]_+ = 0 (twice),
     # [1 − 0.517638]_+ = 0.482362 (twice) → mean over non-zero 0.482362. L = 1.482362.
-    angles = torch.tensor([0.0, 60.0, 90.0]).deg2rad()
-    kw = dict(embeddings=torch.stack([angles.cos(), angles.sin()], 1), targets=torch.tensor([0, 0, 1]),
+    kw = dict(**unit_circle_batch([0.0, 60.0, 90.0], [0, 0, 1]),
               pos_margin=0.0, neg_margin=1.0)
     return kw, torch.tensor(1.482362)
 

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.methods.base import MethodSpec, require_positive
-from lossbench.methods.pairs import pair_masks
+from lossbench.methods.pairs import pair_masks, unit_circle_batch
 
 
 def _layers(n: int):
@@ -171,8 +171,7 @@ def _reference():
     # Anchor 0: s⁺ = S01 = 0.5, s⁻ = S02 = 0: α = 1/2 + arctan(0.5)/π = 0.647584, ℓ = 0.434507.
     # Anchor 1: s⁺ = S10 = 0.5, s⁻ = S12 = cos 30° = 0.866025: α = 1/2 + arctan(−0.366025)/π = 0.388312,
     #   ℓ = 0.945947. L = (0.434507 + 0.945947) / 2 = 0.690227.
-    angles = torch.tensor([0.0, 60.0, 90.0]).deg2rad()
-    kw = dict(embeddings=torch.stack([angles.cos(), angles.sin()], 1), targets=torch.tensor([0, 0, 1]),
+    kw = dict(**unit_circle_batch([0.0, 60.0, 90.0], [0, 0, 1]),
               steepness=1.0, topk_neg=10, stop_grad=True)
     return kw, torch.tensor(0.690227)
 

@@ -19,7 +19,7 @@ P_i; the paper's online hard-negative mixing is not implemented.
 import torch
 
 from lossbench.methods.base import MethodSpec, require_nonnegative, require_positive
-from lossbench.methods.pairs import cosine_similarity, off_diagonal_log_softmax, pair_masks
+from lossbench.methods.pairs import cosine_similarity, off_diagonal_log_softmax, pair_masks, unit_circle_batch
 from lossbench.methods.supcon import supcon_per_anchor
 
 
@@ -49,8 +49,7 @@ def _reference():
     # Anchor 0: p01 = 1/(1 + e^−1) = 0.731059, ℓ_0 = 0.313262, w_0 = 0.268941² = 0.072329.
     # Anchor 1: p10 = 1/(1 + e^0.732051) = 0.324745, ℓ_1 = 1.124716, w_1 = 0.675255² = 0.455970.
     # L = (0.072329·0.313262 + 0.455970·1.124716) / 2 = (0.022658 + 0.512836) / 2 = 0.267747.
-    angles = torch.tensor([0.0, 60.0, 90.0]).deg2rad()
-    kw = dict(embeddings=torch.stack([angles.cos(), angles.sin()], 1), targets=torch.tensor([0, 0, 1]),
+    kw = dict(**unit_circle_batch([0.0, 60.0, 90.0], [0, 0, 1]),
               temperature=0.5, gamma=2.0)
     return kw, torch.tensor(0.267747)
 

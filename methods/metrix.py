@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from lossbench.methods.base import MethodSpec, require_nonnegative, require_positive
 from lossbench.methods.contrastive import contrastive
-from lossbench.methods.pairs import mean_nonzero, pair_masks
+from lossbench.methods.pairs import mean_nonzero, pair_masks, unit_circle_batch
 from lossbench.seeding import derive_seed
 
 
@@ -89,8 +89,7 @@ def _validate(hp):
 def _reference():
     # Worked by hand: contrastive's reference batch (0°, 60° class 0; 90° class 1; m_pos = 0, m_neg = 1),
     # clean loss 1.482362. mix_weight = 0 leaves the clean loss whatever λ is drawn.
-    angles = torch.tensor([0.0, 60.0, 90.0]).deg2rad()
-    kw = dict(embeddings=torch.stack([angles.cos(), angles.sin()], 1), targets=torch.tensor([0, 0, 1]),
+    kw = dict(**unit_circle_batch([0.0, 60.0, 90.0], [0, 0, 1]),
               progress=0.5, alpha=2.0, mix_weight=0.0, pos_margin=0.0, neg_margin=1.0)
     return kw, torch.tensor(1.482362)
 

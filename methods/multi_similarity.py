@@ -26,7 +26,7 @@ excludes positives with S ≥ 1 − 1e-5 rather than only the anchor itself.
 import torch
 
 from lossbench.methods.base import MethodSpec, require_nonnegative, require_positive
-from lossbench.methods.pairs import cosine_similarity, pair_masks
+from lossbench.methods.pairs import cosine_similarity, pair_masks, unit_circle_batch
 
 
 def _log1p_sum_exp(x, keep):
@@ -67,8 +67,7 @@ def _reference():
     #   (1/2) log(1 + e^1) + 0.366025 = 0.656631 + 0.366025 = 1.022656.
     # Anchor 3: min pos 0, keeps negatives > −0.1: none; max neg −0.5, keeps positive 0 < −0.4: no → 0.
     # Mean over 4 anchors: (0.712599 + 1.022656) / 4 = 0.433814.
-    angles = torch.tensor([0.0, 60.0, 90.0, 180.0]).deg2rad()
-    kw = dict(embeddings=torch.stack([angles.cos(), angles.sin()], 1), targets=torch.tensor([0, 0, 1, 1]),
+    kw = dict(**unit_circle_batch([0.0, 60.0, 90.0, 180.0], [0, 0, 1, 1]),
               alpha=2.0, beta=50.0, lam=0.5, epsilon=0.1)
     return kw, torch.tensor(0.433814)
 

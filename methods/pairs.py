@@ -44,3 +44,10 @@ def mean_over_positives(values, targets):
     count = pos.sum(1)
     total = torch.where(pos, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum(1)
     return total / count.clamp_min(1), count > 0
+
+
+def unit_circle_batch(degrees, labels) -> dict:
+    """A batch small enough to work by hand: unit vectors at `degrees` on the circle, with `labels`
+    (the embedding methods' worked reference values are computed on it)."""
+    angles = torch.tensor(degrees).deg2rad()
+    return {"embeddings": torch.stack([angles.cos(), angles.sin()], 1), "targets": torch.tensor(labels)}

@@ -18,7 +18,7 @@ rescaling, left out here as in the paper's Eq. 2 and in pytorch-metric-learning)
 import torch
 
 from lossbench.methods.base import MethodSpec, require_positive
-from lossbench.methods.pairs import cosine_similarity, mean_over_positives, off_diagonal_log_softmax
+from lossbench.methods.pairs import cosine_similarity, mean_over_positives, off_diagonal_log_softmax, unit_circle_batch
 
 
 def supcon_per_anchor(logits, targets):
@@ -47,8 +47,7 @@ def _reference():
     # Anchor 0: −log(e^1 / (e^1 + e^0)) = log(1 + e^−1) = 0.313262.
     # Anchor 1: −log(e^1 / (e^1 + e^1.732051)) = log(1 + e^0.732051) = 1.124715.
     # Anchor 2 has no positive and is left out. L = (0.313262 + 1.124715) / 2 = 0.718989.
-    angles = torch.tensor([0.0, 60.0, 90.0]).deg2rad()
-    kw = dict(embeddings=torch.stack([angles.cos(), angles.sin()], 1), targets=torch.tensor([0, 0, 1]),
+    kw = dict(**unit_circle_batch([0.0, 60.0, 90.0], [0, 0, 1]),
               temperature=0.5)
     return kw, torch.tensor(0.718989)
 

@@ -24,7 +24,7 @@ from lossbench.methods.base import MethodSpec, require_in, require_nonnegative
 from lossbench.methods.multi_similarity import _validate as _validate_ms
 from lossbench.methods.multi_similarity import SPEC as MS
 from lossbench.methods.multi_similarity import ms_from_similarity
-from lossbench.methods.pairs import cosine_similarity, pair_masks
+from lossbench.methods.pairs import cosine_similarity, pair_masks, unit_circle_batch
 
 
 def _mean_over(values, keep):
@@ -61,8 +61,7 @@ def _reference():
     # Positive pairs (each twice): S01 = 0.5, S23 = 0, all ≤ 0.9 → mean(0.4, 0.4, 0.9, 0.9) = 0.65.
     # Negative pairs: S02 = 0, S03 = −1, S12 = cos 30° = 0.866025, S13 = −0.5; only S12 ≥ 0.5 (twice) →
     # 0.366025. L = 0.433814 + 0.65 + 0.366025 = 1.449839.
-    angles = torch.tensor([0.0, 60.0, 90.0, 180.0]).deg2rad()
-    kw = dict(embeddings=torch.stack([angles.cos(), angles.sin()], 1), targets=torch.tensor([0, 0, 1, 1]),
+    kw = dict(**unit_circle_batch([0.0, 60.0, 90.0, 180.0], [0, 0, 1, 1]),
               **MS.defaults, m_pos=0.9, m_neg=0.5, lambda_pos=1.0, lambda_neg=1.0)
     return kw, torch.tensor(1.449839)
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from lossbench.methods.base import MethodSpec, require_nonnegative
-from lossbench.methods.pairs import distances, mean_nonzero, pair_masks
+from lossbench.methods.pairs import distances, mean_nonzero, pair_masks, unit_circle_batch
 
 
 def triplet_batch_hard(embeddings, targets, *, margin: float):
@@ -42,8 +42,7 @@ def _reference():
     # Anchor 2: pos d23 = 1.414214, neg d21 = 0.517638 → 0.996576.
     # Anchor 3: pos d32 = 1.414214, neg min(d30 = 2, d31 = 2 sin 60° = 1.732051) → [−0.217837]_+ = 0.
     # Mean over the two non-zero anchors: (0.582362 + 0.996576) / 2 = 0.789469.
-    angles = torch.tensor([0.0, 60.0, 90.0, 180.0]).deg2rad()
-    kw = dict(embeddings=torch.stack([angles.cos(), angles.sin()], 1), targets=torch.tensor([0, 0, 1, 1]),
+    kw = dict(**unit_circle_batch([0.0, 60.0, 90.0, 180.0], [0, 0, 1, 1]),
               margin=0.1)
     return kw, torch.tensor(0.789469)
 
