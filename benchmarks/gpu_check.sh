@@ -6,13 +6,15 @@
 #   DEVICE=cpu CORES=2 TIMEOUT_SCALE=4 bash benchmarks/gpu_check.sh --tiny
 #                                                   # the same steps at smoke size on a CPU (tests)
 #
-# Steps, each time-boxed (`timeout`) so one slow step cannot eat the others' time (worst case 465 s):
+# Steps, each time-boxed (`timeout`) so one slow step cannot eat the others' time (worst case 475 s):
 #   gpu_tests   pytest -m gpu                                                            75 s
 #   dag         one seed of the full embedded classification and SynthPref protocols     180 s
 #               (benchmarks/gpu_check.py config: a few methods covering every trainer path)
 #   kernels     the kernels benchmark at the CCE claim's point (CCE, Liger if installed,  75 s
 #               torch) and the out-of-cache softmax, with the copy-bandwidth/GEMM bound
-#   report      the report of both (claims included)                                      40 s
+#   report      the report of both (claims included)                                      30 s
+#   together    seeds trained together vs separately (benchmarks/seeds_together.py,      25 s
+#               3 seeds of the smoke MLP, erm and logit_adjust): the GPU's ratio
 #   throughput  cost table cuda entries (measured: true) for the tiers' jobs             90 s
 # Everything lands in $OUT (default results/gpu_check/): logs/<step>.log, steps.tsv, provenance.json
 # (hardware via nvidia-smi and torch, commit, command, per-step wall time and exit code),
@@ -59,7 +61,9 @@ else
 fi
 step dag 180 "${SNAKE[@]}" results/gpu_check/summary.csv
 step kernels 75 "${SNAKE[@]}" results/gpu_check/kernels.csv
-step report 40 "${SNAKE[@]}"
+step report 30 "${SNAKE[@]}"
+step together 25 $PY benchmarks/seeds_together.py --device "$DEVICE" --resources "$OUT/dag/resources" --repeats 2 \
+    --methods erm logit_adjust
 if [ -n "$TINY" ]; then
     TIERS=("$CFG")
 else

@@ -3,6 +3,7 @@ figures; asserts nothing.
 
     python benchmarks/seeds_together.py                  # smoke protocol, 3 seeds, 5 methods, 3 repeats
     python benchmarks/seeds_together.py --repeats 5 --methods erm focal
+    python benchmarks/seeds_together.py --device cuda --resources results/gpu_check/dag/resources   # GPU check
 
 Workload: the smoke classification protocol (config/tracks/classification/smoke.yaml, `mlp_adam`:
 MLP 40-128-128-10, Adam, 400 steps of 128, 10 curve points) on mnist1d_lt100, each seed its own
@@ -40,12 +41,15 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dataset", default="mnist1d_lt100")
+    ap.add_argument("--device", default="cpu", help="cuda: the GPU check's measurement (benchmarks/gpu_check.sh)")
+    ap.add_argument("--resources", type=Path, default=ROOT / "resources",
+                    help="the DAG's resources folder holding data/<source>/prepared.npz")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     track = yaml.safe_load((ROOT / "config/tracks/classification/smoke.yaml").read_text())
-    source = ROOT / "resources/data" / data.source_of(args.dataset) / "prepared.npz"
+    source = args.resources / "data" / data.source_of(args.dataset) / "prepared.npz"
     if not source.exists():
-        sys.exit(f"{source} is missing: build it with `snakemake --cores 2 {source.relative_to(ROOT)}`")
+        sys.exit(f"{source} is missing: build it with `snakemake --cores 2 resources/data/{data.source_of(args.dataset)}/prepared.npz`")
     raw = io.read_npz(source)
     print(f"{'method':14s} {'separate s':>10s} {'together s':>10s} {'ratio':>6s} {'loop samples/s sep':>19s} "
           f"{'together':>9s} {'max |Δ bal. acc.|':>17s}")
@@ -57,10 +61,10 @@ def main(argv=None):
         times = {"separate": [], "together": []}
         for _ in range(args.repeats):
             t = time.perf_counter()
-            sep = [train(d, spec, hp, proto, i, o) for d, i, o in zip(datas, inits, orders)]
+            sep = [train(d, spec, hp, proto, i, o, device=args.device) for d, i, o in zip(datas, inits, orders)]
             times["separate"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            tog = train_together(datas, spec, hp, proto, inits, orders)
+            tog = train_together(datas, spec, hp, proto, inits, orders, device=args.device)
             times["together"].append(time.perf_counter() - t)
         samples = sum(r.steps for r in sep) * proto["budget"]["batch_size"]
         rate = {k: samples / sum(r.train_seconds for r in res) for k, res in (("separate", sep), ("together", tog))}
@@ -71,8 +75,8 @@ def main(argv=None):
         print(f"{name:14s} {s:10.2f} {g:10.2f} {s / g:6.2f} {rate['separate']:19.0f} {rate['together']:9.0f} "
               f"{diff:17.4f}   (range sep {min(times['separate']):.2f}-{max(times['separate']):.2f}, "
               f"together {min(times['together']):.2f}-{max(times['together']):.2f})")
-    print(f"\n{len(args.seeds)} seeds, {args.repeats} interleaved repeats, 1 thread, torch {torch.__version__}; "
-          f"ratio = separate / together wall time")
+    print(f"\n{len(args.seeds)} seeds, {args.repeats} interleaved repeats, device {args.device}, 1 thread, "
+          f"torch {torch.__version__}; ratio = separate / together wall time")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def test_gpu_check_tiny_on_cpu(tmp_path):
                          text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     prov = json.loads((out / "provenance.json").read_text())
-    assert [s["step"] for s in prov["steps"]] == ["gpu_tests", "dag", "kernels", "report", "throughput"]
+    assert [s["step"] for s in prov["steps"]] == ["gpu_tests", "dag", "kernels", "report", "together", "throughput"]
     assert prov["all_ok"], prov["steps"]
     assert all(s["seconds"] <= s["timeout_s"] for s in prov["steps"]) and prov["commit"]
     results = out / "dag" / "results" / "gpu_check"  # what `lossbench publish` reads
