@@ -52,7 +52,7 @@ def together_train_inputs(wildcards):
     inputs = [tasks.get(r["task"]).train_inputs(r, stage_dir(wildcards, r), wildcards.profile) for r in runs]
     if any(i != inputs[0] for i in inputs):
         raise WorkflowError(f"{wildcards}: the seeds of a group read different inputs: {inputs}")
-    return {**inputs[0], **{f"{k}_sha256": f"{p}.sha256" for k, p in inputs[0].items() if p.endswith("/prepared.npz")}}
+    return {**inputs[0], **prepared_sidecars(inputs[0])}
 
 
 rule train_together:

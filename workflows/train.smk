@@ -1,7 +1,12 @@
 def prepared_checksums(wildcards):
     """The prepare step's record of each prepared source the run reads (prepared.npz.sha256), as
     `<name>_sha256`: lossbench.runner.check_inputs refuses a prepared file that does not match it."""
-    return {f"{k}_sha256": f"{p}.sha256" for k, p in train_inputs(wildcards).items() if p.endswith("/prepared.npz")}
+    return prepared_sidecars(train_inputs(wildcards))
+
+
+def prepared_sidecars(inputs: dict) -> dict:
+    """`<name>_sha256`: the sidecar of each prepared source among `inputs`."""
+    return {f"{k}_sha256": f"{p}.sha256" for k, p in inputs.items() if p.endswith("/prepared.npz")}
 
 
 rule train_run:

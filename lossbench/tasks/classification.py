@@ -193,7 +193,8 @@ def train_together_runs(runs: list[dict], inputs: dict, out_dirs: list[Path], de
     from lossbench.train_together import train_together
 
     first = runs[0]
-    datas = [data.build(r["dataset"], io.read_npz(inputs["data"]), r["seeds"]["data"]) for r in runs]
+    raw = io.read_npz(inputs["data"])  # one prepared source, each seed's own draw from it
+    datas = [data.build(r["dataset"], raw, r["seeds"]["data"]) for r in runs]
     results = train_together(datas, methods.get(first["method"]), first["hparams"], first["protocol"],
                              [r["seeds"]["init"] for r in runs], [r["seeds"]["order"] for r in runs], device=device,
                              logs=[log.info for log in logs])
